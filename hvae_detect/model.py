@@ -1,0 +1,210 @@
+"""The hierarchical VAE: bottom-up inference, top-down generation, and its bounds.
+
+Stages i = 1..L each hold a deterministic stack (from the seed's
+``config_deterministic``) and one Gaussian latent z_i. Inference runs bottom-up,
+
+    d_1 = D_1(x),   d_{i+1} = D_{i+1}(P_i(z_i) + d_i),   z_i ~ q(z_i | d_i),
+
+so every stage sees the latent below it and, through the skip connection d_i,
+the features below that. Generation runs top-down with a mirrored stack,
+
+    g_L = G_L(R_L(z_L)),   g_i = G_i(R_i(z_i) + g_{i+1}),   z_{i-1} ~ p(z_{i-1} | g_i),
+
+with p(z_L) = N(0, I) and the likelihood head reading g_1.
+
+``log_weights(x, k, ...)`` gives per-sample bounds of L (k = 0) and L>k: the k
+lowest latents take their posterior mean going up and their conditional-prior
+mean coming down, and only the KL terms of z_{>k} remain (the seed's
+use_mode = decode_from_p = [True] * k + [False] * (L - k)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from hvae_detect.config import resolve_architecture
+from hvae_detect.layers import (STOCHASTIC, Gaussian, Projection, ResBlockConv2d, ResBlockDense,
+                                standard_normal_log_prob)
+from hvae_detect.likelihoods import (bernoulli_log_prob, discretized_logistic_mixture_log_prob,
+                                     dlogmix_param_channels, split_dlogmix_params)
+from hvae_detect.scoring import StreamingLogMeanExp
+
+LIKELIHOODS = ("bernoulli", "dlogmix")
+
+
+def _build_block(in_shape, cfg, out_shape=None):
+    """One block from its seed dict; ``out_shape`` builds the generative mirror instead."""
+    wn, gated = cfg.get("weightnorm", True), cfg.get("gated", False)
+    if cfg["block"] == "ResBlockConv2d":
+        if len(in_shape) != 3:
+            raise ValueError(f"ResBlockConv2d needs a feature-map input, but the stage's input has shape {tuple(in_shape)}")
+        if out_shape is None:
+            return ResBlockConv2d(in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated)
+        return ResBlockConv2d(in_shape, out_shape[0], cfg["kernel_size"], 1, wn, gated, out_hw=out_shape[1:])
+    return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape)
+
+
+class HierarchicalVAE(nn.Module):
+    def __init__(self, input_shape, architecture="small", likelihood="bernoulli", n_mix=10):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        arch = resolve_architecture(architecture)
+        self.input_shape = tuple(input_shape)
+        self.likelihood = likelihood
+        self.n_mix = n_mix
+        n_latents = len(arch["config_stochastic"])
+        self.n_latents = n_latents
+
+        self.q_det, self.q_z, self.q_skip = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        stage_shapes = []  # per stage: shapes through its blocks, input first
+        shape = self.input_shape
+        for i in range(n_latents):
+            shapes, blocks = [shape], []
+            for cfg in arch["config_deterministic"][i]:
+                blocks.append(_build_block(shapes[-1], cfg))
+                shapes.append(blocks[-1].out_shape)
+            stage_shapes.append(shapes)
+            sto = arch["config_stochastic"][i]
+            self.q_det.append(nn.Sequential(*blocks))
+            self.q_z.append(STOCHASTIC[sto["block"]](shapes[-1], sto["latent_features"], sto.get("weightnorm", True)))
+            if i < n_latents - 1:
+                self.q_skip.append(Projection(self.q_z[i].out_shape, shapes[-1]))
+            shape = shapes[-1]
+        self.latent_shapes = [q.out_shape for q in self.q_z]
+
+        # Generative path: stage i mirrors inference stage i (d_i shape -> stage input shape);
+        # the bottom stage ends in feature channels, not pixels, and the head maps them to parameters.
+        self.p_proj, self.p_det, self.p_z = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for i in range(n_latents):
+            shapes, cfgs = list(stage_shapes[i]), arch["config_deterministic"][i]
+            if i == 0:
+                shapes[0] = (shapes[1][0] if len(shapes) > 1 else self.input_shape[0], *self.input_shape[1:])
+            self.p_proj.append(Projection(self.latent_shapes[i], shapes[-1]))
+            blocks = [_build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j]) for j in reversed(range(len(cfgs)))]
+            self.p_det.append(nn.Sequential(*blocks))
+            if i > 0:
+                sto = arch["config_stochastic"][i - 1]
+                self.p_z.append(STOCHASTIC[sto["block"]](shapes[0], sto["latent_features"], sto.get("weightnorm", True)))
+        head_in = stage_shapes[0][1][0] if len(stage_shapes[0]) > 1 else self.input_shape[0]
+        c = self.input_shape[0]
+        out_ch = c if likelihood == "bernoulli" else dlogmix_param_channels(c, n_mix)
+        self.head = nn.Conv2d(head_in, out_ch, 3, padding=1)
+
+    # ---- likelihood -------------------------------------------------------------
+    def log_px(self, x, params):
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_prob(x, params)
+        return discretized_logistic_mixture_log_prob(x, params)
+
+    def mean_image(self, params):
+        """Expected pixel values under p(x | z), for reconstructions and plots."""
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(params)
+        logits, means, _, _ = split_dlogmix_params(params, self.input_shape[0])
+        w = torch.softmax(logits, dim=1).unsqueeze(1)
+        return ((w * means).sum(2).clamp(-1, 1) + 1) / 2
+
+    # ---- the shared bottom-up work -------------------------------------------------
+    def encode_x(self, x):
+        """d_1: the deterministic layers that read only x."""
+        return self.q_det[0](x)
+
+    def prefix(self, d1, k):
+        """Work of L>k that does not depend on a sample: z_1..z_k at their posterior means.
+
+        Returns (d_{k+1}, q(z_{k+1} | d_{k+1})).
+        """
+        d = d1
+        q = self.q_z[0](d)
+        for i in range(k):
+            d = self.q_det[i + 1](self.q_skip[i](q.mean) + d)
+            q = self.q_z[i + 1](d)
+        return d, q
+
+    # ---- per-sample terms -----------------------------------------------------------
+    def sampled_terms(self, x, d, q, k, n_samples=1, generator=None):
+        """log p(x | z) and the KL terms (log q - log p) of z_{>k} for ``n_samples`` samples.
+
+        ``d, q`` come from ``prefix``; rows are sample-major (row s*N + n is image n).
+        Returns (log_px (S*N,), [kl_i (S*N,) for i = k+1..L], params).
+        """
+        n_latents = self.n_latents
+        if n_samples > 1:
+            d, q = d.repeat((n_samples,) + (1,) * (d.dim() - 1)), q.repeat(n_samples)
+            x = x.repeat(n_samples, 1, 1, 1)
+        zs, log_q = [None] * n_latents, [None] * n_latents
+        for i in range(k, n_latents):
+            if i > k:
+                d = self.q_det[i](self.q_skip[i - 1](zs[i - 1]) + d)
+                q = self.q_z[i](d)
+            zs[i] = q.sample(generator)
+            log_q[i] = q.log_prob(zs[i])
+
+        kls = [None] * n_latents
+        kls[-1] = log_q[-1] - standard_normal_log_prob(zs[-1])
+        g = None
+        for i in reversed(range(n_latents)):
+            h = self.p_proj[i](zs[i])
+            g = self.p_det[i](h if g is None else h + g)
+            if i > 0:
+                p = self.p_z[i - 1](g)
+                if i - 1 >= k:
+                    kls[i - 1] = log_q[i - 1] - p.log_prob(zs[i - 1])
+                else:
+                    zs[i - 1] = p.mean  # decode from the prior: z_{<=k} are not inferred
+        params = self.head(g)
+        return self.log_px(x, params), kls[k:], params
+
+    def log_weights(self, x, k=0, n_samples=1, generator=None):
+        """Per-sample bounds log p(x|z) - sum_{i>k} KL_i, shape (n_samples, N)."""
+        d, q = self.prefix(self.encode_x(x), k)
+        log_px, kls, _ = self.sampled_terms(x, d, q, k, n_samples, generator)
+        return (log_px - torch.stack(kls).sum(0)).view(n_samples, x.shape[0])
+
+    # ---- scoring ---------------------------------------------------------------------
+    @torch.no_grad()
+    def ood_scores(self, x, ks=None, n_samples=1, n_samples_lk=None, generator=None, max_rows=1024):
+        """L and L>k (k in ``ks``, default 1..L-1) for a batch, in nats per image.
+
+        d_1 and each prefix are computed once per image and shared by every sample;
+        samples go through the rest of the model in chunks of about ``max_rows``
+        rows and are reduced with a streaming logmeanexp. Returns {k: (N,)} with
+        k = 0 for L.
+        """
+        ks = range(1, self.n_latents) if ks is None else ks
+        n_samples_lk = n_samples if n_samples_lk is None else n_samples_lk
+        n = x.shape[0]
+        chunk = max(1, max_rows // n)
+        with parametrize.cached():  # weight-normalised weights computed once per call
+            d1 = self.encode_x(x)
+            out = {}
+            for k in sorted({0, *ks}):
+                if not 0 <= k < self.n_latents:
+                    raise ValueError(f"k must be in 0..{self.n_latents - 1}, got {k}")
+                d, q = self.prefix(d1, k)
+                total = n_samples if k == 0 else n_samples_lk
+                acc = StreamingLogMeanExp()
+                for start in range(0, total, chunk):
+                    s = min(chunk, total - start)
+                    log_px, kls, _ = self.sampled_terms(x, d, q, k, s, generator)
+                    acc.update((log_px - torch.stack(kls).sum(0)).view(s, n))
+                out[k] = acc.result()
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Mean image after encoding x with posterior means and decoding them."""
+        d = self.encode_x(x)
+        zs = []
+        for i in range(self.n_latents):
+            if i > 0:
+                d = self.q_det[i](self.q_skip[i - 1](zs[-1]) + d)
+            zs.append(self.q_z[i](d).mean)
+        g = None
+        for i in reversed(range(self.n_latents)):
+            h = self.p_proj[i](zs[i])
+            g = self.p_det[i](h if g is None else h + g)
+        return self.mean_image(self.head(g))
