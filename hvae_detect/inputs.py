@@ -1,0 +1,92 @@
+"""Input checks and preprocessing shared by the estimator, the demo and the pipeline.
+
+Images arrive as numpy arrays or torch tensors, uint8 in 0..255 or floats in
+[0, 1], shaped (n, H, W), (n, C, H, W) with C in {1, 3}, or (n, d) with an
+``image_shape``. Everything else is a ValueError that says what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _to_numpy(X):
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
+        arr = np.asarray(X)
+        if arr.dtype == object:
+            raise ValueError("expected a numeric array of images, got an object array")
+        return arr
+    raise ValueError(f"expected a numpy array or torch tensor of images, got {type(X).__name__}")
+
+
+def resolve_image_shape(shape, image_shape=None):
+    """(C, H, W) of one image for an array of ``shape``; raises ValueError otherwise."""
+    if len(shape) == 2:
+        d = shape[1]
+        if image_shape is not None:
+            image_shape = tuple(int(v) for v in image_shape)
+            if len(image_shape) == 2:
+                image_shape = (1, *image_shape)
+            if len(image_shape) != 3 or math.prod(image_shape) != d:
+                raise ValueError(f"image_shape {image_shape} does not hold {d} features per row")
+            return image_shape
+        side = math.isqrt(d)
+        if side * side != d or d == 0:
+            raise ValueError(f"2-D input with {d} features: pass image_shape=(C, H, W); only a perfect "
+                             "square is read as one grey channel")
+        return (1, side, side)
+    if len(shape) == 3:
+        return (1, shape[1], shape[2])
+    if len(shape) == 4:
+        return tuple(shape[1:])
+    raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got an array of shape {tuple(shape)}")
+
+
+def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.ndarray:
+    """Validate images and return them as float32 (n, C, H, W) in [0, 1]."""
+    arr = _to_numpy(X)
+    if arr.ndim < 2:
+        raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got shape {arr.shape}")
+    shape = resolve_image_shape(arr.shape, image_shape)
+    if shape[0] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels in (n, C, H, W), got C = {shape[0]} (shape {arr.shape}); "
+                         "channels-last arrays must be transposed to channels-first")
+    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+        raise ValueError(f"the detector was fitted on images of shape {tuple(expected_shape)}, got {tuple(shape)}")
+    if arr.shape[0] < min_samples:
+        raise ValueError(f"expected at least {min_samples} images, got {arr.shape[0]}")
+    if arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif arr.dtype.type in _FLOATS:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("images contain NaN or infinite values")
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(f"float images must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]; "
+                             "pass uint8 for 0..255 data")
+        out = arr.astype(np.float32)
+    else:
+        raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {arr.dtype}")
+    return out.reshape(arr.shape[0], *shape)
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel with the grey level as probability (the paper's "Binarized")."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Snap [0, 1] values to the 256-level grid (the paper's "Quantized": x / 255)."""
+    return torch.round(x * 255) / 255
+
+
+def dequantize(x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(x + u) / 256 with u ~ U(0, 1) (the paper's "Dequantized")."""
+    u = torch.rand(x_uint8.shape, generator=generator, device=x_uint8.device)
+    return (x_uint8.float() + u) / 256

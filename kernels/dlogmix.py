@@ -1,0 +1,289 @@
+"""Fused discretized logistic mixture log-likelihood (PixelCNN++), forward and backward.
+
+One program scores a block of pixels of one image: it walks the M components once,
+keeps two running logsumexps per pixel (of log pi_m + log p_m(x), and of the
+logits for the softmax normaliser) in registers, and writes one partial sum per
+block to an (N, n_blocks) buffer. The per-image total is a fixed-shape sum of that
+buffer, so the same inputs give bitwise the same output (no float atomics, and
+the block size depends only on the image size).
+
+The backward kernel recomputes the forward (a first sweep over the components to
+get both logsumexps) and then, in a second sweep, writes d log p / d params for
+every component, scaled by the image's grad_output. Nothing per-pixel or
+per-component is stored between forward and backward.
+
+Numerics mirror ``hvae_detect.likelihoods.discretized_logistic_mixture_log_prob_reference``:
+edge bins 0 and 255, the log-scale clamp at -7 (gradient passes at exactly -7, as
+torch.clamp's does) and the density-at-bin-centre branch when a bin's mass is <= 1e-5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG_SCALE_MIN: tl.constexpr = tl.constexpr(-7.0)
+HALF_BIN: tl.constexpr = tl.constexpr(1.0 / 255.0)  # bins are 2/255 wide on [-1, 1]
+LOG_HALF_N_BINS: tl.constexpr = tl.constexpr(math.log(255.0 / 2.0))
+EDGE: tl.constexpr = tl.constexpr(0.999)
+TINY_BIN: tl.constexpr = tl.constexpr(1e-5)
+
+
+@triton.jit
+def _softplus(z):
+    # log(1 + e^z) without overflow; the log(1 + small) rounding costs < 1e-7 nats.
+    return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
+
+
+@triton.jit
+def _tanh(z):
+    # tl has no portable tanh across triton 3.x; this form saturates cleanly at +-inf.
+    return 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+
+
+@triton.jit
+def _lse_update(run_max, run_sum, v):
+    """Fold v into a running (max, sum exp(. - max)) with one exp; -inf safe."""
+    hi = tl.maximum(run_max, v)
+    lo = tl.minimum(run_max, v)
+    e = tl.where(lo == float("-inf"), 0.0, tl.exp(lo - hi))
+    new_sum = tl.where(v > run_max, run_sum * e + 1.0, run_sum + e)
+    return hi, new_sum
+
+
+@triton.jit
+def _channel_log_prob(xs, mu, log_scale):
+    """log P(bin of xs) for one channel of one component; xs in [-1, 1]."""
+    ls = tl.maximum(log_scale, LOG_SCALE_MIN)
+    inv = tl.exp(-ls)
+    centered = xs - mu
+    plus = inv * (centered + HALF_BIN)
+    minus = inv * (centered - HALF_BIN)
+    mid = inv * centered
+    cdf_delta = tl.sigmoid(plus) - tl.sigmoid(minus)
+    # Bin 0: log sigmoid(plus) = -softplus(-plus); bin 255: log(1 - sigmoid(minus)) = -softplus(minus).
+    log_edge = -_softplus(tl.where(xs < -EDGE, -plus, minus))
+    log_pdf_mid = mid - ls - 2.0 * _softplus(mid) - LOG_HALF_N_BINS
+    inner = tl.where(cdf_delta > TINY_BIN, tl.log(tl.maximum(cdf_delta, 1e-12)), log_pdf_mid)
+    return tl.where((xs < -EDGE) | (xs > EDGE), log_edge, inner)
+
+
+@triton.jit
+def _channel_log_prob_grad(xs, mu, log_scale):
+    """As _channel_log_prob, plus its derivatives w.r.t. mu and the raw (unclamped) log-scale."""
+    ls = tl.maximum(log_scale, LOG_SCALE_MIN)
+    inv = tl.exp(-ls)
+    centered = xs - mu
+    plus = inv * (centered + HALF_BIN)
+    minus = inv * (centered - HALF_BIN)
+    mid = inv * centered
+    s_plus = tl.sigmoid(plus)
+    s_minus = tl.sigmoid(minus)
+    s_mid = tl.sigmoid(mid)
+    cdf_delta = s_plus - s_minus
+    low = xs < -EDGE
+    high = xs > EDGE
+    regular = cdf_delta > TINY_BIN
+    interior = ~(low | high)
+
+    log_edge = -_softplus(tl.where(low, -plus, minus))
+    log_pdf_mid = mid - ls - 2.0 * _softplus(mid) - LOG_HALF_N_BINS
+    safe_delta = tl.maximum(cdf_delta, 1e-12)
+    inner = tl.where(regular, tl.log(safe_delta), log_pdf_mid)
+    out = tl.where(low | high, log_edge, inner)
+
+    # d out / d {plus, minus, mid}; exactly one branch is non-zero per element.
+    d_plus = tl.where(low, 1.0 - s_plus, 0.0)
+    d_plus += tl.where(interior & regular, s_plus * (1.0 - s_plus) / safe_delta, 0.0)
+    d_minus = tl.where(high, -s_minus, 0.0)
+    d_minus -= tl.where(interior & regular, s_minus * (1.0 - s_minus) / safe_delta, 0.0)
+    tiny = interior & ~regular
+    d_mid = tl.where(tiny, 1.0 - 2.0 * s_mid, 0.0)
+    # plus, minus, mid are inv * (.), and d inv / d ls = -inv; log_pdf_mid also has a -ls term.
+    d_mu = -inv * (d_plus + d_minus + d_mid)
+    d_ls = -(plus * d_plus + minus * d_minus + mid * d_mid) - tl.where(tiny, 1.0, 0.0)
+    d_ls = tl.where(log_scale >= LOG_SCALE_MIN, d_ls, 0.0)
+    return out, d_mu, d_ls
+
+
+@triton.jit
+def _load_param(base, k, HW, offs, mask):
+    return tl.load(base + k * HW + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_pixels(x_base, HW, offs, mask, C: tl.constexpr):
+    """Pixels of each channel mapped to [-1, 1]; x1, x2 are dummies when C == 1."""
+    x0 = tl.load(x_base + offs, mask=mask, other=0.5).to(tl.float32) * 2.0 - 1.0
+    x1 = x0
+    x2 = x0
+    if C == 3:
+        x1 = tl.load(x_base + HW + offs, mask=mask, other=0.5).to(tl.float32) * 2.0 - 1.0
+        x2 = tl.load(x_base + 2 * HW + offs, mask=mask, other=0.5).to(tl.float32) * 2.0 - 1.0
+    return x0, x1, x2
+
+
+@triton.jit
+def _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr):
+    """log p_m(x) summed over channels, with the PixelCNN++ channel coupling for C == 3."""
+    if C == 1:
+        lp = _channel_log_prob(x0, _load_param(p_base, M + m, HW, offs, mask),
+                               _load_param(p_base, 2 * M + m, HW, offs, mask))
+    else:
+        # Channel c's block starts at M + 3Mc: [means, log-scales, coefficients].
+        t0 = _tanh(_load_param(p_base, 3 * M + m, HW, offs, mask))
+        t1 = _tanh(_load_param(p_base, 6 * M + m, HW, offs, mask))
+        t2 = _tanh(_load_param(p_base, 9 * M + m, HW, offs, mask))
+        mu0 = _load_param(p_base, M + m, HW, offs, mask)
+        mu1 = _load_param(p_base, 4 * M + m, HW, offs, mask) + t0 * x0
+        mu2 = _load_param(p_base, 7 * M + m, HW, offs, mask) + t1 * x0 + t2 * x1
+        lp = _channel_log_prob(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask))
+        lp += _channel_log_prob(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask))
+        lp += _channel_log_prob(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask))
+    return lp
+
+
+@triton.jit
+def _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, BLOCK: tl.constexpr):
+    """Per-pixel logsumexp_m(logit_m + log p_m(x)) and logsumexp_m(logit_m), one sweep."""
+    joint_max = tl.full([BLOCK], float("-inf"), tl.float32)
+    joint_sum = tl.zeros([BLOCK], tl.float32)
+    logit_max = tl.full([BLOCK], float("-inf"), tl.float32)
+    logit_sum = tl.zeros([BLOCK], tl.float32)
+    for m in range(M):
+        logit = _load_param(p_base, m, HW, offs, mask)
+        lp = _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C)
+        joint_max, joint_sum = _lse_update(joint_max, joint_sum, lp + logit)
+        logit_max, logit_sum = _lse_update(logit_max, logit_sum, logit)
+    return joint_max + tl.log(joint_sum), logit_max + tl.log(logit_sum)
+
+
+@triton.jit
+def _dlogmix_fwd_kernel(x_ptr, p_ptr, partial_ptr, HW, M, n_blocks,
+                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
+    blk = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < HW
+    x0, x1, x2 = _load_pixels(x_ptr + n * C * HW, HW, offs, mask, C)
+    p_base = p_ptr + n * (P_PER_MIX * M) * HW
+    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, BLOCK)
+    ll = tl.where(mask, lse_joint - lse_logit, 0.0)
+    tl.store(partial_ptr + n * n_blocks + blk, tl.sum(ll, axis=0))
+
+
+@triton.jit
+def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
+                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
+    blk = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < HW
+    x0, x1, x2 = _load_pixels(x_ptr + n * C * HW, HW, offs, mask, C)
+    p_base = p_ptr + n * (P_PER_MIX * M) * HW
+    g_base = grad_p_ptr + n * (P_PER_MIX * M) * HW
+    out_ty = grad_p_ptr.dtype.element_ty
+    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, BLOCK)
+    g = tl.load(grad_out_ptr + n)
+
+    for m in range(M):
+        logit = _load_param(p_base, m, HW, offs, mask)
+        if C == 1:
+            lp, d_mu, d_ls = _channel_log_prob_grad(x0, _load_param(p_base, M + m, HW, offs, mask),
+                                                    _load_param(p_base, 2 * M + m, HW, offs, mask))
+            resp = tl.exp(lp + logit - lse_joint)  # posterior responsibility of component m
+            r = g * resp
+            tl.store(g_base + (M + m) * HW + offs, (r * d_mu).to(out_ty), mask=mask)
+            tl.store(g_base + (2 * M + m) * HW + offs, (r * d_ls).to(out_ty), mask=mask)
+        else:
+            c0 = _load_param(p_base, 3 * M + m, HW, offs, mask)
+            c1 = _load_param(p_base, 6 * M + m, HW, offs, mask)
+            c2 = _load_param(p_base, 9 * M + m, HW, offs, mask)
+            t0 = _tanh(c0)
+            t1 = _tanh(c1)
+            t2 = _tanh(c2)
+            mu0 = _load_param(p_base, M + m, HW, offs, mask)
+            mu1 = _load_param(p_base, 4 * M + m, HW, offs, mask) + t0 * x0
+            mu2 = _load_param(p_base, 7 * M + m, HW, offs, mask) + t1 * x0 + t2 * x1
+            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask))
+            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask))
+            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask))
+            resp = tl.exp(lp0 + lp1 + lp2 + logit - lse_joint)
+            r = g * resp
+            tl.store(g_base + (M + m) * HW + offs, (r * d_mu0).to(out_ty), mask=mask)
+            tl.store(g_base + (2 * M + m) * HW + offs, (r * d_ls0).to(out_ty), mask=mask)
+            tl.store(g_base + (3 * M + m) * HW + offs, (r * d_mu1 * x0 * (1.0 - t0 * t0)).to(out_ty), mask=mask)
+            tl.store(g_base + (4 * M + m) * HW + offs, (r * d_mu1).to(out_ty), mask=mask)
+            tl.store(g_base + (5 * M + m) * HW + offs, (r * d_ls1).to(out_ty), mask=mask)
+            tl.store(g_base + (6 * M + m) * HW + offs, (r * d_mu2 * x0 * (1.0 - t1 * t1)).to(out_ty), mask=mask)
+            tl.store(g_base + (7 * M + m) * HW + offs, (r * d_mu2).to(out_ty), mask=mask)
+            tl.store(g_base + (8 * M + m) * HW + offs, (r * d_ls2).to(out_ty), mask=mask)
+            tl.store(g_base + (9 * M + m) * HW + offs, (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty), mask=mask)
+        # d/d logit_m of [logsumexp(logit + lp) - logsumexp(logit)] = responsibility - softmax.
+        tl.store(g_base + m * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
+
+
+def _block_size(hw: int) -> int:
+    # Depends on the image size only, so the partial-sum layout (and the bits) never change.
+    return min(256, max(16, triton.next_power_of_2(hw)))
+
+
+def _launch_geometry(x: torch.Tensor, params: torch.Tensor):
+    n, c, h, w = x.shape
+    per_mix = 3 if c == 1 else 10
+    hw = h * w
+    block = _block_size(hw)
+    return n, c, hw, params.shape[1] // per_mix, per_mix, block, triton.cdiv(hw, block)
+
+
+def _device_guard(t: torch.Tensor):
+    # Triton launches on the current CUDA device; make it the tensor's.
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+class _DLogMixLogProb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, params):
+        x = x.contiguous()
+        params = params.contiguous()
+        n, c, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
+        ctx.save_for_backward(x, params)
+        if n == 0 or hw == 0 or m == 0:
+            return torch.zeros(n, device=params.device, dtype=torch.float32)
+        partial = torch.empty((n, n_blocks), device=params.device, dtype=torch.float32)
+        with _device_guard(params):
+            _dlogmix_fwd_kernel[(n_blocks, n)](x, params, partial, hw, m, n_blocks,
+                                               C=c, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
+        return partial.sum(dim=1)  # fixed-shape reduction: deterministic
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, params = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:
+            return None, None
+        n, c, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
+        grad = torch.zeros_like(params) if (n == 0 or hw == 0 or m == 0) else torch.empty_like(params)
+        if grad.numel():
+            with _device_guard(params):
+                _dlogmix_bwd_kernel[(n_blocks, n)](x, params, grad_out.float().contiguous(), grad, hw, m,
+                                                   C=c, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
+        return None, grad  # x is data: no gradient
+
+
+def dlogmix_log_prob_triton(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Discretized logistic mixture log p(x), (N,) float32 nats, via the fused Triton kernels.
+
+    x: (N, C, H, W) in [0, 1], C = 1 or 3; params: (N, 3M, H, W) for C = 1 or
+    (N, 10M, H, W) for C = 3 in the DESIGN.md layout, float32/float16/bfloat16
+    (accumulation is float32; the gradient comes back in params' dtype).
+    """
+    from hvae_detect.likelihoods import check_dlogmix_inputs
+
+    check_dlogmix_inputs(x, params)
+    if x.device != params.device:
+        raise ValueError(f"x is on {x.device} but params on {params.device}")
+    return _DLogMixLogProb.apply(x, params)
