@@ -13,13 +13,14 @@ every component, scaled by the image's grad_output. Nothing per-pixel or
 per-component is stored between forward and backward.
 
 Numerics mirror ``hvae_detect.likelihoods.discretized_logistic_mixture_log_prob_reference``:
-edge bins 0 and 255, the log-scale clamp at -7 (gradient passes at exactly -7, as
-torch.clamp's does) and the density-at-bin-centre branch when a bin's mass is <= 1e-5.
+edge bins 0 and 255, the log-scale clamp at -7 (with the installed torch.clamp's
+subgradient at exactly -7) and the density-at-bin-centre branch when a bin's mass is <= 1e-5.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -73,7 +74,7 @@ def _channel_log_prob(xs, mu, log_scale):
 
 
 @triton.jit
-def _channel_log_prob_grad(xs, mu, log_scale):
+def _channel_log_prob_grad(xs, mu, log_scale, GRAD_AT_CLAMP: tl.constexpr):
     """As _channel_log_prob, plus its derivatives w.r.t. mu and the raw (unclamped) log-scale."""
     ls = tl.maximum(log_scale, LOG_SCALE_MIN)
     inv = tl.exp(-ls)
@@ -106,7 +107,10 @@ def _channel_log_prob_grad(xs, mu, log_scale):
     # plus, minus, mid are inv * (.), and d inv / d ls = -inv; log_pdf_mid also has a -ls term.
     d_mu = -inv * (d_plus + d_minus + d_mid)
     d_ls = -(plus * d_plus + minus * d_minus + mid * d_mid) - tl.where(tiny, 1.0, 0.0)
-    d_ls = tl.where(log_scale >= LOG_SCALE_MIN, d_ls, 0.0)
+    if GRAD_AT_CLAMP:
+        d_ls = tl.where(log_scale >= LOG_SCALE_MIN, d_ls, 0.0)
+    else:
+        d_ls = tl.where(log_scale > LOG_SCALE_MIN, d_ls, 0.0)
     return out, d_mu, d_ls
 
 
@@ -178,7 +182,7 @@ def _dlogmix_fwd_kernel(x_ptr, p_ptr, partial_ptr, HW, M, n_blocks,
 
 @triton.jit
 def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
-                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
+                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr, GRAD_AT_CLAMP: tl.constexpr):
     blk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -194,7 +198,8 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
         logit = _load_param(p_base, m, HW, offs, mask)
         if C == 1:
             lp, d_mu, d_ls = _channel_log_prob_grad(x0, _load_param(p_base, M + m, HW, offs, mask),
-                                                    _load_param(p_base, 2 * M + m, HW, offs, mask))
+                                                    _load_param(p_base, 2 * M + m, HW, offs, mask),
+                                                    GRAD_AT_CLAMP)
             resp = tl.exp(lp + logit - lse_joint)  # posterior responsibility of component m
             r = g * resp
             tl.store(g_base + (M + m) * HW + offs, (r * d_mu).to(out_ty), mask=mask)
@@ -209,9 +214,9 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
             mu0 = _load_param(p_base, M + m, HW, offs, mask)
             mu1 = _load_param(p_base, 4 * M + m, HW, offs, mask) + t0 * x0
             mu2 = _load_param(p_base, 7 * M + m, HW, offs, mask) + t1 * x0 + t2 * x1
-            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask))
-            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask))
-            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask))
+            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
+            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
+            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
             resp = tl.exp(lp0 + lp1 + lp2 + logit - lse_joint)
             r = g * resp
             tl.store(g_base + (M + m) * HW + offs, (r * d_mu0).to(out_ty), mask=mask)
@@ -225,6 +230,19 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
             tl.store(g_base + (9 * M + m) * HW + offs, (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty), mask=mask)
         # d/d logit_m of [logsumexp(logit + lp) - logsumexp(logit)] = responsibility - softmax.
         tl.store(g_base + m * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
+
+
+@functools.cache
+def _clamp_passes_grad_at_min() -> bool:
+    """Whether torch.clamp(min=a) passes the gradient at exactly a (older torch: yes; since mid-2026: no).
+
+    The reference clamps the log-scales with torch.clamp, so a log-scale of exactly -7
+    gets whichever subgradient the installed torch uses; the kernel follows it.
+    """
+    with torch.enable_grad():  # called from backward, where grad mode is off
+        v = torch.tensor(LOG_SCALE_MIN.value, requires_grad=True)
+        (g,) = torch.autograd.grad(v.clamp(min=LOG_SCALE_MIN.value), v)
+    return bool(g.item() == 1.0)
 
 
 def _block_size(hw: int) -> int:
@@ -270,7 +288,8 @@ class _DLogMixLogProb(torch.autograd.Function):
         if grad.numel():
             with _device_guard(params):
                 _dlogmix_bwd_kernel[(n_blocks, n)](x, params, grad_out.float().contiguous(), grad, hw, m,
-                                                   C=c, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
+                                                   C=c, P_PER_MIX=per_mix, BLOCK=block,
+                                                   GRAD_AT_CLAMP=_clamp_passes_grad_at_min(), num_warps=4)
         return None, grad  # x is data: no gradient
 
 
