@@ -31,6 +31,7 @@ from hvae_detect.likelihoods import (  # noqa: E402
     discretized_logistic_log_prob_per_component,
     discretized_logistic_mixture_log_prob,
     discretized_logistic_mixture_log_prob_reference,
+    split_dlogmix_params,
 )
 from hvae_detect.scoring import (  # noqa: E402
     StreamingLogMeanExp,
@@ -102,22 +103,49 @@ def forward_and_grad(fn, x, params, grad_out):
 
 
 TOL = {  # (forward rtol, forward atol, gradient atol relative to the largest gradient)
-    torch.float32: (1e-5, 2e-3, 2e-4),
+    torch.float32: (1e-5, 1e-3, 1e-4),
     torch.float16: (1e-4, 5e-3, 4e-3),
     torch.bfloat16: (1e-4, 5e-3, 1.6e-2),
 }
+
+
+def reference_float64(x, params):
+    """The reference's mixture in float64 (the reference itself always computes in float32)."""
+    logits, means, log_scales, coeffs = split_dlogmix_params(params.double(), x.shape[1])
+    xs = (x.double() * 2 - 1).unsqueeze(2)
+    if x.shape[1] == 3:
+        c = torch.tanh(coeffs)
+        means = torch.stack([means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0],
+                             means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]], dim=1)
+    log_probs = discretized_logistic_log_prob_per_component(xs, means, log_scales).sum(1)
+    return torch.logsumexp(log_probs + torch.log_softmax(logits, dim=1), dim=1).flatten(1).sum(1)
+
+
+def assert_matches(got, ref, exact, atol):
+    """got is within atol of the float32 reference, or no further from float64 than it is.
+
+    Bins of small mass lose digits to sigmoid(a) - sigmoid(b) in float32, so the kernel and
+    the reference can differ by more than a fixed tolerance while both carry the same error.
+    """
+    got, ref, exact = got.double(), ref.double(), exact.double()
+    ok = ((got - ref).abs() <= atol) | ((got - exact).abs() <= 2 * (ref - exact).abs() + atol)
+    assert ok.all(), f"{(~ok).sum().item()} mismatches, worst |got - ref| = {(got - ref).abs().max().item():.3g}"
 
 
 def check_against_reference(x, params):
     grad_out = torch.linspace(-1.5, 2.0, x.shape[0], device=x.device)
     ref, ref_grad = forward_and_grad(discretized_logistic_mixture_log_prob_reference, x, params, grad_out)
     got, got_grad = forward_and_grad(dlogmix.dlogmix_log_prob_triton, x, params, grad_out)
+    exact, exact_grad = forward_and_grad(reference_float64, x, params.double(), grad_out.double())
     rtol, atol, gtol = TOL[params.dtype]
     assert got.dtype == torch.float32 and got.shape == (x.shape[0],)
-    torch.testing.assert_close(got, ref, rtol=rtol, atol=atol)
     assert got_grad.dtype == params.dtype and got_grad.shape == params.shape
+    assert_matches(got, ref, exact, atol + rtol * ref.abs())
     scale = ref_grad.float().abs().max().item() + 1e-6
-    torch.testing.assert_close(got_grad.float(), ref_grad.float(), rtol=0, atol=gtol * scale)
+    if params.dtype == torch.float32:
+        assert_matches(got_grad, ref_grad, exact_grad, gtol * scale)
+    else:  # both round the float32 gradient to params' dtype: compare to the reference only
+        torch.testing.assert_close(got_grad.float(), ref_grad.float(), rtol=0, atol=gtol * scale)
 
 
 @FAST
