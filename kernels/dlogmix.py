@@ -284,7 +284,7 @@ class _DLogMixLogProb(torch.autograd.Function):
         if not ctx.needs_input_grad[1]:
             return None, None
         n, c, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
-        grad = torch.zeros_like(params) if (n == 0 or hw == 0 or m == 0) else torch.empty_like(params)
+        grad = torch.empty_like(params)  # the kernel writes every element
         if grad.numel():
             with _device_guard(params):
                 _dlogmix_bwd_kernel[(n_blocks, n)](x, params, grad_out.float().contiguous(), grad, hw, m,
