@@ -26,7 +26,7 @@ Variants (DESIGN.md, as in the paper's code):
 - ``Dequantized``: (x + u) / 256 with u ~ U(0, 1); fresh noise when dynamic,
   one fixed draw otherwise.
 - ``Grey`` suffix (CIFAR10, SVHN): 1-channel luminance (ITU-R 601-2,
-  0.299 R + 0.587 G + 0.114 B, rounded to uint8 as PIL's ``convert("L")``).
+  0.299 R + 0.587 G + 0.114 B, bit-exact with PIL's ``convert("L")``).
 
 Splits: ``"train"`` is the training split; ``"validation"`` and ``"test"`` are
 both the test split (in the paper's code the held-out "validation" set of a
@@ -246,11 +246,11 @@ def load_raw(name_or_spec, split: str = "train", data_root=None, download: bool 
 
 
 def to_grey(x: np.ndarray) -> np.ndarray:
-    """(N, 3, H, W) uint8 -> (N, 1, H, W) luminance, as PIL's convert('L')."""
+    """(N, 3, H, W) uint8 -> (N, 1, H, W) luminance, exactly as PIL's convert('L') (torchvision's Grayscale)."""
     if x.shape[1] == 1:
         return x
-    r, g, b = (x[:, i].astype(np.int32) for i in range(3))
-    lum = (r * 299 + g * 587 + b * 114 + 500) // 1000
+    r, g, b = (x[:, i].astype(np.int64) for i in range(3))
+    lum = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16  # ITU-R 601-2 in PIL's fixed point
     return lum.astype(np.uint8)[:, None]
 
 
