@@ -70,6 +70,8 @@ class StreamingLogMeanExp:
 
 def streaming_update_reference(run_max: torch.Tensor, run_sum: torch.Tensor, chunk: torch.Tensor):
     """Fold a (s, N) chunk into the running (max, sum exp(. - max)) state; -inf safe."""
+    if chunk.shape[0] == 0:
+        return run_max, run_sum
     new_max = torch.maximum(run_max, chunk.max(dim=0).values)
     finite = torch.isfinite(new_max)
     safe_max = torch.where(finite, new_max, torch.zeros_like(new_max))  # avoids (-inf) - (-inf)

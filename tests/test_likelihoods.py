@@ -1,0 +1,94 @@
+"""Properties of the observation models (PyTorch reference path)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hvae_detect.likelihoods import (bernoulli_log_prob, discretized_logistic_mixture_log_prob,
+                                     discretized_logistic_mixture_log_prob_reference)
+
+GRID = torch.arange(256, dtype=torch.float32) / 255
+
+
+def _params_1ch(logits, means, log_scales):
+    """(256, 3M, 1, 1) params of one pixel, repeated for each of the 256 values."""
+    p = torch.tensor(logits + means + log_scales, dtype=torch.float32).view(1, -1, 1, 1)
+    return p.expand(256, -1, -1, -1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 5), data=st.data())
+def test_one_channel_mixture_sums_to_one_over_256_values(m, data):
+    floats = lambda lo, hi: st.lists(st.floats(lo, hi), min_size=m, max_size=m)  # noqa: E731
+    params = _params_1ch(data.draw(floats(-3, 3)), data.draw(floats(-1.2, 1.2)), data.draw(floats(-4, 1)))
+    logp = discretized_logistic_mixture_log_prob_reference(GRID.view(256, 1, 1, 1), params)
+    assert abs(torch.logsumexp(logp, 0).item()) < 2e-3
+
+
+def test_three_channel_mixture_factorises_channel_by_channel():
+    # With one component, p(r, g, b) = p(r) p(g | r) p(b | r, g), each a 1-channel discretized
+    # logistic whose mean is shifted by tanh(coefficient) times the earlier channels (in [-1, 1]).
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 5, 5)).float() / 255
+    p = torch.randn(4, 10, 5, 5)
+    p[:, 2::3] = p[:, 2::3].clamp(-3, 1)  # log-scales in a sensible range
+    logits, rest = p[:, :1], p[:, 1:].view(4, 3, 3, 5, 5)
+    means, log_scales, c = rest[:, :, 0], rest[:, :, 1], torch.tanh(rest[:, :, 2])
+    xs = 2 * x - 1
+    shifted = torch.stack([means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0],
+                           means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]], 1)
+    per_channel = sum(
+        discretized_logistic_mixture_log_prob_reference(
+            x[:, ch:ch + 1], torch.cat([logits, shifted[:, ch:ch + 1], log_scales[:, ch:ch + 1]], 1))
+        for ch in range(3))
+    torch.testing.assert_close(discretized_logistic_mixture_log_prob_reference(x, p), per_channel)
+
+
+def test_edges_and_extreme_parameters_are_finite():
+    x = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0]).view(5, 1, 1, 1)
+    extreme = torch.tensor([[1e4, -1e4, 1e3, -1e3, -50.0],  # logits
+                            [-1e3, 1e3, 0.0, 1.0, -1.0],  # means
+                            [-100.0, 50.0, -7.0, -20.0, 30.0]])  # log-scales, below the -7 clamp too
+    params = extreme.T.reshape(5, 3, 1, 1)
+    logp = discretized_logistic_mixture_log_prob_reference(x, params)
+    assert torch.isfinite(logp).all()
+    # A pixel at 0 with its mean far below -1 has all its mass in the edge bin.
+    edge = discretized_logistic_mixture_log_prob_reference(torch.zeros(1, 1, 1, 1),
+                                                           torch.tensor([0.0, -5.0, -3.0]).view(1, 3, 1, 1))
+    assert edge.item() > -1e-3
+
+
+def test_log_scales_are_clamped_at_minus_seven():
+    x = torch.full((1, 1, 2, 2), 128 / 255)
+    p = torch.zeros(1, 3, 2, 2)
+    p[:, 2] = -7.0
+    q = p.clone()
+    q[:, 2] = -30.0
+    torch.testing.assert_close(discretized_logistic_mixture_log_prob_reference(x, p),
+                               discretized_logistic_mixture_log_prob_reference(x, q))
+
+
+def test_public_entry_point_validates_shapes():
+    import pytest
+
+    with pytest.raises(ValueError, match="parameter channels"):
+        discretized_logistic_mixture_log_prob(torch.zeros(1, 1, 2, 2), torch.zeros(1, 4, 2, 2))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        discretized_logistic_mixture_log_prob(torch.zeros(1, 2, 2, 2), torch.zeros(1, 6, 2, 2))
+    with pytest.raises(ValueError, match="do not match"):
+        discretized_logistic_mixture_log_prob(torch.zeros(1, 1, 2, 2), torch.zeros(2, 3, 2, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), h=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_bernoulli_matches_binary_cross_entropy(n, h, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 1, h, h, generator=g) * 5
+    x = torch.bernoulli(torch.full((n, 1, h, h), 0.5), generator=g)
+    expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
+    torch.testing.assert_close(bernoulli_log_prob(x, logits), expected)
+    assert math.isclose(torch.exp(bernoulli_log_prob(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))).item(), 0.5,
+                        rel_tol=1e-6)
