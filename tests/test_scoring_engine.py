@@ -1,0 +1,175 @@
+"""The scoring engine (HierarchicalVAE.ood_scores) against the paper's way, and its memory bound.
+
+The naive reference is the one the scoring benchmark times (benchmarks/scoring_speed.py):
+one full pass of the model per importance sample and per statistic.
+"""
+
+import importlib.util
+import math
+import pathlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hvae_detect.model import HierarchicalVAE
+from hvae_detect.training import TrainingDiverged, train_hvae, training_loss
+
+_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scoring_speed.py"
+_spec = importlib.util.spec_from_file_location("scoring_speed", _BENCH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _conv(ch, k, s):
+    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": k, "stride": s}
+
+
+TINY = {  # the seed's shape (conv latent, two dense latents), a few thousand weights
+    "config_deterministic": [[_conv(8, 3, 2)], [_conv(8, 3, 2)], [_conv(8, 3, 1)]],
+    "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 2},
+                          {"block": "GaussianDense", "latent_features": 4},
+                          {"block": "GaussianDense", "latent_features": 2}],
+}
+
+
+def _model(likelihood="bernoulli", arch=TINY, seed=0):
+    torch.manual_seed(seed)
+    shape = (1, 12, 12) if likelihood == "bernoulli" else (3, 8, 8)
+    return HierarchicalVAE(shape, arch, likelihood, n_mix=2).eval()
+
+
+def _images(model, n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, *model.input_shape), generator=g)
+    return torch.bernoulli(x, generator=g) if model.likelihood == "bernoulli" else (x * 255).round() / 255
+
+
+def _gen(seed=3):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "dlogmix"])
+@pytest.mark.parametrize("max_rows", [None, 1, 3, 5, 12, 1000])  # sub-batched images, 1 and many samples per pass
+def test_engine_equals_naive_for_the_same_random_numbers(likelihood, max_rows):
+    model = _model(likelihood)
+    x = _images(model, 5)
+    naive = bench.naive_ood_scores(model, x, [1, 2], 6, _gen())
+    fast = model.ood_scores(x, [1, 2], 6, generator=_gen(), max_rows=max_rows)
+    assert sorted(fast) == [0, 1, 2]
+    for k in (0, 1, 2):
+        torch.testing.assert_close(fast[k], naive[k], rtol=1e-5, atol=1e-3)
+        if k:  # LLR>k = L - L>k follows, checked as the estimator forms it
+            torch.testing.assert_close(fast[0] - fast[k], naive[0] - naive[k], rtol=1e-4, atol=2e-3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 6), s=st.integers(1, 9), s_lk=st.integers(1, 4), max_rows=st.integers(1, 40),
+       ks=st.sets(st.integers(0, 2)))
+def test_engine_equals_naive_property(n, s, s_lk, max_rows, ks):
+    model = _model()
+    x = _images(model, n)
+    fast = model.ood_scores(x, ks, s, s_lk, generator=_gen(), max_rows=max_rows)
+    gen = _gen()  # the naive path draws L's samples first, then each L>k's, in order of k
+    for k in sorted({0, *ks}):
+        with torch.no_grad():
+            log_w = torch.stack([bench.naive_log_weight(model, x, k, gen) for _ in range(s if k == 0 else s_lk)])
+        naive = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+        torch.testing.assert_close(fast[k], naive, rtol=1e-5, atol=1e-3)
+
+
+def test_rows_per_pass_stay_within_the_budget():
+    model = _model()
+    x = _images(model, 7)
+    seen = {"encode_x": [], "sampled_terms": []}
+    for name in seen:
+        inner = getattr(model, name)
+
+        def spy(x_, *args, _inner=inner, _name=name, **kwargs):
+            out = _inner(x_, *args, **kwargs)
+            seen[_name].append(out.shape[0] if _name == "encode_x" else out[0].shape[0])
+            return out
+
+        setattr(model, name, spy)
+    for max_rows, s in [(3, 12), (7, 12), (20, 12), (100, 1)]:
+        for v in seen.values():
+            v.clear()
+        model.ood_scores(x, [1, 2], s, generator=_gen(), max_rows=max_rows)
+        assert max(seen["sampled_terms"]) <= max(max_rows, 1)
+        assert max(seen["encode_x"]) <= max_rows
+        assert sum(seen["sampled_terms"]) == 3 * s * 7  # every sample of every image, once
+
+
+def test_peak_memory_does_not_grow_with_samples():
+    """The bound's mechanism, measured: peak RSS of S=64 stays under 2x that of S=1, while the
+    same S without a row budget (all samples of a chunk in one pass) is several times larger."""
+    try:
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    arch = {"config_deterministic": [[_conv(32, 3, 1)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
+            "config_stochastic": TINY["config_stochastic"]}
+    model = _model(arch=arch)
+    x = _images(model, 200)  # 200 rows x 32 x 12 x 12 floats = 3.7 MB per feature map
+    one, _ = bench.peak_memory_mib(model, x, 1, max_rows=200)
+    many, passes = bench.peak_memory_mib(model, x, 64, max_passes=6, max_rows=200)
+    unbounded, _ = bench.peak_memory_mib(model, x, 8, max_passes=1, max_rows=8 * 200)
+    assert passes == 6
+    assert many < 2 * one, (one, many)
+    assert unbounded > 3 * one, (one, unbounded)  # the measurement does see activation memory
+
+
+def test_scoring_leaves_the_model_as_it_was():
+    model = _model()
+    keys = set(model.state_dict())
+    with pytest.raises(RuntimeError):
+        with model.channels_last_weights():
+            raise RuntimeError("boom")
+    model.ood_scores(_images(model, 3), None, 2, generator=_gen())
+    for m in model.modules():
+        if hasattr(m, "parametrizations"):
+            assert len(m.parametrizations.weight) == 1
+            assert m.weight.is_contiguous()
+    assert set(model.state_dict()) == keys
+
+
+def test_engine_rejects_bad_arguments():
+    model = _model()
+    x = _images(model, 2)
+    with pytest.raises(ValueError, match="k must be in"):
+        model.ood_scores(x, [3])
+    with pytest.raises(ValueError, match="max_rows"):
+        model.ood_scores(x, [1], max_rows=0)
+
+
+def test_default_row_budget_scales_with_the_architecture():
+    mnist = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli")
+    assert mnist.row_elements == 64 * 28 * 28
+    assert 256 <= mnist.default_max_rows("cpu") < 1000  # S=1000 at batch 500 runs in passes of 500 rows
+    assert mnist.default_max_rows("cuda") > mnist.default_max_rows("cpu")
+
+
+# ---- training ------------------------------------------------------------------------------
+def test_channels_last_training_step_computes_the_same_loss_and_gradients():
+    model = _model().train()
+    x = _images(model, 6)
+    grads = []
+    for ctx in (torch.enable_grad, model.channels_last_weights):
+        model.zero_grad()
+        with ctx():
+            loss, elbo, kl = training_loss(model, x, 0.5, 0.1, _gen())
+            loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_training_still_stops_on_a_nan_loss():
+    model = _model().train()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
+        train_hvae(model, _images(model, 8), epochs=1, batch_size=4)
+    assert all(len(m.parametrizations.weight) == 1 for m in model.modules() if hasattr(m, "parametrizations"))
