@@ -9,15 +9,10 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hvae-detect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from hvae_detect import demo
+    from hvae_detect import demo, pipeline
 
     demo.add_parser(sub)
-    try:
-        from hvae_detect import pipeline
-    except ImportError:  # the paper's pipeline commands live in pipeline.py
-        pipeline = None
-    if pipeline is not None:
-        pipeline.add_parsers(sub)
+    pipeline.add_parsers(sub)
     return parser
 
 
