@@ -48,6 +48,15 @@ def training_loss(model, x, kl_weight: float, free_nats: float, generator=None):
 CHECK_EVERY = 32  # steps between divergence checks on a GPU
 
 
+def make_optimizer(model, learning_rate: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel: the same update as the for-loop version in one pass per
+    parameter instead of about ten small ops each (which dominate a CPU step's overhead)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(model.parameters(), lr=learning_rate)
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: the model is not usable."""
 
@@ -65,7 +74,7 @@ def train_hvae(model, data: torch.Tensor, *, epochs: int, batch_size: int = 128,
     Raises ``TrainingDiverged`` when the loss becomes NaN or infinite.
     """
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        optimizer = make_optimizer(model, learning_rate)
     # Convolutions run channels-last (same values, faster kernels; see channels_last_weights).
     with model.channels_last_weights():
         return _train(model, data, optimizer, epochs, batch_size, free_nats, free_nats_epochs, warmup_epochs,

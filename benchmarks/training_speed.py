@@ -1,0 +1,157 @@
+"""Training speed: the package's training step against a naive eager step.
+
+Every variant starts from a copy of the same model (same weights) and optimiser and
+trains on the same batches; repeats are interleaved so load from other processes hits
+all alike. Each speed-up is measured on its own against the naive step:
+
+- naive: the paper's way - one eager full pass (``naive_elbo_terms`` below), weight norm
+  through the parametrisation, NCHW, and a host-side check of the loss every step.
+- channels-last: the package's ``training_loss`` with ``channels_last_weights()``
+  (what ``train_hvae`` does on every device).
+- fused-adam: ``make_optimizer``'s Adam with its fused kernel (same update).
+- deferred-check (CUDA only; on CPU reading the loss costs no sync): the divergence flag
+  accumulated on the device and read every ``CHECK_EVERY`` steps, as ``train_hvae`` does.
+- package (all): everything together, i.e. ``train_hvae``'s step.
+
+    python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
+    python benchmarks/training_speed.py --archs paper-mnist --batch 64 --steps 3 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from hvae_detect.layers import standard_normal_log_prob
+from hvae_detect.model import HierarchicalVAE
+from hvae_detect.training import CHECK_EVERY, make_optimizer, training_loss
+
+ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
+
+
+def naive_elbo_terms(model, x, generator=None):
+    """log p(x|z) and every KL_i from one eager full pass with one posterior sample."""
+    d = model.q_det[0](x)
+    zs, qs = [], []
+    for i in range(model.n_latents):
+        if i > 0:
+            d = model.q_det[i](model.q_skip[i - 1](zs[-1]) + d)
+        qs.append(model.q_z[i](d))
+        zs.append(qs[-1].sample(generator))
+    kls = [qs[-1].log_prob(zs[-1]) - standard_normal_log_prob(zs[-1])]
+    g = None
+    for i in reversed(range(model.n_latents)):
+        h = model.p_proj[i](zs[i])
+        g = model.p_det[i](h if g is None else h + g)
+        if i > 0:
+            kls.insert(0, qs[i - 1].log_prob(zs[i - 1]) - model.p_z[i - 1](g).log_prob(zs[i - 1]))
+    return model.log_px(x, model.head(g)), kls
+
+
+def naive_step(model, optimizer, x, generator):
+    log_px, kls = naive_elbo_terms(model, x, generator)
+    kl = torch.stack(kls)
+    loss = -(log_px - 0.5 * kl.clamp(min=0.1).sum(0)).mean()
+    if not torch.isfinite(loss):  # a host sync on a GPU
+        raise FloatingPointError("diverged")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def package_step(model, optimizer, x, generator, step, finite, check_every):
+    loss, _, _ = training_loss(model, x, 0.5, 0.1, generator)
+    finite &= torch.isfinite(loss)
+    if (step + 1) % check_every == 0 and not finite.item():
+        raise FloatingPointError("diverged")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def make_batches(arch, n, steps, device, seed=0):
+    shape, likelihood = ARCHS[arch]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((steps, n, *shape), generator=g)
+    x = torch.bernoulli(x, generator=g) if likelihood == "bernoulli" else (x * 255).round() / 255
+    return list(x.to(device))
+
+
+def variants(device):
+    """name -> (step, channels-last weights, fused Adam, steps between divergence checks)."""
+    check = CHECK_EVERY if torch.device(device).type == "cuda" else 1
+    out = {"naive": ("naive", False, False, 1), "channels-last": ("package", True, False, 1),
+           "fused-adam": ("package", False, True, 1)}
+    if check > 1:
+        out["deferred-check"] = ("package", False, False, check)
+    out["package (all)"] = ("package", True, True, check)
+    return out
+
+
+def time_training(arch, n, steps, repeats, device, seed=0):
+    shape, likelihood = ARCHS[arch]
+    torch.manual_seed(seed)
+    base = HierarchicalVAE(shape, arch, likelihood).to(device).train()
+    batches = make_batches(arch, n, steps + 1, device, seed)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    runs = {}
+    for name, (kind, channels_last, fused, check_every) in variants(device).items():
+        model = copy.deepcopy(base)
+        opt = make_optimizer(model, 1e-4) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def run(xs, gen, model=model, opt=opt, kind=kind, channels_last=channels_last, check_every=check_every):
+            finite = torch.ones((), dtype=torch.bool, device=device)
+            ctx = model.channels_last_weights() if channels_last else torch.enable_grad()
+            with ctx:
+                for step, x in enumerate(xs):
+                    if kind == "naive":
+                        naive_step(model, opt, x, gen)
+                    else:
+                        package_step(model, opt, x, gen, step, finite, check_every)
+            if not finite.item():  # the deferred check's final read, once per run
+                raise FloatingPointError("diverged")
+
+        run(batches[:1], torch.Generator(device).manual_seed(0))  # warm-up
+        runs[name] = run
+    ips = {name: [] for name in runs}
+    for r in range(repeats):
+        order = list(runs) if r % 2 == 0 else list(reversed(runs))
+        for name in order:
+            sync()
+            t0 = time.perf_counter()
+            runs[name](batches[1:], torch.Generator(device).manual_seed(r))
+            sync()
+            ips[name].append(n * steps / (time.perf_counter() - t0))
+    return ips
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default 64 mnist, 16 cifar on CPU)")
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    print(f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
+          f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}")
+    print("\n| arch | batch | variant | img/s (min / med / max) | speed-up vs naive (median) |\n|---|---|---|---|---|")
+    for arch in args.archs:
+        cpu = torch.device(args.device).type == "cpu"
+        n = args.batch or ((64 if arch == "paper-mnist" else 16) if cpu else 128)
+        ips = time_training(arch, n, args.steps, args.repeats, args.device)
+        naive = statistics.median(ips["naive"])
+        for name, v in ips.items():
+            print(f"| {arch} | {n} | {name} | {min(v):.3g} / {statistics.median(v):.3g} / {max(v):.3g} | "
+                  f"{statistics.median(v) / naive:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
