@@ -146,7 +146,7 @@ def test_engine_rejects_bad_arguments():
 def test_default_row_budget_scales_with_the_architecture():
     mnist = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli")
     assert mnist.row_elements == 64 * 28 * 28
-    assert 256 <= mnist.default_max_rows("cpu") < 1000  # S=1000 at batch 500 runs in passes of 500 rows
+    assert 100 <= mnist.default_max_rows("cpu") < 500  # batch 500 is sub-batched whatever S is
     assert mnist.default_max_rows("cuda") > mnist.default_max_rows("cpu")
 
 
