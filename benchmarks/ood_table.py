@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hvae_detect.datasets import load_dataset
@@ -77,6 +78,7 @@ def _time_per_image(model, x, steps, train):
     """Seconds per image of a training step (train=True) or of scoring L, L>1, L>2 (S samples)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4) if train else None
     times = []
+    torch.manual_seed(0)
     for i in range(steps + 1):
         t = time.time()
         if train:
@@ -90,7 +92,7 @@ def _time_per_image(model, x, steps, train):
             model.ood_scores(torch.bernoulli(x), ks=[1, 2], n_samples=1)
         if i > 0:  # the first call warms up
             times.append(time.time() - t)
-    return min(times) / x.shape[0]
+    return float(np.median(times)) / x.shape[0]
 
 
 def main(argv=None) -> int:
@@ -98,19 +100,31 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget for the whole benchmark")
     p.add_argument("--paper", action="store_true", help="the seed's paper-mnist architecture (for a GPU)")
     p.add_argument("--architecture", default=None, help="a preset name or JSON dict instead of the reduced one")
-    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--iw_samples", type=int, default=1, help="importance samples S = S' for L and L>k")
-    p.add_argument("--n_eval", type=int, default=10000, help="images per evaluation set (max 10000 / 13180)")
-    p.add_argument("--n_train", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--n_eval", type=int, default=10000,
+                   help="images per evaluation set (all 10,000 / 13,180 by default; fewer if scoring would "
+                        "take more than 20%% of the budget)")
+    p.add_argument("--n_train", type=int, default=None,
+                   help="use only the first N training images (default: all 60,000 when the budget allows at "
+                        "least 4 epochs, else the first N that make 4 epochs, at least 10,000)")
     p.add_argument("--data_root", default=None, help="folder with the .npz files (default ../shared/data)")
     p.add_argument("--save_dir", default=None, help="where the run goes (default: a temporary folder)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (1: on the shared 2-core machine two threads were at best "
+                        "~25%% faster and at times 20x slower; 0 keeps torch's default)")
+    p.add_argument("--score_threads", type=int, default=1,
+                   help="torch threads for scoring (two threads made every scoring call ~50x slower there)")
     p.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
 
     t0 = time.time()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    train_threads = torch.get_num_threads()
     dev = resolve_device(args.device)
     root = Path(args.data_root) if args.data_root else default_data_root()
     if args.architecture:
@@ -118,25 +132,34 @@ def main(argv=None) -> int:
     else:
         arch = "paper-mnist" if args.paper else REDUCED
     save_dir = Path(args.save_dir) if args.save_dir else Path(tempfile.mkdtemp(prefix="hvae-ood-table-"))
-    print(f"device {dev}, {torch.get_num_threads()} threads, budget {args.minutes} min, data {root}, runs in {save_dir}",
+    print(f"device {dev}, {train_threads} threads, budget {args.minutes} min, data {root}, runs in {save_dir}",
           flush=True)
 
     # Estimate the cost of training and scoring with an untrained copy of the model.
     probe_x = load_dataset(IN_DIST, {"split": "validation"}, root, max_examples=args.batch_size).x.to(dev)
     torch.manual_seed(args.seed)
     probe = HierarchicalVAE((1, 28, 28), arch, "bernoulli").to(dev)
-    train_s = _time_per_image(probe, probe_x, 3, True)
-    score_s = _time_per_image(probe, probe_x, 2, False) * args.iw_samples
-    n_eval_total = min(args.n_eval, 10000) * 4 + min(args.n_eval, 13180) * 2 + min(args.n_eval, 60000)
-    reserve_s = 1.3 * score_s * n_eval_total + 30
-    n_train = args.n_train or 60000
-    epoch_s = train_s * n_train
+    train_s = _time_per_image(probe, probe_x, 5, True)
+    torch.set_num_threads(max(1, args.score_threads))
+    score_s = _time_per_image(probe, probe_x, 3, False) * args.iw_samples
+    torch.set_num_threads(train_threads)
+    # Scoring may take up to 20% of the budget: fewer images per set when it would take more.
+    sizes = [10000] * 4 + [13180] * 2 + [60000]  # FashionMNIST, MNIST, KMNIST, notMNIST, Omniglot x2, train
+    n_eval = args.n_eval
+    while n_eval > 500 and 1.3 * score_s * sum(min(n_eval, n) for n in sizes) > 0.2 * args.minutes * 60:
+        n_eval = int(n_eval * 0.8)
+    reserve_s = 1.3 * score_s * sum(min(n_eval, n) for n in sizes) + 30
     train_minutes = args.minutes - (time.time() - t0) / 60 - reserve_s / 60
     if train_minutes <= 0:
         print(f"the budget is too small: scoring alone needs about {reserve_s / 60:.1f} min", file=sys.stderr)
         return 2
+    # Whole epochs are the unit of the schedules and of the time check, so keep at least ~4 of them
+    # (the probe is one short measurement on a shared machine: allow for it being 50% optimistic).
+    n_train = args.n_train or int(min(60000, max(10000, train_minutes * 60 / (train_s * 1.5) / 4)))
+    epoch_s = train_s * n_train
     guess = max(1, int(train_minutes * 60 / (epoch_s * 1.15)))
-    print(f"probe: {train_s * 1e3:.2f} ms/image training, {score_s * 1e3:.2f} ms/image scoring; "
+    print(f"probe: {train_s * 1e3:.2f} ms/image training, {score_s * 1e3:.2f} ms/image scoring; {n_train} "
+          f"training images, {n_eval} per evaluation set; "
           f"{train_minutes:.1f} min for training (about {guess} epochs), {reserve_s / 60:.1f} min kept for scoring",
           flush=True)
     del probe
@@ -147,14 +170,16 @@ def main(argv=None) -> int:
                       "MNISTBinarized": {"dynamic": False, "split": "validation"}},
         architecture=arch, likelihood="BernoulliLikelihoodConv2d", epochs=guess, batch_size=args.batch_size,
         learning_rate=args.learning_rate, free_nats=2.0, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
-        test_every=max(1, guess // 3), seed=args.seed, data_root=root, n_train_examples=args.n_train,
+        test_every=max(1, guess // 3), seed=args.seed, data_root=root,
+        n_train_examples=n_train if n_train < 60000 else None,
         n_val_examples=1000)
     run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=train_minutes, fit_epochs_to_budget=True,
                     verbose=False)
     t_train = time.time() - t0
+    torch.set_num_threads(max(1, args.score_threads))
     extra = {name: {"split": "validation"} for name in OOD_SETS[1:]}
     files = score_run(run, ks=[1, 2], iw_samples_elbo=args.iw_samples, iw_samples_lk=args.iw_samples,
-                      n_eval_examples=args.n_eval, device=dev, extra_val=extra, seed=args.seed)
+                      n_eval_examples=n_eval, device=dev, extra_val=extra, seed=args.seed)
     rows, curves = collect_results([f.parent for f in files][:1])
     out = write_results(rows, curves, files[0].parent)
     total = time.time() - t0
@@ -162,9 +187,10 @@ def main(argv=None) -> int:
     best = json.loads((run / "checkpoints" / "best" / "state.json").read_text())["epoch"]
 
     header = (f"{dt.date.today()} | budget {args.minutes} min on {dev} ({platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, {torch.get_num_threads()} threads) | trained {state['epoch']} epochs "
+              f"{os.cpu_count()} cores, {train_threads} threads training, {args.score_threads} scoring) | trained {state['epoch']} epochs "
               f"(scored checkpoint: epoch {best}, best validation ELBO), train+val {t_train / 60:.1f} min, "
-              f"total {total / 60:.1f} min | S = S' = {args.iw_samples}, {args.n_eval} images per set")
+              f"total {total / 60:.1f} min | {n_train} training images, batch {args.batch_size}, "
+              f"lr {args.learning_rate} | S = S' = {args.iw_samples}, up to {n_eval} images per set")
     lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper |", "|---|---|---|---|---|---|"]
     for ood in dict.fromkeys(r["ood"] for r in rows if not r["ood"].endswith(" train")):
         for stat in STATS:
