@@ -49,7 +49,6 @@ import csv
 import datetime as _dt
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
