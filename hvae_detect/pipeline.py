@@ -320,7 +320,7 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         history.append(record)
         if fit_epochs_to_budget and max_minutes is not None and epoch == start + 1 and start == 0:
             left = max_minutes * 60 - (now - t_start)
-            planned = max(1, epoch + int(left // (timer["epoch_s"] * 1.05)))
+            planned = max(1, epoch + int(left // timer["epoch_s"]))
             scale = planned / cfg["epochs"]
             cfg.update(epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale,
                        warmup_epochs=cfg["warmup_epochs"] * scale)
@@ -361,12 +361,18 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     if start >= cfg["epochs"]:
         _log(f"{run_dir} already trained {start} of {cfg['epochs']} epochs", quiet)
         return run_dir
+    # With fit_epochs_to_budget the first epoch runs alone: on_epoch_end re-plans ``epochs`` and the
+    # schedules from its duration, and the second call trains the rest with the new values.
+    replan = fit_epochs_to_budget and max_minutes is not None and start == 0
     try:
-        train_hvae(model, x, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                   learning_rate=cfg["learning_rate"], free_nats=cfg["free_nats"],
-                   free_nats_epochs=cfg["free_nats_epochs"], warmup_epochs=cfg["warmup_epochs"],
-                   transform=transform, generator=gen, optimizer=opt, start_epoch=start,
-                   on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
+        while start < cfg["epochs"]:
+            end = start + 1 if replan and start == 0 else cfg["epochs"]
+            train_hvae(model, x, epochs=end, batch_size=cfg["batch_size"],
+                       learning_rate=cfg["learning_rate"], free_nats=cfg["free_nats"],
+                       free_nats_epochs=cfg["free_nats_epochs"], warmup_epochs=cfg["warmup_epochs"],
+                       transform=transform, generator=gen, optimizer=opt, start_epoch=start,
+                       on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
+            start = end
     except _Stop:
         pass
     _log(f"done: {run_dir} (best epoch {best['epoch'] if best else '-'}, {time.time() - t_start:.0f} s)", quiet)
