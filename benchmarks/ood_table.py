@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hvae_detect.atomic import atomic_write_text
 from hvae_detect.datasets import load_dataset
 from hvae_detect.estimator import resolve_device
 from hvae_detect.model import HierarchicalVAE
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
     print("\n" + table)
     print(f"\nrun {run}\nscores, results.csv/json and roc.png in {out['csv'].parent}")
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        atomic_write_text(args.markdown, table + "\n")
     return 0
 
 

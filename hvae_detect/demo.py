@@ -9,7 +9,6 @@ LocalOutlierFactor fitted on the same pixels. Plots go to ``--output``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -121,11 +120,8 @@ def run(args) -> int:
     print(f"\nplots written to {out_dir}/ (roc_curves.png, score_histograms.png, reconstructions_*.png); "
           f"total {total:.0f} s")
     if args.json:
-        from hvae_detect.estimator import _atomic_write
+        from hvae_detect.atomic import atomic_write_json
 
-        payload = {"table": table, "n_train": len(train), "n_in": len(held_in), "n_out": len(held_out),
-                   "epochs": args.epochs, "seconds": total}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+        atomic_write_json(args.json, {"table": table, "n_train": len(train), "n_in": len(held_in),
+                                      "n_out": len(held_out), "epochs": args.epochs, "seconds": total})
     return 0

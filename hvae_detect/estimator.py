@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from hvae_detect.atomic import atomic_write, atomic_write_json
 from hvae_detect.config import resolve_architecture
 from hvae_detect.inputs import binarize, check_images
 from hvae_detect.model import HierarchicalVAE
@@ -234,8 +233,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                        "offset_": self.offset_, "scoring_seed_": self.scoring_seed_, "history_": self.history_},
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        _atomic_write(path / "model.safetensors", lambda tmp: save_file(state, tmp))
-        _atomic_write(path / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+        atomic_write(path / "model.safetensors", lambda tmp: save_file(state, tmp))
+        atomic_write_json(path / "config.json", config)
         return path
 
     @classmethod
@@ -265,17 +264,3 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         det.history_ = fitted["history_"]
         return det
 
-
-def _atomic_write(target: Path, write):
-    """Write via a temporary file in the same folder, then rename over ``target``."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

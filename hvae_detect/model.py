@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from hvae_detect.config import resolve_architecture
-from hvae_detect.layers import (STOCHASTIC, Gaussian, Projection, ResBlockConv2d, ResBlockDense,
+from hvae_detect.layers import (STOCHASTIC, Projection, ResBlockConv2d, ResBlockDense,
                                 standard_normal_log_prob)
 from hvae_detect.likelihoods import (bernoulli_log_prob, discretized_logistic_mixture_log_prob,
                                      dlogmix_param_channels, split_dlogmix_params)

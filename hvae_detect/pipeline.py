@@ -60,7 +60,8 @@ from safetensors.torch import load_file, save_file
 from hvae_detect.config import PRESETS, resolve_architecture
 from hvae_detect.datasets import (LoadedDataset, default_data_root, load_dataset, parse_dataset_name,
                                   parse_dataset_options)
-from hvae_detect.estimator import _atomic_write, resolve_device
+from hvae_detect.atomic import atomic_write, atomic_write_text
+from hvae_detect.estimator import resolve_device
 from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.model import HierarchicalVAE
 from hvae_detect.training import elbo_terms, train_hvae
@@ -207,10 +208,10 @@ def save_checkpoint(folder: Path, model, opt, generator, state: dict):
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     opt_tensors["rng.generator"] = generator.get_state().cpu()
-    _atomic_write(folder / "model.safetensors", lambda tmp: save_file(weights, tmp))
-    _atomic_write(folder / "optimizer.safetensors", lambda tmp: save_file(opt_tensors, tmp))
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(weights, tmp))
+    atomic_write(folder / "optimizer.safetensors", lambda tmp: save_file(opt_tensors, tmp))
     body = json.dumps({**state, "optimizer": opt_meta}, indent=1)
-    _atomic_write(folder / "state.json", lambda tmp: Path(tmp).write_text(body))
+    atomic_write_text(folder / "state.json", body)
 
 
 def load_checkpoint(folder: Path, model, opt=None, generator=None) -> dict:
@@ -297,7 +298,7 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         start, history, val_history, best = st["epoch"], st["history"], st["val_history"], st["best"]
         _log(f"resuming {run_dir} from epoch {start}", quiet)
     cfg["input_shape"] = list(x.shape[1:])
-    _atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=1)))
+    atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"run {run_dir}  |  {x.shape[0]} training images {tuple(x.shape[1:])}, {n_params:,} parameters, "
          f"{cfg['likelihood']} likelihood, device {dev}", quiet)
@@ -325,7 +326,7 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
             cfg.update(epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale,
                        warmup_epochs=cfg["warmup_epochs"] * scale)
             cfg["test_every"] = min(cfg["test_every"], planned)
-            _atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=1)))
+            atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
             _log(f"budget {max_minutes} min, {timer['epoch_s']:.1f} s/epoch: planning {planned} epochs "
                  f"(free nats until {cfg['free_nats_epochs']:.1f}, warm-up {cfg['warmup_epochs']:.1f})", quiet)
         out_of_time = (max_minutes is not None
@@ -461,13 +462,18 @@ def score_run(run_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_siz
             Lk = results[lab][k] if k > 0 else L
             arrays[f"L_{i}"], arrays[f"Lk_{i}"], arrays[f"LLR_{i}"] = L, Lk, L - Lk
         path = save_dir / score_file_name(in_dist, k, iw_samples_elbo, iw_samples_lk if k > 0 else iw_samples_elbo)
-        _atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+        atomic_write(path, lambda tmp: _savez(tmp, arrays))
         files.append(path)
         _log(f"wrote {path}", quiet)
     return files
 
 
 # ============================================================================ results
+
+def _savez(path, arrays):
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temporary name
+        np.savez(f, **arrays)
+
 
 def read_scores(path) -> dict:
     """One score file as {"in_distribution", "k", "iw_elbo", "iw_lk", "sets": {label: {"L", "L>k", "LLR>k"}}}."""
@@ -540,11 +546,10 @@ def format_table(rows) -> str:
 
 
 def plot_roc(curves, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
+
+    from hvae_detect.plots import save_figure
 
     pairs = list(dict.fromkeys((k[0], k[1]) for k in curves))
     n = len(pairs)
@@ -564,20 +569,21 @@ def plot_roc(curves, path):
         ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_results(rows, curves, output_dir) -> dict:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0])
-    with open(output_dir / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(output_dir / "results.csv", write_csv)
+    atomic_write_text(output_dir / "results.json", json.dumps(rows, indent=1))
     plot_roc(curves, output_dir / "roc.png")
     return {"csv": output_dir / "results.csv", "json": output_dir / "results.json", "roc": output_dir / "roc.png"}
 

@@ -22,7 +22,7 @@ def plot_roc_curves(curves: dict, path, title="ROC curves (OOD = positive)"):
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_score_histograms(scores: dict, sets: dict, path):
@@ -36,7 +36,7 @@ def plot_score_histograms(scores: dict, sets: dict, path):
             ax.hist(np.clip(v, lo, hi), bins=40, range=(lo, hi), alpha=0.5, density=True, label=sets[s])
         ax.set_title(f"{stat} (nats)")
     axes[0][0].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_reconstructions(inputs: np.ndarray, recons: np.ndarray, path, title=""):
@@ -52,10 +52,11 @@ def plot_reconstructions(inputs: np.ndarray, recons: np.ndarray, path, title="")
     axes[0][0].set_title("input", fontsize=7, loc="left")
     axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """tight_layout, then write via a temporary file renamed over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
