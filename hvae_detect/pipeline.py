@@ -57,10 +57,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from hvae_detect.atomic import atomic_write, atomic_write_text
 from hvae_detect.config import PRESETS, resolve_architecture
 from hvae_detect.datasets import (LoadedDataset, default_data_root, load_dataset, parse_dataset_name,
                                   parse_dataset_options)
-from hvae_detect.atomic import atomic_write, atomic_write_text
 from hvae_detect.estimator import resolve_device
 from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.model import HierarchicalVAE
