@@ -275,15 +275,11 @@ class HierarchicalVAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x):
-        """Mean image after encoding x with posterior means and decoding them."""
-        d = self.encode_x(x)
-        zs = []
-        for i in range(self.n_latents):
-            if i > 0:
-                d = self.q_det[i](self.q_skip[i - 1](zs[-1]) + d)
-            zs.append(self.q_z[i](d).mean)
-        g = None
-        for i in reversed(range(self.n_latents)):
-            h = self.p_proj[i](zs[i])
-            g = self.p_det[i](h if g is None else h + g)
-        return self.mean_image(self.head(g))
+        """Mean image after encoding x with posterior means and decoding them.
+
+        The k = 0 bound's forward pass with zero noise: every z_i is its posterior mean.
+        """
+        d, q = self.prefix(self.encode_x(x), 0)
+        zeros = [torch.zeros((x.shape[0], *shape), device=x.device, dtype=x.dtype) for shape in self.latent_shapes]
+        _, _, params = self.sampled_terms(x, d, q, 0, noise=zeros)
+        return self.mean_image(params)

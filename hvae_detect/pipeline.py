@@ -546,27 +546,19 @@ def format_table(rows) -> str:
 
 
 def plot_roc(curves, path):
+    """One panel per (in-distribution, OOD) pair, one curve per statistic and sample count."""
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
 
-    from hvae_detect.plots import save_figure
+    from hvae_detect.plots import draw_roc_curves, save_figure
 
     pairs = list(dict.fromkeys((k[0], k[1]) for k in curves))
     n = len(pairs)
     cols = min(3, n)
-    rows_ = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 4 * rows_), squeeze=False)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 4 * math.ceil(n / cols)), squeeze=False)
     for ax, (ind, ood) in zip(axes.flat, pairs):
-        for key, (s_in, s_out) in curves.items():
-            if key[:2] != (ind, ood):
-                continue
-            y = np.r_[np.zeros(s_in.size), np.ones(s_out.size)]
-            fpr, tpr, _ = roc_curve(y, np.r_[s_in, s_out])
-            lab = key[2] + (f" S={key[3]}" if key[3] else "") + (f" S'={key[4]}" if key[4] else "")
-            ax.plot(fpr, tpr, label=lab, lw=1.2)
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set(title=f"{ind} vs {ood}", xlabel="false-positive rate", ylabel="true-positive rate")
-        ax.legend(fontsize=7, loc="lower right")
+        panel = {key[2] + (f" S={key[3]}" if key[3] else "") + (f" S'={key[4]}" if key[4] else ""): scores
+                 for key, scores in curves.items() if key[:2] == (ind, ood)}
+        draw_roc_curves(ax, panel, f"{ind} vs {ood}")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     save_figure(fig, path)

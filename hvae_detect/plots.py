@@ -12,16 +12,20 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 
-def plot_roc_curves(curves: dict, path, title="ROC curves (OOD = positive)"):
-    """curves: {label: (scores_in, scores_out)} with higher score = more OOD."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+def draw_roc_curves(ax, curves: dict, title=""):
+    """curves: {label: (scores_in, scores_out)} with higher score = more OOD, drawn on ``ax``."""
     for label, (s_in, s_out) in curves.items():
         y = np.r_[np.zeros(len(s_in)), np.ones(len(s_out))]
         fpr, tpr, _ = roc_curve(y, np.r_[s_in, s_out])
-        ax.plot(fpr, tpr, label=label)
+        ax.plot(fpr, tpr, label=label, lw=1.2)
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_roc_curves(curves: dict, path, title="ROC curves (OOD = positive)"):
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    draw_roc_curves(ax, curves, title)
     save_figure(fig, path)
 
 
