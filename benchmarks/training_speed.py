@@ -11,7 +11,9 @@ all alike. Each speed-up is measured on its own against the naive step:
 - fused-adam: ``make_optimizer``'s Adam with its fused kernel (same update).
 - deferred-check (CUDA only; on CPU reading the loss costs no sync): the divergence flag
   accumulated on the device and read every ``CHECK_EVERY`` steps, as ``train_hvae`` does.
-- package (all): everything together, i.e. ``train_hvae``'s step.
+- bf16-autocast (CUDA only): bfloat16 mixed precision for the forward pass, float32
+  weights and bound (``training.autocast``; what precision="auto" picks on CUDA).
+- package (all): everything together, i.e. ``train_hvae``'s step with precision="auto".
 
     python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
     python benchmarks/training_speed.py --archs paper-mnist --batch 64 --steps 3 --repeats 3
@@ -31,7 +33,7 @@ import torch
 
 from hvae_detect.layers import standard_normal_log_prob
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import CHECK_EVERY, make_optimizer, training_loss
+from hvae_detect.training import CHECK_EVERY, autocast, make_optimizer, training_loss
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
 
@@ -66,8 +68,9 @@ def naive_step(model, optimizer, x, generator):
     optimizer.step()
 
 
-def package_step(model, optimizer, x, generator, step, finite, check_every):
-    loss, _, _ = training_loss(model, x, 0.5, 0.1, generator)
+def package_step(model, optimizer, x, generator, step, finite, check_every, precision):
+    with autocast(x.device, precision):
+        loss, _, _ = training_loss(model, x, 0.5, 0.1, generator)
     finite &= torch.isfinite(loss)
     if (step + 1) % check_every == 0 and not finite.item():
         raise FloatingPointError("diverged")
@@ -85,13 +88,15 @@ def make_batches(arch, n, steps, device, seed=0):
 
 
 def variants(device):
-    """name -> (step, channels-last weights, fused Adam, steps between divergence checks)."""
-    check = CHECK_EVERY if torch.device(device).type == "cuda" else 1
-    out = {"naive": ("naive", False, False, 1), "channels-last": ("package", True, False, 1),
-           "fused-adam": ("package", False, True, 1)}
-    if check > 1:
-        out["deferred-check"] = ("package", False, False, check)
-    out["package (all)"] = ("package", True, True, check)
+    """name -> (step, channels-last weights, fused Adam, steps between divergence checks, precision)."""
+    cuda = torch.device(device).type == "cuda"
+    check = CHECK_EVERY if cuda else 1
+    out = {"naive": ("naive", False, False, 1, "float32"), "channels-last": ("package", True, False, 1, "float32"),
+           "fused-adam": ("package", False, True, 1, "float32")}
+    if cuda:
+        out["deferred-check"] = ("package", False, False, check, "float32")
+        out["bf16-autocast"] = ("package", False, False, 1, "bfloat16")
+    out["package (all)"] = ("package", True, True, check, "auto")
     return out
 
 
@@ -102,11 +107,12 @@ def time_training(arch, n, steps, repeats, device, seed=0):
     batches = make_batches(arch, n, steps + 1, device, seed)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     runs = {}
-    for name, (kind, channels_last, fused, check_every) in variants(device).items():
+    for name, (kind, channels_last, fused, check_every, precision) in variants(device).items():
         model = copy.deepcopy(base)
         opt = make_optimizer(model, 1e-4) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
 
-        def run(xs, gen, model=model, opt=opt, kind=kind, channels_last=channels_last, check_every=check_every):
+        def run(xs, gen, model=model, opt=opt, kind=kind, channels_last=channels_last, check_every=check_every,
+                precision=precision):
             finite = torch.ones((), dtype=torch.bool, device=device)
             ctx = model.channels_last_weights() if channels_last else torch.enable_grad()
             with ctx:
@@ -114,7 +120,7 @@ def time_training(arch, n, steps, repeats, device, seed=0):
                     if kind == "naive":
                         naive_step(model, opt, x, gen)
                     else:
-                        package_step(model, opt, x, gen, step, finite, check_every)
+                        package_step(model, opt, x, gen, step, finite, check_every, precision)
             if not finite.item():  # the deferred check's final read, once per run
                 raise FloatingPointError("diverged")
 

@@ -141,7 +141,8 @@ class _GaussianLayer(nn.Module):
     min_std = 1e-3  # keeps log densities finite early in training
 
     def _gaussian(self, h):
-        mean, raw = h.chunk(2, dim=1)
+        # float32 even under mixed precision: the bound is a sum of many log densities.
+        mean, raw = h.float().chunk(2, dim=1)
         return Gaussian(mean, F.softplus(raw) + self.min_std)
 
 

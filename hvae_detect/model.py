@@ -177,7 +177,7 @@ class HierarchicalVAE(nn.Module):
                     kls[i - 1] = log_q[i - 1] - p.log_prob(zs[i - 1])
                 else:
                     zs[i - 1] = p.mean  # decode from the prior: z_{<=k} are not inferred
-        params = self.head(g)
+        params = self.head(g).float()  # float32 likelihood under mixed precision too
         return self.log_px(x, params), kls[k:], params
 
     def log_weights(self, x, k=0, n_samples=1, generator=None):

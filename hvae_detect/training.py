@@ -8,6 +8,7 @@ they move every step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -46,6 +47,25 @@ def training_loss(model, x, kl_weight: float, free_nats: float, generator=None):
 
 
 CHECK_EVERY = 32  # steps between divergence checks on a GPU
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"auto" means bfloat16 mixed precision on CUDA and float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return precision
+
+
+def autocast(device, precision: str):
+    """Mixed precision for the forward pass: convolutions and matmuls in bfloat16, while
+    weights, optimiser state, the latent densities and the likelihood (hence the bound
+    and its sum over the batch) stay float32 (see the Gaussian layers and the head)."""
+    if resolve_precision(precision, device) == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model, learning_rate: float) -> torch.optim.Optimizer:
@@ -65,24 +85,26 @@ def train_hvae(model, data: torch.Tensor, *, epochs: int, batch_size: int = 128,
                free_nats: float = 0.0, free_nats_epochs: float = 0.0, warmup_epochs: float = 0.0,
                transform: Callable | None = None, generator: torch.Generator | None = None,
                optimizer: torch.optim.Optimizer | None = None, start_epoch: int = 0,
-               on_epoch_end: Callable | None = None, verbose: bool = False) -> list[dict]:
+               on_epoch_end: Callable | None = None, verbose: bool = False,
+               precision: str = "float32") -> list[dict]:
     """Train ``model`` on ``data`` (N, C, H, W), already on the model's device.
 
     ``transform(batch, generator)`` prepares each batch (e.g. a fresh Bernoulli
     draw per epoch for binarised data). ``on_epoch_end(epoch, record)`` is called
     after every epoch (checkpointing, validation). Returns one record per epoch.
-    Raises ``TrainingDiverged`` when the loss becomes NaN or infinite.
+    ``precision`` is "float32", "bfloat16" (mixed precision, see ``autocast``) or "auto"
+    (bfloat16 on CUDA). Raises ``TrainingDiverged`` when the loss becomes NaN or infinite.
     """
     if optimizer is None:
         optimizer = make_optimizer(model, learning_rate)
     # Convolutions run channels-last (same values, faster kernels; see channels_last_weights).
     with model.channels_last_weights():
         return _train(model, data, optimizer, epochs, batch_size, free_nats, free_nats_epochs, warmup_epochs,
-                      transform, generator, start_epoch, on_epoch_end, verbose)
+                      transform, generator, start_epoch, on_epoch_end, verbose, precision)
 
 
 def _train(model, data, optimizer, epochs, batch_size, free_nats, free_nats_epochs, warmup_epochs, transform,
-           generator, start_epoch, on_epoch_end, verbose):
+           generator, start_epoch, on_epoch_end, verbose, precision):
     n = data.shape[0]
     steps = math.ceil(n / batch_size)
     # Reading the divergence flag is a host sync: free on CPU, so every step there; on a GPU
@@ -103,8 +125,9 @@ def _train(model, data, optimizer, epochs, batch_size, free_nats, free_nats_epoc
             if transform is not None:
                 x = transform(x, generator)
             t = epoch + step / steps
-            loss, elbo, kl = training_loss(model, x, kl_weight_at(t, warmup_epochs),
-                                           free_nats_at(t, free_nats, free_nats_epochs), generator)
+            with autocast(data.device, precision):
+                loss, elbo, kl = training_loss(model, x, kl_weight_at(t, warmup_epochs),
+                                               free_nats_at(t, free_nats, free_nats_epochs), generator)
             finite &= torch.isfinite(loss)
             if (step + 1) % check_every == 0 or step + 1 == steps:
                 if not finite.item():

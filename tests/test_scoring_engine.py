@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingDiverged, train_hvae, training_loss
+from hvae_detect.training import TrainingDiverged, autocast, resolve_precision, train_hvae, training_loss
 
 _BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scoring_speed.py"
 _spec = importlib.util.spec_from_file_location("scoring_speed", _BENCH)
@@ -173,3 +173,34 @@ def test_training_still_stops_on_a_nan_loss():
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
         train_hvae(model, _images(model, 8), epochs=1, batch_size=4)
     assert all(len(m.parametrizations.weight) == 1 for m in model.modules() if hasattr(m, "parametrizations"))
+
+
+def test_mixed_precision_keeps_the_bound_in_float32_and_close():
+    """bfloat16 autocast (run on CPU here; CUDA is what uses it) changes convolutions only:
+    the loss, ELBO and KLs stay float32 and within bfloat16 rounding of the float32 values."""
+    model = _model().train()
+    x = _images(model, 6)
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        model.zero_grad()
+        with autocast("cpu", precision):
+            loss, elbo, kl = training_loss(model, x, 0.5, 0.1, _gen())
+        loss.backward()
+        out[precision] = (loss.detach(), elbo, kl, torch.cat([p.grad.flatten() for p in model.parameters()]))
+    for a, b in zip(out["float32"][:3], out["bfloat16"][:3]):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=0.5)
+    g32, g16 = out["float32"][3], out["bfloat16"][3]
+    assert torch.isfinite(g16).all()
+    assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
+
+
+def test_precision_choices():
+    assert resolve_precision("auto", "cpu") == "float32"
+    assert resolve_precision("auto", "cuda") == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("float16", "cpu")
+    model = _model()
+    history = train_hvae(model, _images(model, 8), epochs=1, batch_size=4, precision="bfloat16")
+    assert math.isfinite(history[0]["elbo"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
