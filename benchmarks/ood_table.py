@@ -38,7 +38,7 @@ from hvae_detect.datasets import load_dataset
 from hvae_detect.estimator import resolve_device
 from hvae_detect.model import HierarchicalVAE
 from hvae_detect.pipeline import (collect_results, make_run_config, score_run, train_run, write_results)
-from hvae_detect.training import training_loss
+from hvae_detect.training import PRECISIONS, autocast, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 IN_DIST = "FashionMNISTBinarized"
@@ -75,7 +75,7 @@ def default_data_root() -> Path:
     return REPO / "data"
 
 
-def _time_per_image(model, x, steps, train):
+def _time_per_image(model, x, steps, train, n_samples=1, precision="float32"):
     """Seconds per image of a training step (train=True) or of scoring L, L>1, L>2 (S samples)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4) if train else None
     times = []
@@ -84,13 +84,14 @@ def _time_per_image(model, x, steps, train):
         t = time.time()
         if train:
             model.train()
-            loss, _, _ = training_loss(model, torch.bernoulli(x), 1.0, 0.0)
+            with autocast(x.device, precision):
+                loss, _, _ = training_loss(model, torch.bernoulli(x), 1.0, 0.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
         else:
             model.eval()
-            model.ood_scores(torch.bernoulli(x), ks=[1, 2], n_samples=1)
+            model.ood_scores(torch.bernoulli(x), ks=[1, 2], n_samples=n_samples)
         if i > 0:  # the first call warms up
             times.append(time.time() - t)
     return float(np.median(times)) / x.shape[0]
@@ -103,10 +104,16 @@ def main(argv=None) -> int:
     p.add_argument("--architecture", default=None, help="a preset name or JSON dict instead of the reduced one")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--iw_samples", type=int, default=1, help="importance samples S = S' for L and L>k")
+    p.add_argument("--iw_samples", type=int, default=16,
+                   help="importance samples S = S' for L and L>k (LLR>k is a difference of two bounds: "
+                        "S = 16 lowered its noise enough to add ~0.03 AUROC on MNIST over S = 1)")
+    p.add_argument("--score_fraction", type=float, default=0.3,
+                   help="largest share of the budget kept for scoring (fewer images per set beyond it)")
+    p.add_argument("--precision", default="bfloat16", choices=PRECISIONS,
+                   help="training arithmetic (bfloat16 mixed precision trained 2x faster on an AVX512-BF16 CPU)")
     p.add_argument("--n_eval", type=int, default=10000,
                    help="images per evaluation set (all 10,000 / 13,180 by default; fewer if scoring would "
-                        "take more than 20%% of the budget)")
+                        "take more than --score_fraction of the budget)")
     p.add_argument("--n_train", type=int, default=None,
                    help="use only the first N training images (default: all 60,000 when the budget allows at "
                         "least 4 epochs, else the first N that make 4 epochs, at least 10,000)")
@@ -140,14 +147,14 @@ def main(argv=None) -> int:
     probe_x = load_dataset(IN_DIST, {"split": "validation"}, root, max_examples=args.batch_size).x.to(dev)
     torch.manual_seed(args.seed)
     probe = HierarchicalVAE((1, 28, 28), arch, "bernoulli").to(dev)
-    train_s = _time_per_image(probe, probe_x, 5, True)
+    train_s = _time_per_image(probe, probe_x, 5, True, precision=args.precision)
     torch.set_num_threads(max(1, args.score_threads))
-    score_s = _time_per_image(probe, probe_x, 3, False) * args.iw_samples
+    score_s = _time_per_image(probe, probe_x, 3, False, n_samples=args.iw_samples)
     torch.set_num_threads(train_threads)
-    # Scoring may take up to 20% of the budget: fewer images per set when it would take more.
+    # Scoring may take up to score_fraction of the budget: fewer images per set when it would take more.
     sizes = [10000] * 4 + [13180] * 2 + [60000]  # FashionMNIST, MNIST, KMNIST, notMNIST, Omniglot x2, train
     n_eval = args.n_eval
-    while n_eval > 500 and 1.3 * score_s * sum(min(n_eval, n) for n in sizes) > 0.2 * args.minutes * 60:
+    while n_eval > 500 and 1.3 * score_s * sum(min(n_eval, n) for n in sizes) > args.score_fraction * args.minutes * 60:
         n_eval = int(n_eval * 0.8)
     reserve_s = 1.3 * score_s * sum(min(n_eval, n) for n in sizes) + 30
     train_minutes = args.minutes - (time.time() - t0) / 60 - reserve_s / 60
@@ -173,7 +180,7 @@ def main(argv=None) -> int:
         learning_rate=args.learning_rate, free_nats=2.0, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
         test_every=max(1, guess // 3), seed=args.seed, data_root=root,
         n_train_examples=n_train if n_train < 60000 else None,
-        n_val_examples=1000)
+        n_val_examples=1000, precision=args.precision)
     run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=train_minutes, fit_epochs_to_budget=True,
                     verbose=False)
     t_train = time.time() - t0
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
               f"{os.cpu_count()} cores, {train_threads} threads training, {args.score_threads} scoring) | trained {state['epoch']} epochs "
               f"(scored checkpoint: epoch {best}, best validation ELBO), train+val {t_train / 60:.1f} min, "
               f"total {total / 60:.1f} min | {n_train} training images, batch {args.batch_size}, "
-              f"lr {args.learning_rate} | S = S' = {args.iw_samples}, up to {n_eval} images per set")
+              f"lr {args.learning_rate}, {args.precision} | S = S' = {args.iw_samples}, up to {n_eval} images per set")
     lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper |", "|---|---|---|---|---|---|"]
     for ood in dict.fromkeys(r["ood"] for r in rows if not r["ood"].endswith(" train")):
         for stat in STATS:

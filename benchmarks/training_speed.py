@@ -11,9 +11,10 @@ all alike. Each speed-up is measured on its own against the naive step:
 - fused-adam: ``make_optimizer``'s Adam with its fused kernel (same update).
 - deferred-check (CUDA only; on CPU reading the loss costs no sync): the divergence flag
   accumulated on the device and read every ``CHECK_EVERY`` steps, as ``train_hvae`` does.
-- bf16-autocast (CUDA only): bfloat16 mixed precision for the forward pass, float32
-  weights and bound (``training.autocast``; what precision="auto" picks on CUDA).
-- package (all): everything together, i.e. ``train_hvae``'s step with precision="auto".
+- bf16-autocast: bfloat16 mixed precision for the forward pass, float32
+  weights and bound (``training.autocast``; ``precision="bfloat16"``, opt-in).
+- package (all): everything together, i.e. ``train_hvae``'s default step, and
+  "package (all, bf16)", the same with ``precision="bfloat16"``.
 
     python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
     python benchmarks/training_speed.py --archs paper-mnist --batch 64 --steps 3 --repeats 3
@@ -95,8 +96,9 @@ def variants(device):
            "fused-adam": ("package", False, True, 1, "float32")}
     if cuda:
         out["deferred-check"] = ("package", False, False, check, "float32")
-        out["bf16-autocast"] = ("package", False, False, 1, "bfloat16")
-    out["package (all)"] = ("package", True, True, check, "auto")
+    out["bf16-autocast"] = ("package", False, False, 1, "bfloat16")
+    out["package (all)"] = ("package", True, True, check, "float32")
+    out["package (all, bf16)"] = ("package", True, True, check, "bfloat16")
     return out
 
 

@@ -40,8 +40,11 @@ LIKELIHOODS = ("bernoulli", "dlogmix")
 # ``ood_scores`` (rows = images x samples per pass). On CPU, passes whose feature maps
 # stay near the last-level cache are fastest: 32 MiB gives 167 rows on paper-mnist, which
 # measured ~15% faster per image than 512 rows (single thread, CPU time); past a few
-# dozen rows the cores are busy anyway. A GPU needs far more rows to be busy.
-ROW_BUDGET_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
+# dozen rows the cores are busy anyway. On an H200 (benchmarks/RESULTS.md), 128 rows of
+# paper-cifar scored within 3% of 2048 rows, and on paper-mnist at batch 500 a 640-row pass
+# kept S = 1000 at 0.94x the peak memory of S = 1 where 2 GiB (10,699 rows) took 18x:
+# 128 MiB gives 128 and 668 rows.
+ROW_BUDGET_BYTES = {"cpu": 32 * 2**20, "cuda": 128 * 2**20}
 
 
 class _ChannelsLast(nn.Module):

@@ -64,7 +64,7 @@ from hvae_detect.datasets import (LoadedDataset, default_data_root, load_dataset
 from hvae_detect.estimator import resolve_device
 from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import elbo_terms, train_hvae
+from hvae_detect.training import PRECISIONS, elbo_terms, resolve_precision, train_hvae
 
 FORMAT_VERSION = 1
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
@@ -86,7 +86,7 @@ def make_run_config(*, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL, archite
                     config_deterministic=None, config_stochastic=None, likelihood=None, model="VAE", n_mix=10,
                     epochs=1000, batch_size=128, learning_rate=3e-4, free_nats=2.0, free_nats_epochs=400,
                     warmup_epochs=200, test_every=10, seed=0, data_root=None, n_train_examples=None,
-                    n_val_examples=None) -> dict:
+                    n_val_examples=None, precision="float32") -> dict:
     """Validate the training options and return the run's configuration (saved as run.json)."""
     if model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS} (the seed's hierarchical VAE is 'VAE'), got {model!r}")
@@ -123,13 +123,14 @@ def make_run_config(*, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL, archite
     for name, v in {"free_nats": free_nats, "free_nats_epochs": free_nats_epochs, "warmup_epochs": warmup_epochs}.items():
         if v < 0:
             raise ValueError(f"--{name} must be non-negative, got {v}")
+    resolve_precision(precision, "cpu")
     return {
         "format_version": FORMAT_VERSION, "model": model, "train_datasets": train, "val_datasets": val,
         "architecture": arch, "likelihood": likelihood, "n_mix": n_mix, "epochs": epochs,
         "batch_size": batch_size, "learning_rate": learning_rate, "free_nats": free_nats,
         "free_nats_epochs": free_nats_epochs, "warmup_epochs": warmup_epochs, "test_every": test_every,
         "seed": seed, "data_root": str(data_root if data_root is not None else default_data_root()),
-        "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
+        "n_train_examples": n_train_examples, "n_val_examples": n_val_examples, "precision": precision,
     }
 
 
@@ -372,7 +373,8 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
                        learning_rate=cfg["learning_rate"], free_nats=cfg["free_nats"],
                        free_nats_epochs=cfg["free_nats_epochs"], warmup_epochs=cfg["warmup_epochs"],
                        transform=transform, generator=gen, optimizer=opt, start_epoch=start,
-                       on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
+                       on_epoch_end=on_epoch_end, verbose=verbose and not quiet,
+                       precision=cfg.get("precision", "float32"))
             start = end
     except _Stop:
         pass
@@ -595,7 +597,7 @@ def _cmd_train(args) -> int:
         batch_size=args.batch_size, learning_rate=args.learning_rate, free_nats=args.free_nats,
         free_nats_epochs=args.free_nats_epochs, warmup_epochs=args.warmup_epochs, test_every=args.test_every,
         seed=args.seed, data_root=args.data_root, n_train_examples=args.n_train_examples,
-        n_val_examples=args.n_val_examples)
+        n_val_examples=args.n_val_examples, precision=args.precision)
     train_run(cfg, save_dir=args.save_dir, device=args.device, download=not args.no_download,
               max_minutes=args.max_minutes, verbose=not args.quiet, quiet=args.quiet)
     return 0
@@ -654,6 +656,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save_dir", default="./models", help="runs go to SAVE_DIR/<dataset>-<start time>/")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="training arithmetic: bfloat16 mixed precision (float32 bound) or auto (bfloat16 on CUDA)")
     p.add_argument("--data_root", default=None, help=f"folder with <dataset>.npz files (default ${'{'}"
                                                      f"HVAE_DETECT_DATA_ROOT{'}'} or ./data)")
     p.add_argument("--no_download", action="store_true", help="never download with torchvision")

