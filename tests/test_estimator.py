@@ -137,7 +137,7 @@ def test_bad_scoring_input_raises_a_clear_error(fitted):
     ({"k": 0}, "k must be"), ({"k": 3}, "k must be in 1..2"), ({"score": "nll"}, "score must be"),
     ({"contamination": 0.7}, "contamination"), ({"likelihood": "gauss"}, "likelihood"),
     ({"epochs": 0}, "epochs"), ({"learning_rate": -1.0}, "learning_rate"), ({"free_nats": -1}, "free_nats"),
-    ({"architecture": "huge"}, "architecture"), ({"device": "tpu:7"}, "device"),
+    ({"architecture": "huge"}, "architecture"), ({"device": "tpu:7"}, "device"), ({"precision": "half"}, "precision"),
 ])
 def test_bad_parameters_raise_at_fit(params, match):
     with pytest.raises(ValueError, match=match):

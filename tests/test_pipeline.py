@@ -98,7 +98,8 @@ def test_cli_has_pipeline_commands():
 
 def test_bad_flags():
     for kw in ({"model": "PixelCNN"}, {"likelihood": "Gaussian"}, {"config_deterministic": "[]"},
-               {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'}):
+               {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'},
+               {"precision": "float16"}):
         with pytest.raises(ValueError):
             pipeline.make_run_config(**kw)
 
@@ -181,10 +182,11 @@ def test_end_to_end_cifar_config(tmp_path):
     arch = shrink(PRESETS["paper-cifar"])
     argv = _train_argv(SHARED, "CIFAR10Dequantized", ["CIFAR10Dequantized", "SVHNDequantized"], arch, tmp_path,
                        extra=["--likelihood", "DiscretizedLogisticMixLikelihoodConv2d", "--n_train_examples", "32",
-                              "--n_val_examples", "8"])
+                              "--n_val_examples", "8", "--precision", "bfloat16"])
     assert pipeline.main(argv) == 0
     run = _only_run(tmp_path)
-    assert json.loads((run / "run.json").read_text())["likelihood"] == "dlogmix"
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["likelihood"] == "dlogmix" and cfg["precision"] == "bfloat16"
     files = pipeline.score_run(run, ks=[1], n_eval_examples=8, batch_size=8, device="cpu", quiet=True)
     rows, _ = pipeline.collect_results(files[0].parent)
     assert {r["ood"] for r in rows} == {"SVHN test", "CIFAR10 train"}
