@@ -5,6 +5,10 @@
 # take the others with it. Writes everything to ${OUT:-.}/gpu_check.log.
 #
 #   bash benchmarks/gpu_check.sh [DATA_ROOT]    # DATA_ROOT holds fashion_mnist.npz (precision check)
+#
+# ../shared/data does not travel to a lent machine: copy fashion_mnist.npz into a folder that
+# .git/info/exclude ignores (e.g. .device_data/), carry that folder, pass it as DATA_ROOT, and
+# delete it afterwards (data never goes into the repository).
 set -u
 LOG="${OUT:-.}/gpu_check.log"
 DATA_ROOT="${1:-../shared/data}"
