@@ -84,7 +84,7 @@ def bench_logmeanexp(args, peak):
     from triton.testing import do_bench
 
     from hvae_detect.kernels.logsumexp import logmeanexp_triton
-    from hvae_detect.scoring import logmeanexp_reference
+    from hvae_detect.kernels.reference import logmeanexp_reference
 
     impls = {"eager": logmeanexp_reference, "compile": torch.compile(logmeanexp_reference, dynamic=False),
              "triton": logmeanexp_triton}
@@ -112,7 +112,7 @@ def smoke_check() -> bool:
     from hvae_detect.kernels.dlogmix import dlogmix_log_prob_triton
     from hvae_detect.kernels.logsumexp import logmeanexp_triton, streaming_update_triton
     from hvae_detect.likelihoods import discretized_logistic_mixture_log_prob_reference as reference
-    from hvae_detect.scoring import logmeanexp_reference, streaming_update_reference
+    from hvae_detect.kernels.reference import logmeanexp_reference, streaming_update_reference
 
     ok = True
 

@@ -4,7 +4,7 @@
     python benchmarks/ood_table.py --minutes 600 --paper        # GPU: the seed's paper-mnist configuration
 
 Trains a hierarchical VAE on dynamically binarised Fashion-MNIST (train split)
-with the pipeline (``hvae_detect.pipeline.train_run``), the number of epochs
+with the command line's run (``hvae_detect.commands.train.train_run``), the number of epochs
 fitted to the budget after the first epoch and the seed's schedules scaled with
 it (free nats 2 held for the first 20% of the epochs and annealed to 0 by 40%,
 KL warm-up over the first 20%; the seed uses 1000 / 400 / 200 epochs). Then it
@@ -34,11 +34,13 @@ import numpy as np
 import torch
 
 from hvae_detect.atomic import atomic_write_text
-from hvae_detect.datasets import load_dataset
-from hvae_detect.estimator import resolve_device
+from hvae_detect.datasets import DATA_ROOT_ENV, load_dataset
+from hvae_detect.devices import resolve_device
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.pipeline import (collect_results, make_run_config, score_run, train_run, write_results)
-from hvae_detect.training import PRECISIONS, autocast, training_loss
+from hvae_detect.commands.results import collect_results, write_results
+from hvae_detect.commands.score import score_run
+from hvae_detect.commands.train import make_run_config, train_run
+from hvae_detect.training import PRECISIONS, TrainingConfig, autocast, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 IN_DIST = "FashionMNISTBinarized"
@@ -69,10 +71,11 @@ REDUCED = {
 
 
 def default_data_root() -> Path:
-    for cand in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
-        if (cand / "fashion_mnist.npz").is_file():
-            return cand
-    return REPO / "data"
+    """$HVAE_DETECT_DATA_ROOT, else ../shared/data beside the repository, else ./data."""
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV])
+    shared = REPO.parent / "shared" / "data"
+    return shared if (shared / "fashion_mnist.npz").is_file() else REPO / "data"
 
 
 def _time_per_image(model, x, steps, train, n_samples=1, precision="float32"):
@@ -172,15 +175,15 @@ def main(argv=None) -> int:
           flush=True)
     del probe
 
+    training = TrainingConfig(epochs=guess, batch_size=args.batch_size, learning_rate=args.learning_rate, free_nats=2.0,
+                              free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess, precision=args.precision)
     cfg = make_run_config(
-        train_datasets={IN_DIST: {"dynamic": True, "split": "train"}},
+        training, train_datasets={IN_DIST: {"dynamic": True, "split": "train"}},
         val_datasets={IN_DIST: {"dynamic": False, "split": "validation"},
                       "MNISTBinarized": {"dynamic": False, "split": "validation"}},
-        architecture=arch, likelihood="BernoulliLikelihoodConv2d", epochs=guess, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, free_nats=2.0, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
-        test_every=max(1, guess // 3), seed=args.seed, data_root=root,
+        architecture=arch, likelihood="BernoulliLikelihoodConv2d", test_every=max(1, guess // 3), seed=args.seed, data_root=root,
         n_train_examples=n_train if n_train < 60000 else None,
-        n_val_examples=1000, precision=args.precision)
+        n_val_examples=1000)
     run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=train_minutes, fit_epochs_to_budget=True,
                     verbose=False)
     t_train = time.time() - t0
@@ -191,8 +194,8 @@ def main(argv=None) -> int:
     rows, curves = collect_results([f.parent for f in files][:1])
     out = write_results(rows, curves, files[0].parent)
     total = time.time() - t0
-    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
-    best = json.loads((run / "checkpoints" / "best" / "state.json").read_text())["epoch"]
+    state = json.loads((run / "checkpoints" / "last" / "config.json").read_text())["training_state"]
+    best = json.loads((run / "checkpoints" / "best" / "config.json").read_text())["training_state"]["epoch"]
 
     header = (f"{dt.date.today()} | budget {args.minutes} min on {dev} ({platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, {train_threads} threads training, {args.score_threads} scoring) | trained {state['epoch']} epochs "

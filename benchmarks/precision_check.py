@@ -20,7 +20,7 @@ import torch
 
 from hvae_detect.datasets import load_dataset
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import elbo_terms, make_optimizer, train_hvae
+from hvae_detect.training import TrainingConfig, make_optimizer, train_epochs
 
 
 @torch.no_grad()
@@ -29,8 +29,7 @@ def mean_elbo(model, x, batch=500):
     gen = torch.Generator(x.device).manual_seed(0)
     total = 0.0
     for xb in x.split(batch):
-        log_px, kls = elbo_terms(model, xb, gen)
-        total += (log_px - torch.stack(kls).sum(0)).sum().item()
+        total += model(xb, 0, generator=gen).bound.sum().item()
     return total / x.shape[0]
 
 
@@ -60,13 +59,14 @@ def main(argv=None):
         model = copy.deepcopy(base)
         opt = make_optimizer(model, 1e-3)
         gen = torch.Generator(args.device).manual_seed(1)
+        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, learning_rate=1e-3, free_nats=2.0,
+                                free_nats_epochs=args.epochs, warmup_epochs=args.epochs / 2, precision=precision)
         for epoch in range(args.epochs):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            train_hvae(model, train.x, epochs=epoch + 1, start_epoch=epoch, batch_size=args.batch,
-                       free_nats=2.0, free_nats_epochs=args.epochs, warmup_epochs=args.epochs / 2,
-                       transform=train.transform, generator=gen, optimizer=opt, precision=precision)
+            train_epochs(model, train.x, config, transform=train.transform, generator=gen, optimizer=opt,
+                         start_epoch=epoch, end_epoch=epoch + 1)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             took = time.perf_counter() - t0

@@ -6,8 +6,8 @@ interleaved repeat by repeat so that load from other processes hits both alike.
 
 - naive: as the paper's scoring script works - one full forward pass of the whole
   model per importance sample and per statistic, weight norm recomputed in every
-  pass, NCHW eager PyTorch (``naive_ood_scores`` below).
-- engine: ``HierarchicalVAE.ood_scores`` - x-only layers once per image, each
+  pass, NCHW eager PyTorch (``naive_ood_scores`` in tests/reference_scoring.py).
+- engine: ``hvae_detect.scoring.importance_bounds`` - x-only layers once per image, each
   prefix once, weights once per call, samples batched into passes of a row budget.
 
     python benchmarks/scoring_speed.py                       # default grid (minutes on 2 CPU cores)
@@ -21,60 +21,24 @@ Prints a markdown table (images per second; min / median / max over repeats).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import math
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from hvae_detect.layers import standard_normal_log_prob
 from hvae_detect.model import HierarchicalVAE
+from hvae_detect.scoring import default_max_rows, importance_bounds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from peak_memory import peak_memory_mib  # noqa: E402  (the tests' measurement)
+from reference_scoring import naive_ood_scores  # noqa: E402  (the tests' reference path)
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
-
-
-# ---- the paper's way ------------------------------------------------------------------
-def naive_log_weight(model, x, k, generator=None):
-    """One full pass of the whole model: the bound of L (k = 0) or L>k for one sample, (N,).
-
-    z_1..z_k take their posterior mean going up and their conditional-prior mean coming
-    down (the seed's use_mode = decode_from_p = [True] * k + [False] * (L - k)).
-    """
-    n_latents = model.n_latents
-    d = model.q_det[0](x)
-    zs, qs = [], []
-    for i in range(n_latents):
-        if i > 0:
-            d = model.q_det[i](model.q_skip[i - 1](zs[-1]) + d)
-        q = model.q_z[i](d)
-        zs.append(q.mean if i < k else q.sample(generator))
-        qs.append(q)
-    kl = qs[-1].log_prob(zs[-1]) - standard_normal_log_prob(zs[-1])
-    g = None
-    for i in reversed(range(n_latents)):
-        h = model.p_proj[i](zs[i])
-        g = model.p_det[i](h if g is None else h + g)
-        if i > 0:
-            p = model.p_z[i - 1](g)
-            if i - 1 >= k:
-                kl = kl + qs[i - 1].log_prob(zs[i - 1]) - p.log_prob(zs[i - 1])
-            else:
-                zs[i - 1] = p.mean
-    return model.log_px(x, model.head(g)) - kl
-
-
-@torch.no_grad()
-def naive_ood_scores(model, x, ks, n_samples, generator=None):
-    """{k: (N,)} for k = 0 (L) and every k in ks: n_samples full passes per statistic."""
-    out = {}
-    for k in sorted({0, *ks}):
-        log_w = torch.stack([naive_log_weight(model, x, k, generator) for _ in range(n_samples)])
-        out[k] = torch.logsumexp(log_w, 0) - math.log(n_samples)
-    return out
 
 
 # ---- timing ----------------------------------------------------------------------------
@@ -107,11 +71,11 @@ def time_scoring(arch, s, n, repeats, device, max_rows, seed=0):
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     runs = {
         "naive": lambda g: naive_ood_scores(model, x, ks, s, g),
-        "engine": lambda g: model.ood_scores(x, ks, s, generator=g, max_rows=max_rows),
+        "engine": lambda g: importance_bounds(model, x, ks, s, generator=g, max_rows=max_rows),
     }
     # Warm-up with one sample (oneDNN primitive caches, CUDA context).
     naive_ood_scores(model, x, ks, 1)
-    model.ood_scores(x, ks, 1, max_rows=max_rows)
+    importance_bounds(model, x, ks, 1, max_rows=max_rows)
     ips = {name: [] for name in runs}
     ratios = []
     for r in range(repeats):
@@ -129,65 +93,11 @@ def time_scoring(arch, s, n, repeats, device, max_rows, seed=0):
 
 
 # ---- memory ----------------------------------------------------------------------------
-class _Stop(Exception):
-    pass
-
-
-def _rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def peak_memory_mib(model, x, s, max_passes=None, max_rows=None):
-    """Peak memory of one ood_scores call above what was resident before it, in MiB.
-
-    CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs). CUDA: max_memory_allocated.
-    ``max_passes`` stops the call after that many passes through the sampled layers: every
-    pass has the same shape, so the peak is reached in the first ones and S = 1000 need not
-    run to the end on a CPU.
-    """
-    calls = [0]
-    inner = model.sampled_terms
-
-    def counted(*args, **kwargs):
-        if max_passes is not None and calls[0] >= max_passes:
-            raise _Stop
-        calls[0] += 1
-        return inner(*args, **kwargs)
-
-    model.sampled_terms = counted
-    try:
-        if x.is_cuda:
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        else:
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so RSS shows live memory
-            except OSError:
-                pass
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current RSS
-            base = _rss_kib("VmRSS") * 1024
-        try:
-            model.ood_scores(x, range(1, model.n_latents), s, generator=torch.Generator(x.device).manual_seed(0),
-                             max_rows=max_rows)
-        except _Stop:
-            pass
-        peak = torch.cuda.max_memory_allocated() if x.is_cuda else _rss_kib("VmHWM") * 1024
-    finally:
-        del model.sampled_terms
-    return (peak - base) / 2**20, calls[0]
-
-
 def memory_report(device, n=500, samples=(1, 1000), max_passes=4):
     torch.manual_seed(0)
     model = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli").to(device).eval()
     x = make_batch("paper-mnist", n, device)
-    rows = model.default_max_rows(device)
+    rows = default_max_rows(model, device)
     print(f"\npeak memory above resident, paper-mnist, batch {n}, L + L>1 + L>2, row budget {rows} (default)")
     print("| S | peak (MiB) | passes run |\n|---|---|---|")
     peaks = {}
@@ -208,9 +118,9 @@ def profile_engine(device, n=16, s=16):
     torch.manual_seed(0)
     model = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli").to(device).eval()
     x = make_batch("paper-mnist", n, device)
-    model.ood_scores(x, None, 2)
+    importance_bounds(model, x, None, 2)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        model.ood_scores(x, None, s, generator=torch.Generator(device).manual_seed(0))
+        importance_bounds(model, x, None, s, generator=torch.Generator(device).manual_seed(0))
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=12))
 

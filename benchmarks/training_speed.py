@@ -7,13 +7,13 @@ all alike. Each speed-up is measured on its own against the naive step:
 - naive: the paper's way - one eager full pass (``naive_elbo_terms`` below), weight norm
   through the parametrisation, NCHW, and a host-side check of the loss every step.
 - channels-last: the package's ``training_loss`` with ``channels_last_weights()``
-  (what ``train_hvae`` does on every device).
+  (what ``train_epochs`` does on every device).
 - fused-adam: ``make_optimizer``'s Adam with its fused kernel (same update).
 - deferred-check (CUDA only; on CPU reading the loss costs no sync): the divergence flag
-  accumulated on the device and read every ``CHECK_EVERY`` steps, as ``train_hvae`` does.
+  accumulated on the device and read every ``CHECK_EVERY`` steps, as ``train_epochs`` does.
 - bf16-autocast: bfloat16 mixed precision for the forward pass, float32
   weights and bound (``training.autocast``; ``precision="bfloat16"``, opt-in).
-- package (all): everything together, i.e. ``train_hvae``'s default step, and
+- package (all): everything together, i.e. ``train_epochs``' default step, and
   "package (all, bf16)", the same with ``precision="bfloat16"``.
 
     python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
@@ -32,6 +32,7 @@ import time
 
 import torch
 
+from hvae_detect import likelihoods
 from hvae_detect.layers import standard_normal_log_prob
 from hvae_detect.model import HierarchicalVAE
 from hvae_detect.training import CHECK_EVERY, autocast, make_optimizer, training_loss
@@ -55,7 +56,7 @@ def naive_elbo_terms(model, x, generator=None):
         g = model.p_det[i](h if g is None else h + g)
         if i > 0:
             kls.insert(0, qs[i - 1].log_prob(zs[i - 1]) - model.p_z[i - 1](g).log_prob(zs[i - 1]))
-    return model.log_px(x, model.head(g)), kls
+    return likelihoods.log_prob(model.likelihood, x, model.head(g)), kls
 
 
 def naive_step(model, optimizer, x, generator):

@@ -328,8 +328,3 @@ def load_dataset(name: str, options: dict | None = None, data_root=None, downloa
         raw = raw[:max_examples]
     x = torch.from_numpy(raw.astype(np.float32) / 255.0)
     return LoadedDataset(spec, opts["split"], opts["dynamic"], x, seed)
-
-
-def likelihood_for(spec: DatasetSpec) -> str:
-    """The paper's pairing: Bernoulli for Binarized, discretized logistic mixture otherwise."""
-    return "bernoulli" if spec.variant == "Binarized" else "dlogmix"

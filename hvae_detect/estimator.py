@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import numbers
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect.atomic import atomic_write, atomic_write_json
-from hvae_detect.config import resolve_architecture
+from hvae_detect import checkpoints
+from hvae_detect.architectures import resolve_architecture
+from hvae_detect.devices import resolve_device
 from hvae_detect.inputs import binarize, check_images
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import resolve_precision, train_hvae
+from hvae_detect.scoring import importance_bounds
+from hvae_detect.training import TrainingConfig, train_epochs
 
 SCORES = ("llr", "elbo", "lk")
-FORMAT_VERSION = 1
-
-
-def resolve_device(device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or a torch device string, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='auto' or 'cpu'")
-    return dev
+_TRAINING = TrainingConfig()  # the defaults of the training parameters
 
 
 class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -54,9 +41,15 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
     iw_samples : int, default=1
-        Importance samples for L and L>k.
-    epochs, batch_size, learning_rate : training schedule (Adam).
-    free_nats, free_nats_epochs, warmup_epochs : the seed's free-nats and KL warm-up schedules.
+        Importance samples S for L.
+    iw_samples_lk : int or None, default=None
+        Importance samples S' for L>k; None uses ``iw_samples``.
+    epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision
+        Training settings (``hvae_detect.training.TrainingConfig``): Adam, the seed's
+        free-nats and KL warm-up schedules. ``precision`` "bfloat16" runs convolutions in
+        bfloat16 mixed precision with float32 weights and bound (faster on hardware with
+        bfloat16 arithmetic, see benchmarks/RESULTS.md); "auto" picks it on CUDA. Scoring
+        is always float32.
     n_mix : int, default=10
         Mixture components of the discretized logistic mixture.
     image_shape : tuple or None
@@ -65,11 +58,6 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         Sets ``offset_`` as the given quantile of the training scores;
         "auto" uses 0.05 (5% of the training images fall below the threshold).
     device : "auto", "cpu", "cuda" or a torch device string
-    precision : "float32", "bfloat16" or "auto", default="float32"
-        Training arithmetic. "bfloat16" runs convolutions in bfloat16 mixed precision with
-        float32 weights and bound: measured ~2x faster for paper-cifar on an H200 and for
-        paper-mnist on an AVX512-BF16 CPU, slower for small models and on hardware without
-        bfloat16 arithmetic. "auto" picks it on CUDA. Scoring is always float32.
     random_state : int, RandomState or None
         Seeds initialisation, batching, binarisation and importance samples.
     verbose : bool
@@ -78,7 +66,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     Attributes
     ----------
     model_ : HierarchicalVAE
-    offset_ : float
+    offset_ : float or None (None for a model loaded from a training run: no threshold)
     image_shape_ : tuple (C, H, W)
     n_features_in_ : int
     n_latents_ : int
@@ -86,15 +74,17 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     history_ : list of dict, per-epoch training ELBO and KL per layer
     """
 
-    def __init__(self, architecture="small", likelihood="auto", score="llr", k=1, iw_samples=1, epochs=20,
-                 batch_size=64, learning_rate=3e-4, free_nats=2.0, free_nats_epochs=10, warmup_epochs=5,
-                 n_mix=10, image_shape=None, contamination="auto", device="auto", precision="float32",
-                 random_state=None, verbose=False):
+    def __init__(self, architecture="small", likelihood="auto", score="llr", k=1, iw_samples=1, iw_samples_lk=None,
+                 epochs=_TRAINING.epochs, batch_size=_TRAINING.batch_size, learning_rate=_TRAINING.learning_rate,
+                 free_nats=_TRAINING.free_nats, free_nats_epochs=_TRAINING.free_nats_epochs,
+                 warmup_epochs=_TRAINING.warmup_epochs, n_mix=10, image_shape=None, contamination="auto",
+                 device="auto", precision=_TRAINING.precision, random_state=None, verbose=False):
         self.architecture = architecture
         self.likelihood = likelihood
         self.score = score
         self.k = k
         self.iw_samples = iw_samples
+        self.iw_samples_lk = iw_samples_lk
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -110,22 +100,18 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ---- parameter checks -------------------------------------------------------
+    def _training_config(self) -> TrainingConfig:
+        return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
+
     def _check_params(self):
-        def positive_int(name):
+        self._training_config()  # validates the training settings
+        if self.iw_samples_lk is not None and (not isinstance(self.iw_samples_lk, numbers.Integral)
+                                               or isinstance(self.iw_samples_lk, bool) or self.iw_samples_lk < 1):
+            raise ValueError(f"iw_samples_lk must be a positive integer or None, got {self.iw_samples_lk!r}")
+        for name in ("iw_samples", "n_mix"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-        for name in ("epochs", "batch_size", "iw_samples", "n_mix"):
-            positive_int(name)
-        for name in ("learning_rate",):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("free_nats", "free_nats_epochs", "warmup_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
         if self.likelihood not in ("auto", "bernoulli", "dlogmix"):
             raise ValueError(f"likelihood must be 'auto', 'bernoulli' or 'dlogmix', got {self.likelihood!r}")
         if self.score not in SCORES:
@@ -136,7 +122,6 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         if not (c == "auto" or (isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c <= 0.5)):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {c!r}")
         resolve_architecture(self.architecture)
-        resolve_precision(self.precision, "cpu")
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -156,20 +141,20 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
         data = torch.from_numpy(x).to(device)
         transform = binarize if likelihood == "bernoulli" else None
-        self.history_ = train_hvae(
-            model, data, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            free_nats=self.free_nats, free_nats_epochs=self.free_nats_epochs, warmup_epochs=self.warmup_epochs,
-            transform=transform, generator=gen, verbose=self.verbose, precision=self.precision)
-        model.eval()
-        self.model_ = model
-        self.likelihood_ = likelihood
-        self.image_shape_ = tuple(int(v) for v in x.shape[1:])
-        self.n_features_in_ = int(np.prod(self.image_shape_))
-        self.n_latents_ = model.n_latents
-        self.scoring_seed_ = int(seeds[2])
+        self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
+                                     verbose=self.verbose)
+        self._set_model(model, int(seeds[2]))
         contamination = 0.05 if self.contamination == "auto" else self.contamination
         self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * contamination))
         return self
+
+    def _set_model(self, model, scoring_seed):
+        self.model_ = model.eval()
+        self.likelihood_ = model.likelihood
+        self.image_shape_ = tuple(int(v) for v in model.input_shape)
+        self.n_features_in_ = int(np.prod(self.image_shape_))
+        self.n_latents_ = model.n_latents
+        self.scoring_seed_ = int(scoring_seed)
 
     # ---- scoring ----------------------------------------------------------------
     def _prepare(self, X):
@@ -186,17 +171,18 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         data = self._prepare(X)
         gen = torch.Generator(device=data.device).manual_seed(self.scoring_seed_ + 1)
         self.model_.eval()
-        parts = [self.model_.ood_scores(data[i:i + batch_size], ks, self.iw_samples, generator=gen)
+        parts = [importance_bounds(self.model_, data[i:i + batch_size], ks, self.iw_samples, self.iw_samples_lk,
+                                   generator=gen)
                  for i in range(0, data.shape[0], batch_size)]
         return {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
 
-    def ood_scores(self, X):
+    def ood_scores(self, X, batch_size=256):
         """L, and L>k and LLR>k for every k in 1..n_latents-1, in nats per image.
 
         Returns a dict of (n,) arrays with keys "L", "L>1", "LLR>1", ...
         """
         check_is_fitted(self, "model_")
-        b = self._bounds(X, range(1, self.n_latents_))
+        b = self._bounds(X, range(1, self.n_latents_), batch_size)
         out = {"L": b[0]}
         for k in range(1, self.n_latents_):
             out[f"L>{k}"] = b[k]
@@ -218,6 +204,10 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """score_samples - offset_: negative for outliers."""
+        check_is_fitted(self, "model_")
+        if self.offset_ is None:
+            raise ValueError("this detector has no threshold (offset_ is None: it was loaded from a training "
+                             "run, not fitted); use score_samples / ood_scores, or fit the detector")
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
@@ -226,48 +216,36 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     # ---- persistence ------------------------------------------------------------
     def save(self, path):
-        """Write ``path``/model.safetensors and ``path``/config.json (each replaced atomically)."""
+        """Write ``path``/model.safetensors and ``path``/config.json (no pickle)."""
         check_is_fitted(self, "model_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         params = self.get_params()
         params["architecture"] = resolve_architecture(self.architecture)
         params["random_state"] = self.random_state if isinstance(self.random_state, (int, type(None))) else None
-        config = {
-            "format_version": FORMAT_VERSION,
-            "params": params,
-            "fitted": {"likelihood_": self.likelihood_, "image_shape_": list(self.image_shape_),
-                       "offset_": self.offset_, "scoring_seed_": self.scoring_seed_, "history_": self.history_},
-        }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        atomic_write(path / "model.safetensors", lambda tmp: save_file(state, tmp))
-        atomic_write_json(path / "config.json", config)
-        return path
+        fitted = {"likelihood_": self.likelihood_, "image_shape_": list(self.image_shape_), "offset_": self.offset_,
+                  "scoring_seed_": self.scoring_seed_, "history_": self.history_}
+        return checkpoints.write_model_dir(path, self.model_, {"detector": {"params": params, "fitted": fitted}})
 
     @classmethod
-    def load(cls, path, device="auto"):
-        """Read a detector written by ``save`` (no pickle involved)."""
-        path = Path(path)
-        for name in ("config.json", "model.safetensors"):
-            if not (path / name).is_file():
-                raise ValueError(f"{path} is not a saved HVAEOutlierDetector: {name} is missing")
-        config = json.loads((path / "config.json").read_text())
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported format_version {config.get('format_version')!r}; expected {FORMAT_VERSION}")
-        params, fitted = config["params"], config["fitted"]
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        det = cls(**params)
-        dev = resolve_device(device)
-        model = HierarchicalVAE(fitted["image_shape_"], params["architecture"], fitted["likelihood_"], params["n_mix"])
-        model.load_state_dict(load_file(path / "model.safetensors"))
-        det.model_ = model.to(dev).eval()
-        det.likelihood_ = fitted["likelihood_"]
-        det.image_shape_ = tuple(fitted["image_shape_"])
-        det.n_features_in_ = int(np.prod(det.image_shape_))
-        det.n_latents_ = model.n_latents
-        det.offset_ = float(fitted["offset_"])
-        det.scoring_seed_ = int(fitted["scoring_seed_"])
-        det.history_ = fitted["history_"]
+    def load(cls, path, device="auto", checkpoint="best"):
+        """Open a detector written by ``save``, or a run folder written by ``hvae-detect train``
+        (its ``checkpoint``, "best" or "last"; such a detector has no threshold). No pickle."""
+        folder = checkpoints.resolve_model_dir(path, checkpoint)
+        model, config = checkpoints.read_model_dir(folder, resolve_device(device))
+        if "detector" in config:
+            params, fitted = dict(config["detector"]["params"]), config["detector"]["fitted"]
+            if params.get("image_shape") is not None:
+                params["image_shape"] = tuple(params["image_shape"])
+            det = cls(**params)
+            det._set_model(model, fitted["scoring_seed_"])
+            det.offset_ = None if fitted["offset_"] is None else float(fitted["offset_"])
+            det.history_ = fitted["history_"]
+            return det
+        run = checkpoints.run_config_of(folder) or {}
+        m = config["model"]
+        training = {k: run[k] for k in TrainingConfig.field_names() if k in run}
+        det = cls(architecture=m["architecture"], likelihood=m["likelihood"], n_mix=m["n_mix"],
+                  random_state=run.get("seed"), **training)
+        det._set_model(model, run.get("seed", 0))
+        det.offset_ = None
+        det.history_ = config["training_state"].get("history", [])
         return det
-

@@ -79,14 +79,3 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One Bernoulli draw per pixel with the grey level as probability (the paper's "Binarized")."""
     return torch.bernoulli(x, generator=generator)
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Snap [0, 1] values to the 256-level grid (the paper's "Quantized": x / 255)."""
-    return torch.round(x * 255) / 255
-
-
-def dequantize(x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(x + u) / 256 with u ~ U(0, 1) (the paper's "Dequantized")."""
-    u = torch.rand(x_uint8.shape, generator=generator, device=x_uint8.device)
-    return (x_uint8.float() + u) / 256

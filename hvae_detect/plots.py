@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from hvae_detect.atomic import atomic_write  # noqa: E402
+
 
 def draw_roc_curves(ax, curves: dict, title=""):
     """curves: {label: (scores_in, scores_out)} with higher score = more OOD, drawn on ``ax``."""
@@ -60,11 +62,10 @@ def plot_reconstructions(inputs: np.ndarray, recons: np.ndarray, path, title="")
 
 
 def save_figure(fig, path):
-    """tight_layout, then write via a temporary file renamed over ``path``."""
+    """tight_layout, then write ``path`` atomically (format from its suffix) and close the figure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110))
+    finally:
+        plt.close(fig)

@@ -1,1 +1,1 @@
-"""Triton kernels of hvae-detect (installed as hvae_detect.kernels; triton is imported lazily)."""
+"""Triton kernels of hvae-detect, installed as hvae_detect.kernels: layout, references, kernels, dispatch."""

@@ -12,7 +12,7 @@ get both logsumexps) and then, in a second sweep, writes d log p / d params for
 every component, scaled by the image's grad_output. Nothing per-pixel or
 per-component is stored between forward and backward.
 
-Numerics mirror ``hvae_detect.likelihoods.discretized_logistic_mixture_log_prob_reference``:
+Numerics mirror ``hvae_detect.kernels.reference.dlogmix_log_prob_reference``:
 edge bins 0 and 255, the log-scale clamp at -7 (with the installed torch.clamp's
 subgradient at exactly -7) and the density-at-bin-centre branch when a bin's mass is <= 1e-5.
 """
@@ -27,9 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
-LOG_SCALE_MIN: tl.constexpr = tl.constexpr(-7.0)
-HALF_BIN: tl.constexpr = tl.constexpr(1.0 / 255.0)  # bins are 2/255 wide on [-1, 1]
-LOG_HALF_N_BINS: tl.constexpr = tl.constexpr(math.log(255.0 / 2.0))
+from hvae_detect.kernels import layout
+from hvae_detect.kernels.layout import check_dlogmix_inputs
+
+LOG_SCALE_MIN: tl.constexpr = tl.constexpr(layout.LOG_SCALE_MIN)
+HALF_BIN: tl.constexpr = tl.constexpr(1.0 / (layout.N_BINS - 1))  # bins are 2/255 wide on [-1, 1]
+LOG_HALF_N_BINS: tl.constexpr = tl.constexpr(math.log((layout.N_BINS - 1) / 2.0))
 EDGE: tl.constexpr = tl.constexpr(0.999)
 TINY_BIN: tl.constexpr = tl.constexpr(1e-5)
 
@@ -234,7 +237,7 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
 
 @functools.cache
 def _clamp_passes_grad_at_min() -> bool:
-    """Whether torch.clamp(min=a) passes the gradient at exactly a (older torch: yes; since mid-2026: no).
+    """Whether torch.clamp(min=a) passes the gradient at exactly a (torch versions differ).
 
     The reference clamps the log-scales with torch.clamp, so a log-scale of exactly -7
     gets whichever subgradient the installed torch uses; the kernel follows it.
@@ -300,9 +303,5 @@ def dlogmix_log_prob_triton(x: torch.Tensor, params: torch.Tensor) -> torch.Tens
     (N, 10M, H, W) for C = 3 in the DESIGN.md layout, float32/float16/bfloat16
     (accumulation is float32; the gradient comes back in params' dtype).
     """
-    from hvae_detect.likelihoods import check_dlogmix_inputs
-
     check_dlogmix_inputs(x, params)
-    if x.device != params.device:
-        raise ValueError(f"x is on {x.device} but params on {params.device}")
     return _DLogMixLogProb.apply(x, params)

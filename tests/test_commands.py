@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import re
@@ -13,13 +12,17 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from hvae_detect import pipeline
-from hvae_detect.config import PRESETS
+from conftest import shared_path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data"))
-               if (p / "fashion_mnist.npz").is_file()), None)
-SEED_FILES = sorted((REPO.parent / "shared" / "seeds").glob("*.txt")) or sorted(Path("/work/shared/seeds").glob("*.txt"))
+from hvae_detect import HVAEOutlierDetector
+from hvae_detect.architectures import PRESETS
+from hvae_detect.cli import build_parser, main
+from hvae_detect.commands import results, score, train
+from hvae_detect.datasets import load_dataset
+from hvae_detect.training import TrainingConfig
+
+SHARED = shared_path("data") if shared_path("data", "fashion_mnist.npz") else None
+SEED_FILES = sorted(shared_path("seeds").glob("*.txt")) if shared_path("seeds") else []
 
 # The seed's two training commands (shared/seeds/), with `hvae-detect train` in place of the script.
 MNIST_CMD = """--epochs 1000 --batch_size 128 --free_nats 2 --free_nats_epochs 400 --warmup_epochs 200 --test_every 10
@@ -36,12 +39,6 @@ CIFAR_CMD = """--epochs 2000 --batch_size 128 --free_nats 2 --free_nats_epochs 4
 --model VAE --likelihood DiscretizedLogisticMixLikelihoodConv2d
 --config_deterministic '%s' --config_stochastic '%s'""" % (
     json.dumps(PRESETS["paper-cifar"]["config_deterministic"]), json.dumps(PRESETS["paper-cifar"]["config_stochastic"]))
-
-
-def parser():
-    p = argparse.ArgumentParser(prog="hvae-detect")
-    pipeline.add_parsers(p.add_subparsers(dest="command", required=True))
-    return p
 
 
 def seed_commands():
@@ -68,13 +65,13 @@ def shrink(arch, width=4):
 @pytest.mark.parametrize("i", [0, 1])
 def test_seed_commands_parse(i):
     argv = ["train", *shlex.split(seed_commands()[i])]
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     assert args.model == "VAE" and args.batch_size == 128 and args.free_nats == 2 and args.test_every == 10
-    cfg = pipeline.make_run_config(
-        train_datasets=args.train_datasets, val_datasets=args.val_datasets, config_deterministic=args.config_deterministic,
-        config_stochastic=args.config_stochastic, likelihood=args.likelihood, model=args.model, epochs=args.epochs,
-        batch_size=args.batch_size, free_nats=args.free_nats, free_nats_epochs=args.free_nats_epochs,
-        warmup_epochs=args.warmup_epochs, test_every=args.test_every)
+    training = TrainingConfig(**{name: getattr(args, name) for name in TrainingConfig.field_names()})
+    cfg = train.make_run_config(
+        training, train_datasets=args.train_datasets, val_datasets=args.val_datasets,
+        config_deterministic=args.config_deterministic, config_stochastic=args.config_stochastic,
+        likelihood=args.likelihood, model=args.model, test_every=args.test_every)
     preset = PRESETS["paper-mnist" if i == 0 else "paper-cifar"]
     assert cfg["architecture"] == preset
     assert cfg["likelihood"] == ("bernoulli" if i == 0 else "dlogmix")
@@ -85,11 +82,7 @@ def test_seed_commands_parse(i):
 
 
 def test_cli_has_pipeline_commands():
-    try:
-        from hvae_detect.cli import build_parser
-        p = build_parser()
-    except ImportError as e:  # another module of the CLI is missing in this checkout
-        pytest.skip(f"hvae_detect.cli not importable: {e}")
+    p = build_parser()
     args = p.parse_args(["train", *shlex.split(seed_commands()[0])])
     assert callable(args.run)
     assert callable(p.parse_args(["score", "--model", "x"]).run)
@@ -98,10 +91,12 @@ def test_cli_has_pipeline_commands():
 
 def test_bad_flags():
     for kw in ({"model": "PixelCNN"}, {"likelihood": "Gaussian"}, {"config_deterministic": "[]"},
-               {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'},
-               {"precision": "float16"}):
+               {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'}, {"test_every": 0}):
         with pytest.raises(ValueError):
-            pipeline.make_run_config(**kw)
+            train.make_run_config(**kw)
+    for kw in ({"precision": "float16"}, {"epochs": 0}, {"learning_rate": float("nan")}, {"free_nats": -1}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            TrainingConfig(**kw)
 
 
 # ---------------------------------------------------------------------------------------- data for runs
@@ -132,6 +127,10 @@ def _train_argv(root, train, val, arch, save_dir, epochs=1, extra=()):
             "--no_download", "--quiet", *extra]
 
 
+def _state(run, which="last"):
+    return json.loads((run / "checkpoints" / which / "config.json").read_text())["training_state"]
+
+
 def _only_run(save_dir):
     runs = [p for p in Path(save_dir).iterdir() if p.is_dir()]
     assert len(runs) == 1
@@ -142,7 +141,7 @@ def _only_run(save_dir):
 def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
     root, ind, ood = grey_root
     arch = shrink(PRESETS["paper-mnist"])
-    assert pipeline.main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "models")) == 0
+    assert main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "models")) == 0
     run = _only_run(tmp_path / "models")
     assert run.name.startswith(ind + "-")
     for which in ("best", "last"):
@@ -152,7 +151,7 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
 
     scores = tmp_path / "scores"
     for s in (1, 4):
-        assert pipeline.main(["score", "--model", str(run), "--iw_samples_elbo", str(s), "--iw_samples_Lk", str(s),
+        assert main(["score", "--model", str(run), "--iw_samples_elbo", str(s), "--iw_samples_Lk", str(s),
                               "--n_latents_skip", "0", "1", "2", "--n_eval_examples", "16", "--batch_size", "8",
                               "--save_dir", str(scores), "--device", "cpu", "--quiet"]) == 0
     names = sorted(p.name for p in scores.glob("*.npz"))
@@ -163,8 +162,20 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
         np.testing.assert_allclose(f["LLR_1"], f["L_1"] - f["Lk_1"])
         assert f["L_0"].shape == (16,) and np.isfinite(f["L_0"]).all()
 
+    # The run opens as a detector, and its ood_scores are the score command's numbers.
+    det = HVAEOutlierDetector.load(run, device="cpu").set_params(iw_samples=4, iw_samples_lk=4)
+    assert det.offset_ is None and det.n_latents_ == 3
+    cfg = json.loads((run / "run.json").read_text())
+    x = load_dataset(ind, {"dynamic": False, "split": "validation"}, root, False, 16, cfg["seed"]).fixed()
+    mine = det.ood_scores(x, batch_size=8)
+    with np.load(next(scores.glob("*k2-iw_elbo4*.npz")), allow_pickle=False) as f:
+        np.testing.assert_array_equal(f["L_0"], mine["L"])
+        np.testing.assert_array_equal(f["LLR_0"], mine["LLR>2"])
+    with pytest.raises(ValueError, match="no threshold"):
+        det.predict(x)
+
     capsys.readouterr()
-    assert pipeline.main(["results", str(scores)]) == 0
+    assert main(["results", str(scores)]) == 0
     printed = capsys.readouterr().out
     assert "AUROC" in printed and "LLR>2" in printed
     rows = json.loads((scores / "results.json").read_text())
@@ -183,12 +194,12 @@ def test_end_to_end_cifar_config(tmp_path):
     argv = _train_argv(SHARED, "CIFAR10Dequantized", ["CIFAR10Dequantized", "SVHNDequantized"], arch, tmp_path,
                        extra=["--likelihood", "DiscretizedLogisticMixLikelihoodConv2d", "--n_train_examples", "32",
                               "--n_val_examples", "8", "--precision", "bfloat16"])
-    assert pipeline.main(argv) == 0
+    assert main(argv) == 0
     run = _only_run(tmp_path)
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["likelihood"] == "dlogmix" and cfg["precision"] == "bfloat16"
-    files = pipeline.score_run(run, ks=[1], n_eval_examples=8, batch_size=8, device="cpu", quiet=True)
-    rows, _ = pipeline.collect_results(files[0].parent)
+    files = score.score_run(run, ks=[1], n_eval_examples=8, batch_size=8, device="cpu", quiet=True)
+    rows, _ = results.collect_results(files[0].parent)
     assert {r["ood"] for r in rows} == {"SVHN test", "CIFAR10 train"}
 
 
@@ -197,28 +208,47 @@ def test_resume_continues_from_last_epoch(grey_root, tmp_path):
     root, ind, ood = grey_root
     arch = shrink(PRESETS["paper-mnist"], width=2)
     # Interrupted after epoch 1 of 2, then resumed; compared with an uninterrupted 2-epoch run.
-    assert pipeline.main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "a", epochs=2,
+    assert main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "a", epochs=2,
                                      extra=["--max_minutes", "0.0001"])) == 0
     run = _only_run(tmp_path / "a")
-    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["epoch"] == 1
-    assert pipeline.main(["train", "--resume", str(run), "--device", "cpu", "--quiet"]) == 0
-    state = json.loads((run / "checkpoints" / "last" / "state.json").read_text())
+    assert _state(run)["epoch"] == 1
+    assert main(["train", "--resume", str(run), "--device", "cpu", "--quiet"]) == 0
+    state = _state(run)
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
     assert [json.loads(line)["epoch"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
 
-    assert pipeline.main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "b", epochs=2)) == 0
+    assert main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "b", epochs=2)) == 0
     a = load_file(run / "checkpoints" / "last" / "model.safetensors")
     b = load_file(_only_run(tmp_path / "b") / "checkpoints" / "last" / "model.safetensors")
     for k in a:
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
     # Resuming a finished run trains nothing more; --epochs_override extends it.
-    assert pipeline.main(["train", "--resume", str(run), "--device", "cpu", "--quiet", "--epochs_override", "3"]) == 0
-    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["epoch"] == 3
+    assert main(["train", "--resume", str(run), "--device", "cpu", "--quiet", "--epochs_override", "3"]) == 0
+    assert _state(run)["epoch"] == 3
+
+
+@pytest.mark.slow
+def test_score_command_scores_a_saved_detector(grey_root, tiny_arch, tmp_path):
+    root, ind, ood = grey_root
+    x = load_dataset(ind, {"split": "train"}, root, False, 48).x
+    det = HVAEOutlierDetector(architecture=tiny_arch, epochs=1, batch_size=16, random_state=0, device="cpu").fit(x)
+    det.save(tmp_path / "det")
+    val = json.dumps({n: {"split": "validation"} for n in (ind, ood)})
+    argv = ["score", "--model", str(tmp_path / "det"), "--n_latents_skip", "1", "--n_eval_examples", "12",
+            "--batch_size", "6", "--data_root", str(root), "--device", "cpu", "--quiet"]
+    assert main(argv) == 2  # a detector folder names no data sets of its own
+    assert main(argv + ["--val_datasets", val]) == 0
+    (path,) = (tmp_path / "det" / "scores").glob("*.npz")
+    fixed = load_dataset(ood, {"dynamic": False, "split": "validation"}, root, False, 12).fixed()
+    with np.load(path, allow_pickle=False) as f:
+        assert list(f["datasets"]) == [f"{ind[:-9]} test", f"{ood[:-9]} test"]
+        np.testing.assert_array_equal(f["LLR_1"], HVAEOutlierDetector.load(tmp_path / "det").ood_scores(
+            fixed, batch_size=6)["LLR>1"])
 
 
 def test_offline_error_from_the_command_line(tmp_path, capsys):
     arch = shrink(PRESETS["paper-mnist"])
     argv = _train_argv(tmp_path / "empty", "notMNISTBinarized", ["notMNISTBinarized"], arch, tmp_path / "m")
-    assert pipeline.main(argv) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "notmnist.npz" in err and str((tmp_path / "empty").resolve()) in err

@@ -1,0 +1,120 @@
+"""``hvae-detect results``: AUROC / AUPRC / FPR80 / FPR95 tables and ROC curves from score files.
+
+Reads one or more folders of ``scores-*.npz`` (written by ``hvae-detect score``) and
+reports, per in-distribution set and per OOD set, every statistic and sample count
+found; writes results.csv, results.json and roc.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from hvae_detect.atomic import atomic_write, atomic_write_text
+from hvae_detect.metrics import detection_metrics, ood_direction
+from hvae_detect.plots import draw_roc_curves, plt, save_figure
+
+
+def read_scores(path) -> dict:
+    """One score file as {"in_distribution", "k", "iw_elbo", "iw_lk", "sets": {label: {"L", "L>k", "LLR>k"}}}."""
+    with np.load(path, allow_pickle=False) as f:
+        k = int(f["k"])
+        sets = {str(lab): {"L": f[f"L_{i}"], f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]}
+                for i, lab in enumerate(f["datasets"])}
+        return {"in_distribution": str(f["in_distribution"]), "k": k, "iw_elbo": int(f["iw_elbo"]),
+                "iw_lk": int(f["iw_lk"]), "sets": sets}
+
+
+def collect_results(score_dirs) -> tuple[list[dict], dict]:
+    """Metric rows for every (in-dist, OOD set, statistic, sample counts) and the ROC inputs."""
+    files = []
+    for d in ([score_dirs] if isinstance(score_dirs, (str, Path)) else score_dirs):
+        d = Path(d)
+        files += sorted(d.glob("scores-*.npz")) if d.is_dir() else [d]
+    if not files:
+        raise FileNotFoundError(f"no scores-*.npz files in {score_dirs}")
+    rows, curves, seen = [], {}, set()
+    for path in files:
+        s = read_scores(path)
+        ind, k = s["in_distribution"], s["k"]
+        stats = [("L", s["iw_elbo"], None)]
+        if k > 0:
+            stats += [(f"L>{k}", None, s["iw_lk"]), (f"LLR>{k}", s["iw_elbo"], s["iw_lk"])]
+        for ood, vals in s["sets"].items():
+            if ood == ind:
+                continue
+            for stat, iw_e, iw_k in stats:
+                key = (ind, ood, stat, iw_e, iw_k)
+                if key in seen:
+                    continue
+                seen.add(key)
+                sign = ood_direction(stat)
+                s_in, s_out = sign * s["sets"][ind][stat], sign * vals[stat]
+                m = detection_metrics(s_in, s_out)
+                rows.append({"in_distribution": ind, "ood": ood, "statistic": stat,
+                             "iw_elbo": iw_e if iw_e is not None else "", "iw_lk": iw_k if iw_k is not None else "",
+                             "n_in": int(s_in.size), "n_out": int(s_out.size), **m})
+                curves[key] = (s_in, s_out)
+    order = {"L": 0}
+    rows.sort(key=lambda r: (r["in_distribution"], r["ood"].endswith(" train"), r["ood"],
+                             order.get(r["statistic"], 1 if r["statistic"].startswith("LLR") else 2),
+                             r["statistic"], str(r["iw_elbo"]), str(r["iw_lk"])))
+    return rows, curves
+
+
+def _stat_label(r):
+    parts = []
+    if r["iw_elbo"] != "":
+        parts.append(f"S={r['iw_elbo']}")
+    if r["iw_lk"] != "":
+        parts.append(f"S'={r['iw_lk']}")
+    return f"{r['statistic']} ({', '.join(parts)})"
+
+
+def format_table(rows) -> str:
+    lines = []
+    for ind in dict.fromkeys(r["in_distribution"] for r in rows):
+        lines.append(f"\nIn-distribution: {ind}")
+        for ood in dict.fromkeys(r["ood"] for r in rows if r["in_distribution"] == ind):
+            lines.append(f"  OOD: {ood}")
+            lines.append(f"    {'statistic':<24} {'AUROC':>7} {'AUPRC':>7} {'FPR80':>7} {'FPR95':>7}")
+            for r in rows:
+                if r["in_distribution"] == ind and r["ood"] == ood:
+                    lines.append(f"    {_stat_label(r):<24} {r['auroc']:7.3f} {r['auprc']:7.3f} "
+                                 f"{r['fpr80']:7.3f} {r['fpr95']:7.3f}")
+    return "\n".join(lines)
+
+
+def plot_roc(curves, path):
+    """One panel per (in-distribution, OOD) pair, one curve per statistic and sample count."""
+    pairs = list(dict.fromkeys((k[0], k[1]) for k in curves))
+    n = len(pairs)
+    cols = min(3, n)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 4 * math.ceil(n / cols)), squeeze=False)
+    for ax, (ind, ood) in zip(axes.flat, pairs):
+        panel = {key[2] + (f" S={key[3]}" if key[3] else "") + (f" S'={key[4]}" if key[4] else ""): scores
+                 for key, scores in curves.items() if key[:2] == (ind, ood)}
+        draw_roc_curves(ax, panel, f"{ind} vs {ood}")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    save_figure(fig, path)
+
+
+def write_results(rows, curves, output_dir) -> dict:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0])
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(output_dir / "results.csv", write_csv)
+    atomic_write_text(output_dir / "results.json", json.dumps(rows, indent=1))
+    plot_roc(curves, output_dir / "roc.png")
+    return {"csv": output_dir / "results.csv", "json": output_dir / "results.json", "roc": output_dir / "roc.png"}

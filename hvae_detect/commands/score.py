@@ -1,0 +1,109 @@
+"""``hvae-detect score``: L, L>k and LLR>k of a trained model on its evaluation sets.
+
+``--model DIR`` is a run folder written by ``hvae-detect train`` (its best or last
+checkpoint) or a detector folder written by ``HVAEOutlierDetector.save``; both are
+opened with ``HVAEOutlierDetector.load`` and scored by its ``ood_scores``, so the
+command and the estimator give the same numbers. A run is scored on every validation
+set (the first is in-distribution), the extra sets, and its training set's train
+split; a detector folder on the sets given with ``--val_datasets``. One file per k:
+
+    <save_dir>/scores-<InDist>-k{k}-iw_elbo{S}-iw_lk{S'}.npz   (loads with allow_pickle=False)
+
+        datasets            (D,) str   set labels, e.g. "FashionMNIST test", "MNIST test"
+        in_distribution     ()   str   the in-distribution label
+        k, iw_elbo, iw_lk   ()   int
+        checkpoint_epoch    ()   int   (-1 for a detector folder)
+        L_<i>               (N_i,)     L (ELBO, S importance samples), nats per image
+        Lk_<i>              (N_i,)     L>k (S' samples); for k = 0, L>0 is L itself
+        LLR_<i>             (N_i,)     LLR>k = L - L>k (all zero for k = 0)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hvae_detect import checkpoints
+from hvae_detect.atomic import atomic_write
+from hvae_detect.commands.train import log, parse_json
+from hvae_detect.datasets import default_data_root, load_dataset, parse_dataset_options
+from hvae_detect.estimator import HVAEOutlierDetector
+
+
+def score_sets(datasets: dict, train_name=None, extra_val=None, n_eval_examples=None, data_root=None,
+               download=True, seed=0):
+    """The sets to score, each with one fixed draw: ``datasets`` (the first is in-distribution), the
+    extra validation sets, and ``train_name``'s train split when given."""
+    sets = {name: {"dynamic": False, "split": opts["split"]} for name, opts in datasets.items()}
+    if extra_val:
+        extra = parse_json(extra_val, "--extra_val_datasets")
+        extra = {n: {"split": "validation", **(o or {}), "dynamic": False} for n, o in extra.items()}
+        for name, opts in parse_dataset_options(extra).items():
+            sets.setdefault(name, opts)
+    out = [load_dataset(n, o, data_root, download, n_eval_examples, seed) for n, o in sets.items()]
+    if train_name is not None:
+        out.append(load_dataset(train_name, {"dynamic": False, "split": "train"}, data_root, download,
+                                n_eval_examples, seed))
+    return out
+
+
+def score_file_name(in_dist: str, k: int, iw_elbo: int, iw_lk: int) -> str:
+    return f"scores-{in_dist.replace(' ', '-')}-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz"
+
+
+def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_size=500, n_eval_examples=None,
+              save_dir=None, device="auto", data_root=None, checkpoint="best", val_datasets=None, extra_val=None,
+              download=True, seed=None, quiet=False) -> list[Path]:
+    """Score a run or detector folder with L and L>k (k in ``ks``) and write one .npz per k."""
+    folder = checkpoints.resolve_model_dir(model_dir, checkpoint)
+    run = checkpoints.run_config_of(folder)
+    det = HVAEOutlierDetector.load(model_dir, device=device, checkpoint=checkpoint)
+    det.set_params(iw_samples=iw_samples_elbo, iw_samples_lk=iw_samples_lk)
+    if seed is not None:
+        det.scoring_seed_ = int(seed)
+    ks = [int(k) for k in ks]
+    for k in ks:
+        if not 0 <= k < det.n_latents_:
+            raise ValueError(f"--n_latents_skip must be in 0..{det.n_latents_ - 1} for this model, got {k}")
+    if val_datasets is None and run is None:
+        raise ValueError(f"{model_dir} is a detector folder, not a run: name the sets to score with --val_datasets "
+                         "(JSON, the first is in-distribution)")
+    datasets = parse_dataset_options(val_datasets if val_datasets is not None else run["val_datasets"])
+    root = data_root if data_root is not None else (run["data_root"] if run else default_data_root())
+    train_name = next(iter(run["train_datasets"])) if run else None
+    sets = score_sets(datasets, train_name, extra_val, n_eval_examples, root, download, run["seed"] if run else 0)
+    state = checkpoints.read_config(folder).get("training_state") or {}
+    epoch = int(state.get("epoch", -1))
+    in_dist = sets[0].label
+    log(f"scoring {model_dir} (checkpoint epoch {epoch}) with k={ks}, S={iw_samples_elbo}, "
+        f"S'={iw_samples_lk} on {[s.label for s in sets]}", quiet)
+    results = {}
+    for d in sets:
+        t0 = time.time()
+        results[d.label] = det.ood_scores(d.fixed(), batch_size=batch_size)
+        log(f"  {d.label}: {len(d)} images, mean L {results[d.label]['L'].mean():.2f} nats, "
+            f"{time.time() - t0:.1f} s", quiet)
+    save_dir = Path(save_dir) if save_dir is not None else Path(model_dir) / "scores"
+    save_dir.mkdir(parents=True, exist_ok=True)
+    labels = [d.label for d in sets]
+    files = []
+    for k in ks:
+        iw_lk = iw_samples_lk if k > 0 else iw_samples_elbo
+        arrays = {"datasets": np.array(labels), "in_distribution": np.array(in_dist), "k": np.array(k),
+                  "iw_elbo": np.array(iw_samples_elbo), "iw_lk": np.array(iw_lk), "checkpoint_epoch": np.array(epoch)}
+        for i, lab in enumerate(labels):
+            L = results[lab]["L"]
+            Lk = results[lab][f"L>{k}"] if k > 0 else L
+            arrays[f"L_{i}"], arrays[f"Lk_{i}"], arrays[f"LLR_{i}"] = L, Lk, L - Lk
+        path = save_dir / score_file_name(in_dist, k, iw_samples_elbo, iw_lk)
+        atomic_write(path, lambda tmp: _savez(tmp, arrays))
+        files.append(path)
+        log(f"wrote {path}", quiet)
+    return files
+
+
+def _savez(path, arrays):
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the temporary name
+        np.savez(f, **arrays)

@@ -1,0 +1,265 @@
+"""``hvae-detect train``: the paper's training run, with the seed's flags.
+
+A run lives in ``<save_dir>/<FirstTrainDataset>-YYYY-MM-DD-hh-mm-ss.mmm/``:
+
+    run.json              the data sets, architecture and training settings
+    log.jsonl             one JSON line per epoch (and its validation)
+    checkpoints/last/     a model folder (hvae_detect.checkpoints) plus optimizer.safetensors
+    checkpoints/best/     the same at the best validation ELBO of the first validation set
+
+Every ``test_every`` epochs (and after the last one) the validation sets are scored:
+ELBO, log p(x|z), KL per latent, and the AUROC of L of the first validation set
+(in-distribution) against each further one. ``resume`` continues an interrupted run
+from its last checkpoint (model, Adam state, random-number generator, history).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from hvae_detect import checkpoints
+from hvae_detect.architectures import resolve_architecture
+from hvae_detect.atomic import atomic_write_text
+from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
+from hvae_detect.devices import resolve_device
+from hvae_detect.metrics import detection_metrics
+from hvae_detect.model import HierarchicalVAE
+from hvae_detect.training import SEED_TRAINING, TrainingConfig, make_optimizer, train_epochs
+
+LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
+                    "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
+MODELS = ("VAE", "HVAE")
+SEED_TRAIN = '{"FashionMNISTBinarized": {"dynamic": true, "split": "train"}}'
+SEED_VAL = ('{"FashionMNISTBinarized": {"dynamic": false, "split": "validation"}, '
+            '"MNISTBinarized": {"dynamic": false, "split": "validation"}}')
+
+
+def log(msg, quiet=False):
+    if not quiet:
+        print(msg, flush=True)
+
+
+def parse_json(value, flag):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{flag}: invalid JSON ({e})") from None
+    return value
+
+
+def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL,
+                    architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
+                    model="VAE", n_mix=10, test_every=10, seed=0, data_root=None, n_train_examples=None,
+                    n_val_examples=None) -> dict:
+    """Validate a run's options and return its configuration (saved as run.json)."""
+    training.validate()
+    if model not in MODELS:
+        raise ValueError(f"--model must be one of {MODELS} (the seed's hierarchical VAE is 'VAE'), got {model!r}")
+    train = parse_dataset_options(train_datasets)
+    val = parse_dataset_options(val_datasets)
+    for name, opts in val.items():
+        if opts["dynamic"]:
+            raise ValueError(f"validation set {name} must have \"dynamic\": false (one fixed draw)")
+    if (config_deterministic is None) != (config_stochastic is None):
+        raise ValueError("give both --config_deterministic and --config_stochastic, or neither")
+    if config_deterministic is not None:
+        arch = resolve_architecture({"config_deterministic": parse_json(config_deterministic, "--config_deterministic"),
+                                     "config_stochastic": parse_json(config_stochastic, "--config_stochastic")})
+    else:
+        arch = resolve_architecture(architecture or "paper-mnist")
+    variants = {parse_dataset_name(n).variant for n in train}
+    if len(variants) > 1:
+        raise ValueError(f"all training datasets must share one variant, got {sorted(variants)}")
+    variant = variants.pop()
+    if likelihood is None:
+        likelihood = "bernoulli" if variant == "Binarized" else "dlogmix"
+    if likelihood not in LIKELIHOOD_FLAGS:
+        raise ValueError(f"--likelihood must be one of {sorted(k for k in LIKELIHOOD_FLAGS if k[0].isupper())}, "
+                         f"got {likelihood!r}")
+    likelihood = LIKELIHOOD_FLAGS[likelihood]
+    if likelihood == "bernoulli" and variant != "Binarized":
+        raise ValueError(f"the Bernoulli likelihood needs Binarized data, got {variant} training data")
+    if not isinstance(test_every, int) or test_every < 1:
+        raise ValueError(f"--test_every must be a positive integer, got {test_every!r}")
+    return {
+        "format_version": checkpoints.FORMAT_VERSION, "model": model, "train_datasets": train, "val_datasets": val,
+        "architecture": arch, "likelihood": likelihood, "n_mix": n_mix, **vars(training),
+        "test_every": test_every, "seed": seed,
+        "data_root": str(data_root if data_root is not None else default_data_root()),
+        "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
+    }
+
+
+def training_config_of(cfg: dict) -> TrainingConfig:
+    return TrainingConfig(**{k: cfg[k] for k in TrainingConfig.field_names() if k in cfg})
+
+
+def run_name(cfg: dict, now: _dt.datetime | None = None) -> str:
+    now = now or _dt.datetime.now()
+    return f"{next(iter(cfg['train_datasets']))}-{now:%Y-%m-%d-%H-%M-%S}.{now.microsecond // 1000:03d}"
+
+
+def load_training_data(cfg, device, download=True):
+    """(train tensor x/255 on device, transform, [LoadedDataset for each validation set])."""
+    root = cfg["data_root"]
+    trains = [load_dataset(n, o, root, download, cfg.get("n_train_examples"), cfg["seed"])
+              for n, o in cfg["train_datasets"].items()]
+    shapes = {d.image_shape for d in trains}
+    if len(shapes) > 1:
+        raise ValueError(f"training datasets have different image shapes {sorted(shapes)}")
+    x = torch.cat([d.x for d in trains]).to(device)
+    vals = [load_dataset(n, o, root, download, cfg.get("n_val_examples"), cfg["seed"]).to(device)
+            for n, o in cfg["val_datasets"].items()]
+    for v in vals:
+        if v.image_shape != trains[0].image_shape:
+            raise ValueError(f"validation set {v.name} has images of shape {v.image_shape}, the training data "
+                             f"{trains[0].image_shape}")
+    first = trains[0]
+    transform = first.transform if first.dynamic else None
+    if not first.dynamic:  # one fixed draw for the whole training set
+        x = torch.cat([d.to(device).fixed() for d in trains])
+    return x, transform, vals
+
+
+@torch.no_grad()
+def evaluate_elbo(model, x, batch_size=500, seed=0):
+    """Per-image ELBO, log p(x|z) and KL per latent with one posterior sample each."""
+    model.eval()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    terms = [model(x[i:i + batch_size], 0, generator=gen) for i in range(0, x.shape[0], batch_size)]
+    return (torch.cat([t.bound for t in terms]), torch.cat([t.log_px for t in terms]),
+            torch.cat([t.kl for t in terms], dim=1))
+
+
+def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
+    """ELBO, log p(x|z), KL per latent for each validation set; AUROC of L of the first set vs each other."""
+    out, elbos = {}, {}
+    for d in vals:
+        elbo, lp, kl = evaluate_elbo(model, d.fixed(), batch_size, seed)
+        elbos[d.label] = elbo.double().cpu().numpy()
+        out[d.label] = {"elbo": float(elbo.mean()), "log_px": float(lp.mean()), "kl": kl.mean(1).tolist()}
+    first = vals[0].label
+    for d in vals[1:]:
+        out[d.label]["auroc_L"] = detection_metrics(-elbos[first], -elbos[d.label])["auroc"]
+    return out
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, device="auto", download=True,
+              max_minutes=None, fit_epochs_to_budget=False, epochs=None, verbose=True, quiet=False) -> Path:
+    """Train a run (new from ``cfg``, or ``resume``d from a run folder). Returns the run folder.
+
+    ``epochs`` (with ``resume``) extends the run to that many epochs in total.
+    ``max_minutes`` stops after the last epoch that fits the wall-time budget.
+    ``fit_epochs_to_budget`` (with ``max_minutes``) re-plans ``epochs`` after the
+    first epoch to what the budget allows, scaling ``free_nats_epochs`` and
+    ``warmup_epochs`` in proportion, so the schedules complete within the budget.
+    """
+    t_start = time.time()
+    dev = resolve_device(device)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "run.json").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (run.json missing)")
+        cfg = json.loads((run_dir / "run.json").read_text())
+    else:
+        if cfg is None:
+            raise ValueError("give a configuration or a run folder to resume")
+        run_dir = Path(save_dir) / run_name(cfg)
+        run_dir.mkdir(parents=True, exist_ok=False)
+    if epochs is not None:
+        cfg["epochs"] = int(epochs)
+
+    x, transform, vals = load_training_data(cfg, dev, download)
+    torch.manual_seed(cfg["seed"])
+    model = HierarchicalVAE(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10)).to(dev)
+    opt = make_optimizer(model, cfg["learning_rate"])
+    gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
+    start, history, val_history, best = 0, [], [], None
+    last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    if resume is not None and (last_dir / "model.safetensors").is_file():
+        st = checkpoints.load_checkpoint(last_dir, model, opt, gen)
+        start, history, val_history, best = st["epoch"], st["history"], st["val_history"], st["best"]
+        log(f"resuming {run_dir} from epoch {start}", quiet)
+    cfg["input_shape"] = list(x.shape[1:])
+    atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"run {run_dir}  |  {x.shape[0]} training images {tuple(x.shape[1:])}, {n_params:,} parameters, "
+        f"{cfg['likelihood']} likelihood, device {dev}", quiet)
+    timer = {"t": time.time(), "epoch_s": None}
+
+    def on_epoch_end(epoch, record):
+        nonlocal best
+        now = time.time()
+        timer["epoch_s"] = now - timer["t"]
+        record["seconds"] = round(timer["epoch_s"], 2)
+        history.append(record)
+        if fit_epochs_to_budget and max_minutes is not None and epoch == start + 1 and start == 0:
+            _replan(cfg, run_dir, epoch, max_minutes * 60 - (now - t_start), timer["epoch_s"], quiet)
+        out_of_time = (max_minutes is not None
+                       and now - t_start + timer["epoch_s"] > max_minutes * 60 and epoch < cfg["epochs"])
+        line = {"epoch": epoch, "train_elbo": record["elbo"], "kl": record["kl"], "seconds": record["seconds"]}
+        msg = (f"epoch {epoch}/{cfg['epochs']}  train ELBO {record['elbo']:.2f}  "
+               f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s")
+        if epoch % cfg["test_every"] == 0 or epoch >= cfg["epochs"] or out_of_time:
+            v = validate(model, vals, seed=cfg["seed"] + 2)
+            val_history.append({"epoch": epoch, **v})
+            line["val"] = v
+            msg += "\n  " + "  ".join(
+                f"{lab}: ELBO {r['elbo']:.2f} log p(x|z) {r['log_px']:.2f}"
+                + (f" AUROC(L) {r['auroc_L']:.3f}" if "auroc_L" in r else "") for lab, r in v.items())
+            first = vals[0].label
+            if best is None or v[first]["elbo"] > best["elbo"]:
+                best = {"epoch": epoch, "elbo": v[first]["elbo"]}
+                state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best}
+                checkpoints.save_checkpoint(best_dir, model, opt, gen, state)
+                msg += "  [best]"
+            model.train()
+        state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best,
+                 "stopped_early": bool(out_of_time)}
+        checkpoints.save_checkpoint(last_dir, model, opt, gen, state)
+        with open(run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        log(msg, quiet)
+        timer["t"] = time.time()
+        if out_of_time:
+            log(f"stopping after epoch {epoch}: the next epoch would exceed --max_minutes {max_minutes}", quiet)
+            raise _OutOfTime
+
+    if start >= cfg["epochs"]:
+        log(f"{run_dir} already trained {start} of {cfg['epochs']} epochs", quiet)
+        return run_dir
+    # With fit_epochs_to_budget the first epoch runs alone: on_epoch_end re-plans ``epochs`` and the
+    # schedules from its duration, and the second call trains the rest with the new values.
+    replan = fit_epochs_to_budget and max_minutes is not None and start == 0
+    try:
+        while start < cfg["epochs"]:
+            end = start + 1 if replan and start == 0 else cfg["epochs"]
+            train_epochs(model, x, training_config_of(cfg), transform=transform, generator=gen, optimizer=opt,
+                         start_epoch=start, end_epoch=end, on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
+            start = end
+    except _OutOfTime:
+        pass
+    log(f"done: {run_dir} (best epoch {best['epoch'] if best else '-'}, {time.time() - t_start:.0f} s)", quiet)
+    return run_dir
+
+
+def _replan(cfg, run_dir, epoch, seconds_left, epoch_seconds, quiet):
+    """Fit ``epochs`` (and the schedules, in proportion) to the time left after the first epoch."""
+    planned = max(1, epoch + int(seconds_left // epoch_seconds))
+    scale = planned / cfg["epochs"]
+    cfg.update(epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale,
+               warmup_epochs=cfg["warmup_epochs"] * scale)
+    cfg["test_every"] = min(cfg["test_every"], planned)
+    atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
+    log(f"budget {seconds_left / 60:.1f} min left, {epoch_seconds:.1f} s/epoch: planning {planned} epochs "
+        f"(free nats until {cfg['free_nats_epochs']:.1f}, warm-up {cfg['warmup_epochs']:.1f})", quiet)
