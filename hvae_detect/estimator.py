@@ -8,18 +8,24 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect import checkpoints
+from hvae_detect import checkpoints, randomness
 from hvae_detect.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
-from hvae_detect.inputs import binarize, check_images
+from hvae_detect.inputs import binarize, check_images, image_batches
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import importance_bounds
-from hvae_detect.training import TrainingConfig, train_epochs
+from hvae_detect.scoring import default_max_rows, importance_bounds
+from hvae_detect.training import PRECISIONS, TrainingConfig, train_epochs
 
-SCORES = ("llr", "elbo", "lk")
+STATISTICS = ("llr", "elbo", "lk")
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
+_THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk")
+
+
+def _positive(kind):
+    return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
 
 
 class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -27,6 +33,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     Fits a hierarchical VAE to in-distribution images and scores new images with
     the likelihood-ratio statistic LLR>k = L - L>k (or the bounds themselves).
+    A score is a function of the image: its random numbers (binarisation, importance
+    samples) are keyed by the detector's seed and the image itself, so it does not
+    depend on the batch, the order or the device (up to float rounding across devices).
 
     Parameters
     ----------
@@ -36,14 +45,14 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto" uses Bernoulli (dynamically binarised) for 1 channel and the
         discretized logistic mixture for 3 channels.
-    score : {"llr", "elbo", "lk"}, default="llr"
+    statistic : {"llr", "elbo", "lk"}, default="llr"
         Statistic behind ``score_samples``: -LLR>k, L or L>k (higher = more normal).
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
     iw_samples : int, default=1
         Importance samples S for L.
-    iw_samples_lk : int or None, default=None
-        Importance samples S' for L>k; None uses ``iw_samples``.
+    iw_samples_lk : int, default=1
+        Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
     epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision
         Training settings (``hvae_detect.training.TrainingConfig``): Adam, the seed's
         free-nats and KL warm-up schedules. ``precision`` "bfloat16" runs convolutions in
@@ -55,33 +64,69 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     image_shape : tuple or None
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_`` as the given quantile of the training scores;
-        "auto" uses 0.05 (5% of the training images fall below the threshold).
+        Sets ``offset_`` so that this fraction of the training images scores below it;
+        "auto" means 0.05. (There is no score-independent threshold as in IsolationForest's
+        "auto": LLR>k is in nats and its scale depends on the data and the model.)
+        ``set_threshold`` sets it from held-out inliers at a chosen false-positive rate.
     device : "auto", "cpu", "cuda" or a torch device string
     random_state : int, RandomState or None
-        Seeds initialisation, batching, binarisation and importance samples.
+        Seeds initialisation, batching, and the key of the scoring random numbers.
     verbose : bool
         Progress bar and per-epoch ELBO during fit.
 
     Attributes
     ----------
     model_ : HierarchicalVAE
-    offset_ : float or None (None for a model loaded from a training run: no threshold)
+    offset_ : float or None
+        Threshold of ``decision_function``; None for a model loaded from a training run.
+    threshold_params_ : dict
+        statistic, k, iw_samples, iw_samples_lk that ``offset_`` was computed with.
+    train_score_samples_ : ndarray of shape (n_train,)
+        ``score_samples`` of the training images (what "contamination" took its quantile of).
     image_shape_ : tuple (C, H, W)
-    n_features_in_ : int
-    n_latents_ : int
-    likelihood_ : str
+    n_features_in_, n_latents_, likelihood_, scoring_seed_
     history_ : list of dict, per-epoch training ELBO and KL per layer
+
+    Notes
+    -----
+    Two ways to keep a fitted detector: ``save``/``load`` write and read safetensors and
+    JSON (no code runs on load: use it for files you did not write yourself, and across
+    versions); ``pickle``/``joblib`` work too (the model goes through its state dict), as
+    scikit-learn's tools (``cross_validate(n_jobs=2)``, ``GridSearchCV``) need, but
+    unpickling runs code, so only unpickle files you trust.
     """
 
-    def __init__(self, architecture="small", likelihood="auto", score="llr", k=1, iw_samples=1, iw_samples_lk=None,
-                 epochs=_TRAINING.epochs, batch_size=_TRAINING.batch_size, learning_rate=_TRAINING.learning_rate,
-                 free_nats=_TRAINING.free_nats, free_nats_epochs=_TRAINING.free_nats_epochs,
-                 warmup_epochs=_TRAINING.warmup_epochs, n_mix=10, image_shape=None, contamination="auto",
-                 device="auto", precision=_TRAINING.precision, random_state=None, verbose=False):
+    _parameter_constraints = {
+        "architecture": [str, dict],
+        "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
+        "statistic": [StrOptions(set(STATISTICS))],
+        "k": [_positive(Integral)],
+        "iw_samples": [_positive(Integral)],
+        "iw_samples_lk": [_positive(Integral)],
+        "epochs": [_positive(Integral)],
+        "batch_size": [_positive(Integral)],
+        "learning_rate": [_positive(Real)],
+        "free_nats": [Interval(Real, 0, None, closed="left")],
+        "free_nats_epochs": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "n_mix": [_positive(Integral)],
+        "image_shape": [tuple, list, None],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "device": [str, torch.device],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, architecture="small", likelihood="auto", statistic="llr", k=1, iw_samples=1,
+                 iw_samples_lk=1, epochs=_TRAINING.epochs, batch_size=_TRAINING.batch_size,
+                 learning_rate=_TRAINING.learning_rate, free_nats=_TRAINING.free_nats,
+                 free_nats_epochs=_TRAINING.free_nats_epochs, warmup_epochs=_TRAINING.warmup_epochs, n_mix=10,
+                 image_shape=None, contamination="auto", device="auto", precision=_TRAINING.precision,
+                 random_state=None, verbose=False):
         self.architecture = architecture
         self.likelihood = likelihood
-        self.score = score
+        self.statistic = statistic
         self.k = k
         self.iw_samples = iw_samples
         self.iw_samples_lk = iw_samples_lk
@@ -99,28 +144,12 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ---- parameter checks -------------------------------------------------------
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
 
     def _check_params(self):
-        self._training_config()  # validates the training settings
-        if self.iw_samples_lk is not None and (not isinstance(self.iw_samples_lk, numbers.Integral)
-                                               or isinstance(self.iw_samples_lk, bool) or self.iw_samples_lk < 1):
-            raise ValueError(f"iw_samples_lk must be a positive integer or None, got {self.iw_samples_lk!r}")
-        for name in ("iw_samples", "n_mix"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.likelihood not in ("auto", "bernoulli", "dlogmix"):
-            raise ValueError(f"likelihood must be 'auto', 'bernoulli' or 'dlogmix', got {self.likelihood!r}")
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        if not isinstance(self.k, numbers.Integral) or isinstance(self.k, bool) or self.k < 1:
-            raise ValueError(f"k must be a positive integer (latents skipped in L>k), got {self.k!r}")
-        c = self.contamination
-        if not (c == "auto" or (isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c <= 0.5)):
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {c!r}")
+        self._validate_params()
+        self._training_config()  # finite values
         resolve_architecture(self.architecture)
 
     # ---- fit --------------------------------------------------------------------
@@ -144,8 +173,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
                                      verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
+        self.train_score_samples_ = self.score_samples(x)
         contamination = 0.05 if self.contamination == "auto" else self.contamination
-        self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * contamination))
+        self._set_offset(np.percentile(self.train_score_samples_, 100.0 * contamination), "the training images")
         return self
 
     def _set_model(self, model, scoring_seed):
@@ -156,30 +186,48 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.n_latents_ = model.n_latents
         self.scoring_seed_ = int(scoring_seed)
 
+    def _set_offset(self, offset, source):
+        if not np.isfinite(offset):
+            raise ValueError(f"the threshold from {source} is {offset}: the model's scores are not finite "
+                             "(training diverged?); refit with a lower learning_rate")
+        self.offset_ = float(offset)
+        self.threshold_params_ = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
+
+    def set_threshold(self, X, fpr=0.05):
+        """Set ``offset_`` so that a fraction ``fpr`` of the held-out inliers X is predicted an outlier.
+
+        Use it after changing the statistic, k or the importance samples, or for a model
+        loaded from a training run. Returns self.
+        """
+        if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
+            raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
+        self._set_offset(np.percentile(self.score_samples(X), 100.0 * fpr), "the held-out inliers")
+        return self
+
     # ---- scoring ----------------------------------------------------------------
-    def _prepare(self, X):
+    def _bounds(self, X, ks, batch_size=None):
+        """{k: (n,) float64} for k = 0 (L) and ``ks``, scored batch by batch."""
         check_is_fitted(self, "model_")
-        x = check_images(X, self.image_shape, expected_shape=self.image_shape_)
+        self._validate_params()
         device = next(self.model_.parameters()).device
-        data = torch.from_numpy(x).to(device)
-        if self.likelihood_ == "bernoulli":
-            # One fixed draw per call, so equal inputs get equal scores (the paper's evaluation sets).
-            data = binarize(data, torch.Generator(device=device).manual_seed(self.scoring_seed_))
-        return data
+        batch_size = batch_size or 4 * default_max_rows(self.model_, device)  # whole passes at S = 1
+        parts = []
+        for x in image_batches(X, self.image_shape, self.image_shape_, batch_size, device):
+            if self.likelihood_ == "bernoulli":  # the paper's evaluation sets: one fixed draw per image
+                x = randomness.binarize(x, randomness.image_keys(x, self.scoring_seed_))
+            b = importance_bounds(self.model_, x, ks, self.iw_samples, self.iw_samples_lk, seed=self.scoring_seed_)
+            parts.append({k: v.double().cpu().numpy() for k, v in b.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _bounds(self, X, ks, batch_size=256):
-        data = self._prepare(X)
-        gen = torch.Generator(device=data.device).manual_seed(self.scoring_seed_ + 1)
-        self.model_.eval()
-        parts = [importance_bounds(self.model_, data[i:i + batch_size], ks, self.iw_samples, self.iw_samples_lk,
-                                   generator=gen)
-                 for i in range(0, data.shape[0], batch_size)]
-        return {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
+    def _check_k(self):
+        if not 1 <= self.k < self.n_latents_:
+            raise ValueError(f"k must be in 1..{self.n_latents_ - 1} for this model, got {self.k}")
 
-    def ood_scores(self, X, batch_size=256):
+    def ood_scores(self, X, batch_size=None):
         """L, and L>k and LLR>k for every k in 1..n_latents-1, in nats per image.
 
-        Returns a dict of (n,) arrays with keys "L", "L>1", "LLR>1", ...
+        X: images as in ``fit`` (numpy, memory-mapped or torch arrays on any device, or an
+        iterable of such batches). Returns a dict of (n,) arrays with keys "L", "L>1", "LLR>1", ...
         """
         check_is_fitted(self, "model_")
         b = self._bounds(X, range(1, self.n_latents_), batch_size)
@@ -190,15 +238,13 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         return out
 
     def score_samples(self, X):
-        """Normality score of each image (higher = more normal): -LLR>k, L or L>k per ``score``."""
+        """Normality score of each image (higher = more normal): -LLR>k, L or L>k per ``statistic``."""
         check_is_fitted(self, "model_")
-        if not 1 <= self.k < self.n_latents_:
-            raise ValueError(f"k must be in 1..{self.n_latents_ - 1}, got {self.k}")
-        ks = [self.k] if self.score != "elbo" else []
-        b = self._bounds(X, ks)
-        if self.score == "elbo":
+        self._check_k()
+        b = self._bounds(X, [self.k] if self.statistic != "elbo" else [])
+        if self.statistic == "elbo":
             return b[0]
-        if self.score == "lk":
+        if self.statistic == "lk":
             return b[self.k]
         return -(b[0] - b[self.k])
 
@@ -207,37 +253,74 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         if self.offset_ is None:
             raise ValueError("this detector has no threshold (offset_ is None: it was loaded from a training "
-                             "run, not fitted); use score_samples / ood_scores, or fit the detector")
+                             "run); set one with set_threshold(X_inliers, fpr=...)")
+        now = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
+        if now != self.threshold_params_:
+            raise ValueError(f"offset_ was set for {self.threshold_params_}, but the detector now uses {now}; "
+                             "set a threshold for the new setting with set_threshold(X_inliers, fpr=...) or fit again")
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
         """+1 for inliers, -1 for outliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
 
+    def score(self, X, y=None):
+        """Mean ELBO L per image in nats (as GaussianMixture.score): higher = the data fit the model better."""
+        return float(np.mean(self._bounds(X, [])[0]))
+
     # ---- persistence ------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the base returns the instance dict itself
+        if "model_" in state:  # parametrised modules pickle only through their state dict
+            model = state.pop("model_")
+            state["_model_state"] = (checkpoints.model_config(model),
+                                     {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                     next(model.parameters()).device.type)
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_model_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            config, weights, device_type = saved
+            model = checkpoints.build_model({"model": config})
+            model.load_state_dict(weights)
+            device = device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu"
+            self.model_ = model.to(device).eval()
+
     def save(self, path):
         """Write ``path``/model.safetensors and ``path``/config.json (no pickle)."""
         check_is_fitted(self, "model_")
         params = self.get_params()
         params["architecture"] = resolve_architecture(self.architecture)
         params["random_state"] = self.random_state if isinstance(self.random_state, (int, type(None))) else None
+        params["device"] = str(self.device)
         fitted = {"likelihood_": self.likelihood_, "image_shape_": list(self.image_shape_), "offset_": self.offset_,
+                  "threshold_params_": getattr(self, "threshold_params_", None),
                   "scoring_seed_": self.scoring_seed_, "history_": self.history_}
         return checkpoints.write_model_dir(path, self.model_, {"detector": {"params": params, "fitted": fitted}})
 
     @classmethod
     def load(cls, path, device="auto", checkpoint="best"):
         """Open a detector written by ``save``, or a run folder written by ``hvae-detect train``
-        (its ``checkpoint``, "best" or "last"; such a detector has no threshold). No pickle."""
+        (its ``checkpoint``, "best" or "last"; such a detector has no threshold until
+        ``set_threshold``). No pickle."""
         folder = checkpoints.resolve_model_dir(path, checkpoint)
         model, config = checkpoints.read_model_dir(folder, resolve_device(device))
         if "detector" in config:
             params, fitted = dict(config["detector"]["params"]), config["detector"]["fitted"]
+            if "score" in params:  # written by hvae-detect 0.1
+                params["statistic"] = params.pop("score")
+                params["iw_samples_lk"] = params.get("iw_samples_lk") or params["iw_samples"]
             if params.get("image_shape") is not None:
                 params["image_shape"] = tuple(params["image_shape"])
             det = cls(**params)
+            det._check_params()
             det._set_model(model, fitted["scoring_seed_"])
-            det.offset_ = None if fitted["offset_"] is None else float(fitted["offset_"])
+            det.offset_, det.threshold_params_ = None, None
+            if fitted["offset_"] is not None:
+                det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
+                det.threshold_params_ = fitted.get("threshold_params_") or det.threshold_params_
             det.history_ = fitted["history_"]
             return det
         run = checkpoints.run_config_of(folder) or {}
@@ -246,6 +329,6 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         det = cls(architecture=m["architecture"], likelihood=m["likelihood"], n_mix=m["n_mix"],
                   random_state=run.get("seed"), **training)
         det._set_model(model, run.get("seed", 0))
-        det.offset_ = None
+        det.offset_, det.threshold_params_ = None, None
         det.history_ = config["training_state"].get("history", [])
         return det

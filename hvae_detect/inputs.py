@@ -1,8 +1,10 @@
-"""Input checks and preprocessing shared by the estimator, the demo and the pipeline.
+"""Input checks and preprocessing shared by the estimator and the commands.
 
-Images arrive as numpy arrays or torch tensors, uint8 in 0..255 or floats in
-[0, 1], shaped (n, H, W), (n, C, H, W) with C in {1, 3}, or (n, d) with an
-``image_shape``. Everything else is a ValueError that says what was expected.
+Images arrive as numpy arrays (memory-mapped too) or torch tensors on any device,
+uint8 in 0..255 or floats in [0, 1], shaped (n, H, W), (n, C, H, W) with C in
+{1, 3}, or (n, d) with an ``image_shape``; for scoring also as any iterable of such
+batches (a generator, a DataLoader yielding images or (images, labels)). Everything
+else is a ValueError that says what was expected.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ _FLOATS = (np.float16, np.float32, np.float64)
 
 
 def _to_numpy(X):
+    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
+        raise ValueError("sparse input is not supported: pass a dense array of images")
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
     if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
@@ -49,19 +53,32 @@ def resolve_image_shape(shape, image_shape=None):
     raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got an array of shape {tuple(shape)}")
 
 
+def _check_shape(shape, image_shape, expected_shape, min_samples):
+    """(C, H, W) of one image of an array of ``shape``, after every shape check."""
+    if len(shape) < 2:
+        raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got shape {tuple(shape)}")
+    if shape[0] < min_samples:
+        raise ValueError(f"expected at least {min_samples} images, got {shape[0]} (n_samples = {shape[0]}, "
+                         f"shape={tuple(shape)})")
+    if len(shape) == 2 and shape[1] == 0:
+        raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required.")
+    image = resolve_image_shape(shape, image_shape)
+    if image[0] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels in (n, C, H, W), got C = {image[0]} (shape {tuple(shape)}); "
+                         "channels-last arrays must be transposed to channels-first")
+    if expected_shape is not None and tuple(image) != tuple(expected_shape):
+        raise ValueError(f"the detector was fitted on images of shape {tuple(expected_shape)}, got {tuple(image)}")
+    return image
+
+
 def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.ndarray:
     """Validate images and return them as float32 (n, C, H, W) in [0, 1]."""
     arr = _to_numpy(X)
-    if arr.ndim < 2:
-        raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got shape {arr.shape}")
-    shape = resolve_image_shape(arr.shape, image_shape)
-    if shape[0] not in (1, 3):
-        raise ValueError(f"expected 1 or 3 channels in (n, C, H, W), got C = {shape[0]} (shape {arr.shape}); "
-                         "channels-last arrays must be transposed to channels-first")
-    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
-        raise ValueError(f"the detector was fitted on images of shape {tuple(expected_shape)}, got {tuple(shape)}")
-    if arr.shape[0] < min_samples:
-        raise ValueError(f"expected at least {min_samples} images, got {arr.shape[0]}")
+    if np.iscomplexobj(arr):
+        raise ValueError("Complex data not supported: expected uint8 or float images")
+    if arr.dtype.type in _FLOATS and arr.size and not np.all(np.isfinite(arr)):
+        raise ValueError("images contain NaN or infinite values")
+    shape = _check_shape(arr.shape, image_shape, expected_shape, min_samples)
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     elif arr.dtype.type in _FLOATS:
@@ -74,6 +91,52 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.
     else:
         raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {arr.dtype}")
     return out.reshape(arr.shape[0], *shape)
+
+
+def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1) -> torch.Tensor:
+    """``check_images`` for a torch tensor, on its own device: float32 (n, C, H, W) in [0, 1]."""
+    shape = _check_shape(x.shape, image_shape, expected_shape, min_samples)
+    if x.dtype == torch.uint8:
+        out = x.float() / 255.0
+    elif x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError("images contain NaN or infinite values")
+        if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
+            raise ValueError(f"float images must lie in [0, 1], got values in [{x.min().item()}, {x.max().item()}]; "
+                             "pass uint8 for 0..255 data")
+        out = x.float()
+    else:
+        raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {x.dtype}")
+    return out.reshape(x.shape[0], *shape)
+
+
+def image_batches(X, image_shape, expected_shape, batch_size: int, device):
+    """Validated float32 (b, C, H, W) batches of X on ``device``, one batch in memory at a time.
+
+    X: a numpy array (memory-mapped arrays are read a slice at a time), a torch tensor on
+    any device (kept there when it is already on ``device``), an array-like, or an
+    iterable of batches (items may be (images, labels) pairs).
+    """
+    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or isinstance(X, (list, tuple)):
+        sources = [X if isinstance(X, (np.ndarray, torch.Tensor)) else _to_numpy(X)]
+        if len(sources[0]) < 1:
+            raise ValueError("expected at least 1 images, got 0")
+        _check_shape(sources[0].shape, image_shape, expected_shape, 1)
+    elif hasattr(X, "__iter__"):
+        sources = (item[0] if isinstance(item, (tuple, list)) else item for item in X)
+    else:
+        raise ValueError(f"expected a numpy array, a torch tensor or an iterable of image batches, got {type(X).__name__}")
+    seen = 0
+    for source in sources:
+        for start in range(0, len(source), batch_size):
+            part = source[start:start + batch_size]
+            if isinstance(part, torch.Tensor):
+                yield check_image_tensor(part, image_shape, expected_shape).to(device)
+            else:
+                yield torch.from_numpy(check_images(part, image_shape, expected_shape)).to(device)
+            seen += len(part)
+    if not seen:
+        raise ValueError("expected at least 1 images, got 0")
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

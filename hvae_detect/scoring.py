@@ -1,11 +1,16 @@
 """The scoring engine: L and L>k for every k, with importance samples streamed in bounded passes.
 
-``importance_bounds(model, x, ks, S, S')`` does all the work of a batch once: the
-weight-normalised weights once per call, d_1 (the layers that read only x) once per
-image, each prefix z_1..z_k once per image and k; the importance samples then go
-through the rest of the model in passes of at most ``max_rows`` rows (images x
-samples), and are reduced with a streaming logmeanexp, so peak memory is set by
-the row budget and not by the number of samples.
+``importance_bounds(model, x, ks, S, S', seed)`` does the work of a batch once: the
+weight-normalised weights once per call, d_1 (the layers that read only x) and each
+prefix z_1..z_k once per image and k; the importance samples then go through the rest
+of the model as rows (image, sample) in passes of exactly ``max_rows`` rows, and are
+reduced with a streaming logmeanexp, so peak memory is set by the row budget and not
+by the number of samples.
+
+A score is a function of the image: every random number comes from
+``hvae_detect.randomness`` keyed by (seed, image, k, latent, sample), every pass has the
+same shape (the last one is padded), and samples are folded in blocks that depend on S
+only, so an image's bounds do not depend on its batch, its position or its neighbours.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
+from hvae_detect import randomness
 from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
+from hvae_detect.layers import Gaussian
 
-__all__ = ["ROW_BUDGET_BYTES", "StreamingLogMeanExp", "default_max_rows", "draw_noise", "importance_bounds",
-           "logmeanexp"]
+__all__ = ["ROW_BUDGET_BYTES", "MAX_ROWS", "FOLD_SAMPLES", "StreamingLogMeanExp", "default_max_rows",
+           "importance_bounds", "importance_noise", "logmeanexp"]
 
 # Bytes of the largest activation of one scoring pass, per device type: passes near the
 # CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/RESULTS.md).
 ROW_BUDGET_BYTES = {"cpu": 32 * 2**20, "cuda": 128 * 2**20}
+MAX_ROWS = 256      # every pass is padded to its row count: keep small models' passes small
+FOLD_SAMPLES = 64   # samples folded into the running logmeanexp at a time
 
 
 class StreamingLogMeanExp:
@@ -56,29 +65,24 @@ class StreamingLogMeanExp:
 
 
 def default_max_rows(model, device) -> int:
-    """Rows (images x samples) per scoring pass that fit ``ROW_BUDGET_BYTES`` on ``device``."""
+    """Rows (image, sample) per scoring pass: ``ROW_BUDGET_BYTES`` on ``device``, at most ``MAX_ROWS``."""
     budget = ROW_BUDGET_BYTES.get(torch.device(device).type, ROW_BUDGET_BYTES["cpu"])
-    return max(1, budget // (4 * model.row_elements))
+    return max(1, min(MAX_ROWS, budget // (4 * model.row_elements)))
 
 
-def draw_noise(model, n, k, n_samples, generator=None, device=None):
-    """Standard-normal draws for z_{k+1..L}: one (n_samples, n, *latent shape) tensor per latent.
-
-    Drawn sample by sample and latent by latent, the order in which n_samples separate
-    passes of the model would draw them, so batching samples does not change which
-    random numbers each sample gets.
-    """
-    dtype = next(model.parameters()).dtype
-    draws = [[torch.randn((n, *model.latent_shapes[i]), generator=generator, device=device, dtype=dtype)
-              for i in range(k, model.n_latents)] for _ in range(n_samples)]
-    return [torch.stack(per_latent) for per_latent in zip(*draws)]
+def importance_noise(model, keys, k, samples):
+    """Standard-normal draws of z_{k+1..L} for rows with image keys ``keys`` (R,) and sample
+    indices ``samples`` (R,): one (R, *latent shape) tensor per latent."""
+    return [randomness.normal(keys, randomness.noise_stream(k, i, samples), model.latent_shapes[i])
+            for i in range(k, model.n_latents)]
 
 
 @torch.no_grad()
-def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, generator=None, max_rows=None) -> dict:
-    """L (k = 0) and L>k (k in ``ks``, default 1..L-1) of a batch: {k: (N,)} in nats per image.
+def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0, max_rows=None) -> dict:
+    """L (k = 0) and L>k (k in ``ks``, default 1..L-1) of images x: {k: (N,)} in nats per image.
 
-    ``n_samples`` importance samples for L, ``n_samples_lk`` (default: the same) for L>k.
+    ``n_samples`` importance samples S for L, ``n_samples_lk`` S' (default: the same) for L>k;
+    the random numbers are keyed by ``seed`` and each image (``hvae_detect.randomness``).
     """
     ks = sorted({0, *(range(1, model.n_latents) if ks is None else ks)})
     for k in ks:
@@ -91,29 +95,53 @@ def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, generat
     max_rows = default_max_rows(model, x.device) if max_rows is None else int(max_rows)
     if max_rows < 1:
         raise ValueError(f"max_rows must be positive, got {max_rows}")
-    counts = {k: n_samples if k == 0 else n_samples_lk for k in ks}
+    counts = {k: int(n_samples) if k == 0 else int(n_samples_lk) for k in ks}
+    if x.shape[0] == 0:
+        return {k: x.new_zeros(0) for k in ks}
+    keys = randomness.image_keys(x, seed)
     # Weight norm computed once per call, not in every pass (the cache lives for the block).
     with model.channels_last_weights(), parametrize.cached():
-        return _bounds(model, x, counts, generator, max_rows)
+        prefixes = _prefixes(model, x, ks, max_rows)
+        return {k: _bound(model, x, keys, k, counts[k], prefixes[k], max_rows) for k in ks}
 
 
-def _bounds(model, x, counts, generator, max_rows):
+def _pass_rows(start, total, rows, device):
+    """Indices start..start+rows-1, the ones past ``total`` replaced by the last valid one."""
+    return torch.arange(start, start + rows, device=device).clamp(max=total - 1)
+
+
+def _prefixes(model, x, ks, rows):
+    """For every k: (d_{k+1}, mean and std of q(z_{k+1})) of every image, in passes of ``rows`` images."""
     n = x.shape[0]
-    per_pass = min(n, max_rows)                       # images per pass
-    chunk = max(1, max_rows // per_pass)              # samples per pass
-    batches = [slice(i, i + per_pass) for i in range(0, n, per_pass)]
-    d1 = torch.cat([model.encode_x(x[b]) for b in batches])  # x-only layers: once per image
-    out = {}
-    for k, total in counts.items():
-        prefixes = [model.prefix(d1[b], k) for b in batches]  # shared by every sample
-        acc = StreamingLogMeanExp()
-        for start in range(0, total, chunk):
-            s = min(chunk, total - start)
-            noise = draw_noise(model, n, k, s, generator, x.device)
-            log_w = x.new_empty((s, n), dtype=torch.float32)
-            for b, prefix in zip(batches, prefixes):
-                eps = [e[:, b].flatten(0, 1) for e in noise]  # sample-major rows of this batch
-                log_w[:, b] = model(x[b], k, s, noise=eps, start=prefix).bound.view(s, -1)
-            acc.update(log_w)
-        out[k] = acc.result()
-    return out
+    parts = {k: [] for k in ks}
+    for start in range(0, n, rows):
+        d1 = model.encode_x(x[_pass_rows(start, n, rows, x.device)])
+        valid = min(rows, n - start)
+        for k in ks:
+            d, q = model.prefix(d1, k)
+            parts[k].append((d[:valid], q.mean[:valid], q.std[:valid]))
+    return {k: tuple(torch.cat(t) for t in zip(*p)) for k, p in parts.items()}
+
+
+def _bound(model, x, keys, k, n_samples, prefix, rows):
+    """logmeanexp over ``n_samples`` of the bound L>k, rows (image, sample) sample-major."""
+    n = x.shape[0]
+    total = n * n_samples
+    d, mean, std = prefix
+    acc, pending = StreamingLogMeanExp(), []
+    for start in range(0, total, rows):
+        flat = _pass_rows(start, total, rows, x.device)
+        image, sample = flat % n, flat // n
+        noise = importance_noise(model, keys[image], k, sample)
+        terms = model(x[image], k, noise=noise, start=(d[image], Gaussian(mean[image], std[image])))
+        pending.append(terms.bound[:min(rows, total - start)].float())
+        last = start + rows >= total
+        done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
+        fold = done if last else done // FOLD_SAMPLES * FOLD_SAMPLES  # full blocks until the end
+        if fold:
+            flat_w = torch.cat(pending)
+            for block in range(0, fold, FOLD_SAMPLES):  # block boundaries depend on S only
+                b = min(FOLD_SAMPLES, fold - block)
+                acc.update(flat_w[block * n:(block + b) * n].view(b, n))
+            pending = [flat_w[fold * n:]]
+    return acc.result()

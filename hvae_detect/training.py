@@ -166,6 +166,9 @@ def train_epochs(model, data: torch.Tensor, config: TrainingConfig, *, transform
                 optimizer.step()
                 elbo_sum += elbo.sum()
                 kl_sum += kl * x.shape[0]
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
+                raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch + 1} (after the loss "
+                                       "was last checked); try a lower learning_rate or check the input data")
             record = {"epoch": epoch + 1, "elbo": (elbo_sum / n).item(), "kl": (kl_sum / n).tolist()}
             history.append(record)
             if verbose:

