@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 _CONV = {"block", "out_channels", "kernel_size", "stride", "weightnorm", "gated"}
 _DENSE = {"block", "out_features", "weightnorm", "gated"}
@@ -67,6 +68,28 @@ PRESETS = {
         ],
     },
 }
+
+
+def json_text_or_file(value, flag: str):
+    """A command-line JSON value: JSON text, or the path of a file holding it (as the paper's
+    --config_* flags accept). Non-strings are returned as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        text_error = e
+    path = Path(value).expanduser()
+    try:
+        is_file = not value.lstrip().startswith(("[", "{")) and path.is_file()
+    except (OSError, ValueError):  # not a possible path (too long, NUL bytes)
+        is_file = False
+    if is_file:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{flag}: {path} does not hold valid JSON ({e})") from None
+    raise ValueError(f"{flag}: neither valid JSON ({text_error}) nor the path of a JSON file: {value[:80]!r}")
 
 
 def resolve_architecture(architecture) -> dict:

@@ -16,12 +16,93 @@ from torch.nn.utils.parametrizations import weight_norm
 
 LOG_2PI = math.log(2 * math.pi)
 
+def _identity(x):
+    return x
+
+
+# The paper's activation names (oodd/layers/activations.py) -> functions. "Swish" is x * sigmoid(x),
+# which is torch's SiLU; "SiLU" names the same function in this package's own default.
+ACTIVATIONS = {
+    "Identity": _identity,
+    "ReLU": F.relu,
+    "LeakyReLU": F.leaky_relu,
+    "SELU": F.selu,
+    "ELU": F.elu,
+    "SoftPlus": F.softplus,
+    "Tanh": torch.tanh,
+    "Swish": F.silu,
+    "SiLU": F.silu,
+}
+
+
+def activation_fn(name: str):
+    """The activation function called ``name`` (one of ``ACTIVATIONS``)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
 
 def _wn(module: nn.Module, on: bool) -> nn.Module:
     if not on:
         return module
     # Transposed convolutions keep output channels on dim 1.
     return weight_norm(module, dim=1 if isinstance(module, nn.ConvTranspose2d) else 0)
+
+
+def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
+    """Every convolution, transposed convolution and linear layer of ``model`` under weight norm."""
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+            and hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")
+            and hasattr(m.parametrizations.weight, "original0")]
+
+
+@torch.no_grad()
+def data_dependent_init(layers, run) -> None:
+    """Data-dependent weight-norm initialisation (Salimans & Kingma 2016) of ``layers`` on one batch.
+
+    ``run()`` runs the batch through the network once. During that pass each layer, when first
+    called, gets a fresh direction v ~ Kaiming normal (fan in, ReLU gain), then scale g and bias b
+    such that its outputs on this batch have zero mean and unit (unbiased) variance per output
+    channel: g = 1 / sqrt(var + 1e-8), b = -mean * g, with mean and var of v's unit-norm output.
+    Later layers therefore see the already-normalised outputs of earlier ones, as in the paper's
+    lazy per-layer initialisation on the first training batch.
+    """
+    done, handles = set(), []
+
+    def pre_hook(module, args):
+        if module in done:
+            return
+        w = module.parametrizations.weight
+        nn.init.kaiming_normal_(w.original1, mode="fan_in", nonlinearity="relu")
+        w.original0.fill_(1.0)
+        if module.bias is not None:
+            module.bias.zero_()
+
+    def hook(module, args, out):
+        if module in done:
+            return None
+        done.add(module)
+        dims = [d for d in range(out.dim()) if d != 1]
+        if out.shape[0] * math.prod(out.shape[2:]) < 2:
+            raise ValueError("data-dependent initialisation needs at least 2 values per channel (a batch of 2+)")
+        mean = out.float().mean(dims)
+        scale = 1.0 / torch.sqrt(out.float().var(dims, unbiased=True) + 1e-8)
+        g = module.parametrizations.weight.original0
+        g.copy_(scale.view(g.shape).to(g.dtype))
+        if module.bias is not None:
+            module.bias.copy_((-mean * scale).to(module.bias.dtype))
+        shape = [1, -1] + [1] * (out.dim() - 2)
+        return ((out.float() - mean.view(shape)) * scale.view(shape)).to(out.dtype)
+
+    try:
+        for layer in layers:
+            handles.append(layer.register_forward_pre_hook(pre_hook))
+            handles.append(layer.register_forward_hook(hook))
+        run()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def conv_out_hw(hw, kernel_size, stride):
@@ -52,8 +133,12 @@ class ResBlockConv2d(nn.Module):
     generative mirror of a stride-2 block (transposed convolutions upsample).
     """
 
-    def __init__(self, in_shape, out_channels, kernel_size=3, stride=1, weightnorm=True, gated=False, out_hw=None):
+    def __init__(self, in_shape, out_channels, kernel_size=3, stride=1, weightnorm=True, gated=False, out_hw=None,
+                 activation="SiLU", dropout=0.0):
         super().__init__()
+        self.act = activation_fn(activation)
+        # The paper's q_dropout / p_dropout: between the middle activation and the second convolution.
+        self.dropout = nn.Dropout(dropout) if dropout else None
         in_ch, *in_hw = in_shape
         out_hw = tuple(out_hw) if out_hw is not None else conv_out_hw(in_hw, kernel_size, stride)
         self.out_shape = (out_channels, *out_hw)
@@ -65,8 +150,10 @@ class ResBlockConv2d(nn.Module):
         self.shortcut = nn.Identity() if same else _resize_conv(in_ch, out_channels, 1, in_hw, out_hw, weightnorm)
 
     def forward(self, x):
-        h = self.conv1(F.silu(x))
-        h = self.conv2(F.silu(h))
+        h = self.act(self.conv1(self.act(x)))
+        if self.dropout is not None:
+            h = self.dropout(h)
+        h = self.conv2(h)
         if self.gated:
             a, b = h.chunk(2, dim=1)
             h = a * torch.sigmoid(b)
@@ -76,8 +163,11 @@ class ResBlockConv2d(nn.Module):
 class ResBlockDense(nn.Module):
     """Dense residual block on flattened features; ``out_shape`` may reshape the output."""
 
-    def __init__(self, in_shape, out_features, weightnorm=True, gated=False, out_shape=None):
+    def __init__(self, in_shape, out_features, weightnorm=True, gated=False, out_shape=None, activation="SiLU",
+                 dropout=0.0):
         super().__init__()
+        self.act = activation_fn(activation)
+        self.dropout = nn.Dropout(dropout) if dropout else None
         in_features = math.prod(in_shape)
         self.out_shape = tuple(out_shape) if out_shape is not None else (out_features,)
         out_features = math.prod(self.out_shape)
@@ -88,7 +178,10 @@ class ResBlockDense(nn.Module):
 
     def forward(self, x):
         x = x.flatten(1)
-        h = self.fc2(F.silu(self.fc1(F.silu(x))))
+        h = self.act(self.fc1(self.act(x)))
+        if self.dropout is not None:
+            h = self.dropout(h)
+        h = self.fc2(h)
         if self.gated:
             a, b = h.chunk(2, dim=1)
             h = a * torch.sigmoid(b)
@@ -124,8 +217,12 @@ class Gaussian:
         return self.mean + self.std * eps
 
     def log_prob(self, z):
+        return self.log_prob_elements(z).flatten(1).sum(1)
+
+    def log_prob_elements(self, z):
+        """log density of each element of z (not summed), z's shape."""
         d = (z - self.mean) / self.std
-        return (-0.5 * d * d - torch.log(self.std) - 0.5 * LOG_2PI).flatten(1).sum(1)
+        return -0.5 * d * d - torch.log(self.std) - 0.5 * LOG_2PI
 
     def repeat(self, s: int) -> "Gaussian":
         """Tile the batch s times, sample-major: row r*N + n holds image n."""
@@ -134,7 +231,11 @@ class Gaussian:
 
 
 def standard_normal_log_prob(z):
-    return (-0.5 * z * z - 0.5 * LOG_2PI).flatten(1).sum(1)
+    return standard_normal_log_prob_elements(z).flatten(1).sum(1)
+
+
+def standard_normal_log_prob_elements(z):
+    return -0.5 * z * z - 0.5 * LOG_2PI
 
 
 class _GaussianLayer(nn.Module):
@@ -149,27 +250,29 @@ class _GaussianLayer(nn.Module):
 class GaussianConv2d(_GaussianLayer):
     """Convolutional Gaussian: feature map -> latent map of ``latent_features`` channels."""
 
-    def __init__(self, in_shape, latent_features, weightnorm=True, kernel_size=3):
+    def __init__(self, in_shape, latent_features, weightnorm=True, kernel_size=3, activation="SiLU"):
         super().__init__()
+        self.act = activation_fn(activation)
         if len(in_shape) != 3:
             raise ValueError(f"GaussianConv2d needs a feature-map input (C, H, W), got shape {tuple(in_shape)}")
         self.out_shape = (latent_features, *in_shape[1:])
         self.conv = _wn(nn.Conv2d(in_shape[0], 2 * latent_features, kernel_size, 1, kernel_size // 2), weightnorm)
 
     def forward(self, h) -> Gaussian:
-        return self._gaussian(self.conv(F.silu(h)))
+        return self._gaussian(self.conv(self.act(h)))
 
 
 class GaussianDense(_GaussianLayer):
     """Dense Gaussian: flattened features -> latent vector of ``latent_features``."""
 
-    def __init__(self, in_shape, latent_features, weightnorm=True):
+    def __init__(self, in_shape, latent_features, weightnorm=True, activation="SiLU"):
         super().__init__()
+        self.act = activation_fn(activation)
         self.out_shape = (latent_features,)
         self.fc = _wn(nn.Linear(math.prod(in_shape), 2 * latent_features), weightnorm)
 
     def forward(self, h) -> Gaussian:
-        return self._gaussian(self.fc(F.silu(h.flatten(1))))
+        return self._gaussian(self.fc(self.act(h.flatten(1))))
 
 
 STOCHASTIC = {"GaussianConv2d": GaussianConv2d, "GaussianDense": GaussianDense}

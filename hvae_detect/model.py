@@ -30,7 +30,17 @@ from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
 from hvae_detect.architectures import resolve_architecture
-from hvae_detect.layers import STOCHASTIC, Projection, ResBlockConv2d, ResBlockDense, standard_normal_log_prob
+from hvae_detect.layers import (STOCHASTIC, Projection, ResBlockConv2d, ResBlockDense, _wn, activation_fn,
+                                 data_dependent_init, standard_normal_log_prob, standard_normal_log_prob_elements,
+                                 weight_normed_layers)
+
+# The likelihood head p(x | z1) reading the decoder's last feature map:
+#   "paper":   as the paper's code: Bernoulli = activation, then a 3x3 convolution; discretized
+#              logistic mixture = a 1x1 convolution (no activation); weight-normalised when the
+#              last deterministic block is.
+#   "conv3x3": this package's earlier head, a plain 3x3 convolution for both (what folders saved
+#              before the option existed hold).
+HEADS = ("paper", "conv3x3")
 
 
 class BoundTerms(NamedTuple):
@@ -53,23 +63,42 @@ class _ChannelsLast(nn.Module):
         return w.contiguous(memory_format=torch.channels_last)
 
 
-def _build_block(in_shape, cfg, out_shape=None):
+def _build_block(in_shape, cfg, out_shape=None, activation="SiLU", dropout=0.0):
     """One block from its seed dict; ``out_shape`` builds the generative mirror instead."""
     wn, gated = cfg.get("weightnorm", True), cfg.get("gated", False)
+    kw = {"activation": activation, "dropout": dropout}
     if cfg["block"] == "ResBlockConv2d":
         if len(in_shape) != 3:
             raise ValueError(f"ResBlockConv2d needs a feature-map input, but the stage's input has shape {tuple(in_shape)}")
         if out_shape is None:
-            return ResBlockConv2d(in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated)
-        return ResBlockConv2d(in_shape, out_shape[0], cfg["kernel_size"], 1, wn, gated, out_hw=out_shape[1:])
-    return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape)
+            return ResBlockConv2d(in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated,
+                                  **kw)
+        return ResBlockConv2d(in_shape, out_shape[0], cfg["kernel_size"], 1, wn, gated, out_hw=out_shape[1:], **kw)
+    return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape, **kw)
 
 
 class HierarchicalVAE(nn.Module):
-    def __init__(self, input_shape, architecture="small", likelihood="bernoulli", n_mix=10):
+    """``activation`` (a name in ``hvae_detect.layers.ACTIVATIONS``) is used before every
+    convolution of the residual blocks and before every Gaussian layer; ``likelihood_head`` is
+    one of ``HEADS``; ``skip_stochastic=False`` drops the skip connections d_i and g_{i+1} around
+    each latent (the paper's --skip_stochastic False); ``q_dropout`` / ``p_dropout`` are the
+    dropout rates inside the inference / generative residual blocks (training only).
+    The constructor's defaults are this package's earlier model (SiLU, 3x3 head), so that
+    saved folders without these keys rebuild what they hold."""
+
+    def __init__(self, input_shape, architecture="small", likelihood="bernoulli", n_mix=10, activation="SiLU",
+                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0):
         super().__init__()
         if likelihood not in likelihoods.LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {likelihoods.LIKELIHOODS}, got {likelihood!r}")
+        if likelihood_head not in HEADS:
+            raise ValueError(f"likelihood_head must be one of {HEADS}, got {likelihood_head!r}")
+        for name, rate in (("q_dropout", q_dropout), ("p_dropout", p_dropout)):
+            if not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+        self.act = activation_fn(activation)
+        self.activation, self.likelihood_head = activation, likelihood_head
+        self.skip_stochastic = bool(skip_stochastic)
         arch = resolve_architecture(architecture)
         self.architecture = arch
         self.input_shape = tuple(input_shape)
@@ -84,12 +113,13 @@ class HierarchicalVAE(nn.Module):
         for i in range(n_latents):
             shapes, blocks = [shape], []
             for cfg in arch["config_deterministic"][i]:
-                blocks.append(_build_block(shapes[-1], cfg))
+                blocks.append(_build_block(shapes[-1], cfg, activation=activation, dropout=q_dropout))
                 shapes.append(blocks[-1].out_shape)
             stage_shapes.append(shapes)
             sto = arch["config_stochastic"][i]
             self.q_det.append(nn.Sequential(*blocks))
-            self.q_z.append(STOCHASTIC[sto["block"]](shapes[-1], sto["latent_features"], sto.get("weightnorm", True)))
+            self.q_z.append(STOCHASTIC[sto["block"]](shapes[-1], sto["latent_features"], sto.get("weightnorm", True),
+                                                     activation=activation))
             if i < n_latents - 1:
                 self.q_skip.append(Projection(self.q_z[i].out_shape, shapes[-1]))
             shape = shapes[-1]
@@ -103,14 +133,24 @@ class HierarchicalVAE(nn.Module):
             if i == 0:
                 shapes[0] = (shapes[1][0] if len(shapes) > 1 else self.input_shape[0], *self.input_shape[1:])
             self.p_proj.append(Projection(self.latent_shapes[i], shapes[-1]))
-            blocks = [_build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j]) for j in reversed(range(len(cfgs)))]
+            blocks = [_build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j], activation=activation, dropout=p_dropout)
+                      for j in reversed(range(len(cfgs)))]
             self.p_det.append(nn.Sequential(*blocks))
             if i > 0:
                 sto = arch["config_stochastic"][i - 1]
-                self.p_z.append(STOCHASTIC[sto["block"]](shapes[0], sto["latent_features"], sto.get("weightnorm", True)))
+                self.p_z.append(STOCHASTIC[sto["block"]](shapes[0], sto["latent_features"], sto.get("weightnorm", True),
+                                                         activation=activation))
         head_in = stage_shapes[0][1][0] if len(stage_shapes[0]) > 1 else self.input_shape[0]
         out_ch = likelihoods.param_channels(likelihood, self.input_shape[0], n_mix)
-        self.head = nn.Conv2d(head_in, out_ch, 3, padding=1)
+        if likelihood_head == "conv3x3":
+            self.head = nn.Conv2d(head_in, out_ch, 3, padding=1)
+            self.head_activation = False
+        else:  # the paper's: weight norm from the last deterministic block of the last stage
+            last = [cfg for stage in arch["config_deterministic"] for cfg in stage]
+            wn = last[-1].get("weightnorm", True) if last else True
+            kernel = 3 if likelihood == "bernoulli" else 1
+            self.head = _wn(nn.Conv2d(head_in, out_ch, kernel, padding=kernel // 2), wn)
+            self.head_activation = likelihood == "bernoulli"
         # Elements of the largest activation of one image: what a scoring pass's memory scales with.
         self.row_elements = max([math.prod(s) for shapes in stage_shapes for s in shapes]
                                 + [out_ch * math.prod(self.input_shape[1:])])
@@ -128,17 +168,25 @@ class HierarchicalVAE(nn.Module):
         d = d1
         q = self.q_z[0](d)
         for i in range(k):
-            d = self.q_det[i + 1](self.q_skip[i](q.mean) + d)
+            d = self.q_det[i + 1](self._up(i, q.mean, d))
             q = self.q_z[i + 1](d)
         return d, q
 
+    def _up(self, i, z, d):
+        """Input of inference stage i + 2: the projected z_{i+1}, plus the skip d_{i+1}."""
+        return self.q_skip[i](z) + d if self.skip_stochastic else self.q_skip[i](z)
+
     # ---- the bound ------------------------------------------------------------------
-    def forward(self, x, k=0, n_samples=1, noise=None, generator=None, start=None) -> BoundTerms:
+    def forward(self, x, k=0, n_samples=1, noise=None, generator=None, start=None, kl_elements=False):
         """Terms of L (k = 0) or L>k for ``n_samples`` samples of z_{>k} per image.
 
         ``noise`` optionally gives the standard-normal draws of z_{k+1..L}, one
         (n_samples * N, *latent shape) tensor per latent, instead of drawing them from
         ``generator``. ``start`` optionally passes ``prefix(encode_x(x), k)`` computed once.
+
+        Returns ``BoundTerms``; with ``kl_elements=True`` (training with the paper's per-element
+        free nats) returns ``(BoundTerms, [KL_i element-wise, (R, *latent shape) for i > k])``,
+        whose sums are the rows of ``BoundTerms.kl``.
         """
         n_latents = self.n_latents
         d, q = start if start is not None else self.prefix(self.encode_x(x), k)
@@ -148,27 +196,48 @@ class HierarchicalVAE(nn.Module):
         zs, log_q = [None] * n_latents, [None] * n_latents
         for i in range(k, n_latents):
             if i > k:
-                d = self.q_det[i](self.q_skip[i - 1](zs[i - 1]) + d)
+                d = self.q_det[i](self._up(i - 1, zs[i - 1], d))
                 q = self.q_z[i](d)
             zs[i] = q.sample(generator) if noise is None else q.mean + q.std * noise[i - k]
-            log_q[i] = q.log_prob(zs[i])
+            log_q[i] = q.log_prob_elements(zs[i]) if kl_elements else q.log_prob(zs[i])
 
         kls = [None] * n_latents
-        kls[-1] = log_q[-1] - standard_normal_log_prob(zs[-1])
+        if kl_elements:
+            kls[-1] = log_q[-1] - standard_normal_log_prob_elements(zs[-1])
+        else:
+            kls[-1] = log_q[-1] - standard_normal_log_prob(zs[-1])
         g = None
         for i in reversed(range(n_latents)):
             h = self.p_proj[i](zs[i])
-            g = self.p_det[i](h if g is None else h + g)
+            g = self.p_det[i](h if g is None or not self.skip_stochastic else h + g)
             if i > 0:
                 p = self.p_z[i - 1](g)
                 if i - 1 >= k:
-                    kls[i - 1] = log_q[i - 1] - p.log_prob(zs[i - 1])
+                    log_p = p.log_prob_elements(zs[i - 1]) if kl_elements else p.log_prob(zs[i - 1])
+                    kls[i - 1] = log_q[i - 1] - log_p
                 else:
                     zs[i - 1] = p.mean  # decode from the prior: z_{<=k} are not inferred
-        params = self.head(g).float()  # float32 likelihood under mixed precision too
-        return BoundTerms(likelihoods.log_prob(self.likelihood, x, params), torch.stack(kls[k:]), params)
+        params = self.head(self.act(g) if self.head_activation else g).float()  # float32 likelihood under AMP too
+        log_px = likelihoods.log_prob(self.likelihood, x, params)
+        if kl_elements:
+            elements = kls[k:]
+            return BoundTerms(log_px, torch.stack([e.flatten(1).sum(1) for e in elements]), params), elements
+        return BoundTerms(log_px, torch.stack(kls[k:]), params)
 
     # ---- weights ----------------------------------------------------------------------
+    def init_from_data(self, x, generator=None) -> None:
+        """Data-dependent weight-norm initialisation on the batch ``x`` (the paper's first training batch).
+
+        Runs ``x`` through the bound's pass (k = 0, one posterior sample drawn from ``generator``);
+        every weight-normalised layer, inference and generative, convolutional, transposed and
+        dense, is set so that its outputs on this batch have zero mean and unit variance per output
+        channel (``hvae_detect.layers.data_dependent_init``). Layers without weight norm keep
+        PyTorch's initialisation.
+        """
+        if x.shape[0] < 2:
+            raise ValueError(f"data-dependent initialisation needs a batch of at least 2 images, got {x.shape[0]}")
+        data_dependent_init(weight_normed_layers(self), lambda: self(x, 0, generator=generator))
+
     @contextlib.contextmanager
     def channels_last_weights(self):
         """For the duration, weight-normalised convolution kernels come out channels-last.
@@ -195,3 +264,8 @@ class HierarchicalVAE(nn.Module):
         zeros = [torch.zeros((x.shape[0], *shape), device=x.device, dtype=x.dtype) for shape in self.latent_shapes]
         params = self(x, 0, noise=zeros).params
         return likelihoods.mean_image(self.likelihood, params, self.input_shape[0])
+
+
+def init_from_data(model: HierarchicalVAE, x, generator=None) -> None:
+    """``model.init_from_data(x, generator)``: data-dependent weight-norm initialisation on one batch."""
+    model.init_from_data(x, generator)

@@ -1,4 +1,4 @@
-"""Training: the ELBO with per-layer free nats and a KL warm-up, in one plain epoch loop.
+"""Training: the ELBO with free nats and a KL warm-up, in one plain epoch loop.
 
 ``TrainingConfig`` holds every training setting with its one set of defaults (the
 estimator's; ``SEED_TRAINING`` is the seed's command line). ``train_epochs`` is the
@@ -8,6 +8,13 @@ Schedules follow the seed: free nats stay at ``free_nats`` for the first half of
 ``free_nats_epochs`` and then fall linearly to 0; the KL weight rises linearly
 from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.
+
+Free nats come in two modes (``TrainingConfig.free_nats_mode``):
+  "element"  the paper's ``FreeNats(free_nats, shared_dims=1)``: every element of a latent's
+             per-image KL tensor (channels x H x W, or features) is floored at free_nats / C,
+             C its channels or features, and then summed; a C x H x W latent's floor is
+             free_nats * H * W nats per image;
+  "layer"    each latent's summed KL is floored at free_nats (this package's earlier objective).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+FREE_NATS_MODES = ("element", "layer")
 CHECK_EVERY = 32  # steps between divergence checks on a GPU
 
 
@@ -36,12 +44,16 @@ class TrainingConfig:
     free_nats_epochs: float = 10
     warmup_epochs: float = 5
     precision: str = "float32"
+    free_nats_mode: str = "layer"      # "element" is the paper's; see the module docstring
+    data_init: bool = False            # data-dependent weight-norm initialisation on the first batch
+    train_samples: int = 1             # posterior samples per training image
+    train_importance_weighted: bool = False  # combine them by log-mean-exp (IWAE) instead of the mean
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "train_samples"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -52,6 +64,11 @@ class TrainingConfig:
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < math.inf:
                 raise ValueError(f"{name} must be a non-negative finite number, got {v!r}")
+        if self.free_nats_mode not in FREE_NATS_MODES:
+            raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {self.free_nats_mode!r}")
+        for name in ("data_init", "train_importance_weighted"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -62,7 +79,7 @@ class TrainingConfig:
 
 # The seed's training command (shared/seeds/): the command line's defaults.
 SEED_TRAINING = TrainingConfig(epochs=1000, batch_size=128, learning_rate=3e-4, free_nats=2.0,
-                               free_nats_epochs=400, warmup_epochs=200)
+                               free_nats_epochs=400, warmup_epochs=200, free_nats_mode="element", data_init=True)
 
 
 def free_nats_at(epoch: float, free_nats: float, free_nats_epochs: float) -> float:
@@ -80,12 +97,54 @@ def kl_weight_at(epoch: float, warmup_epochs: float) -> float:
     return min(1.0, epoch / warmup_epochs)
 
 
-def training_loss(model, x, kl_weight: float, free_nats: float, generator=None):
-    """Mean over the batch of -(log p(x|z) - beta * sum_i max(KL_i, free_nats)); also the ELBO (N,)
-    and the mean KL per latent (L,)."""
-    terms = model(x, 0, generator=generator)
-    loss = -(terms.log_px - kl_weight * terms.kl.clamp(min=free_nats).sum(0)).mean()
-    return loss, terms.bound.detach(), terms.kl.detach().mean(1)
+def free_nats_kl(kl_elements, free_nats: float) -> torch.Tensor:
+    """The paper's ``FreeNats(free_nats, shared_dims=1)`` summed over latents: (R,) per image.
+
+    ``kl_elements``: one per-image KL tensor per latent, (R, C, H, W) or (R, C). Each element is
+    floored at free_nats / C and the result summed over everything but the batch dimension.
+    """
+    total = 0
+    for kl in kl_elements:
+        floored = kl if not free_nats else kl.clamp(min=free_nats / kl.shape[1])
+        total = total + floored.flatten(1).sum(1)
+    return total
+
+
+def elbo_loss(log_px, kl_penalty, kl_weight: float) -> torch.Tensor:
+    """Per-image loss -log p(x|z) + beta * (floored) KL, (R,)."""
+    return -log_px + kl_weight * kl_penalty
+
+
+def training_loss(model, x, kl_weight: float, free_nats: float, generator=None, free_nats_mode: str = "layer",
+                  n_samples: int = 1, importance_weighted: bool = False):
+    """Mean over the batch of -log p(x|z) + beta * KL with free nats (``free_nats_mode``, see the module
+    docstring); also the ELBO (N,) and the mean KL per latent (L,).
+
+    ``n_samples`` posterior samples per image: their losses are averaged, or with
+    ``importance_weighted`` the loss is -logmeanexp_s(log p(x|z_s) - beta * KL_s) (the
+    importance-weighted bound with the same free nats and KL weight).
+    """
+    if free_nats_mode == "element":
+        terms, elements = model(x, 0, n_samples=n_samples, generator=generator, kl_elements=True)
+        penalty = free_nats_kl(elements, free_nats)
+    elif free_nats_mode == "layer":
+        terms = model(x, 0, n_samples=n_samples, generator=generator)
+        penalty = terms.kl.clamp(min=free_nats).sum(0)
+    else:
+        raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {free_nats_mode!r}")
+    per_row = elbo_loss(terms.log_px, penalty, kl_weight)
+    bound, kl = terms.bound.detach(), terms.kl.detach()
+    if n_samples > 1:
+        n = x.shape[0]
+        per_row, bound = per_row.view(n_samples, n), bound.view(n_samples, n)
+        if importance_weighted:
+            per_image = -(torch.logsumexp(-per_row, 0) - math.log(n_samples))
+            bound = torch.logsumexp(bound, 0) - math.log(n_samples)
+        else:
+            per_image, bound = per_row.mean(0), bound.mean(0)
+    else:
+        per_image = per_row
+    return per_image.mean(), bound, kl.mean(1)
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -154,10 +213,13 @@ def train_epochs(model, data: torch.Tensor, config: TrainingConfig, *, transform
                 if transform is not None:
                     x = transform(x, generator)
                 t = epoch + step / steps
+                if config.data_init and epoch == 0 and step == 0:  # as the paper: the first batch
+                    model.init_from_data(x, generator)
                 with autocast(data.device, config.precision):
                     loss, elbo, kl = training_loss(model, x, kl_weight_at(t, config.warmup_epochs),
                                                    free_nats_at(t, config.free_nats, config.free_nats_epochs),
-                                                   generator)
+                                                   generator, config.free_nats_mode, config.train_samples,
+                                                   config.train_importance_weighted)
                 finite &= torch.isfinite(loss)
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _check_finite(finite, loss, epoch, step, check_every)
