@@ -97,17 +97,16 @@ def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
         HierarchicalVAE((1, 12, 12), TINY, "bernoulli", activation="Mish")
 
 
-def test_folders_without_the_new_keys_load_as_silu_conv3x3(tmp_path):
+def test_model_configs_without_the_new_keys_build_silu_conv3x3():
+    # What config.json of a folder written before these keys existed holds.
     from hvae_detect import checkpoints
     model = tiny_model()
-    checkpoints.write_model_dir(tmp_path / "m", model, {})
-    path = tmp_path / "m" / "config.json"
-    config = json.loads(path.read_text())
-    for key in ("activation", "likelihood_head", "skip_stochastic"):
-        del config["model"][key]
-    path.write_text(json.dumps(config))
-    loaded, _ = checkpoints.read_model_dir(tmp_path / "m")
+    old = {k: v for k, v in checkpoints.model_config(model).items()
+           if k not in ("activation", "likelihood_head", "skip_stochastic")}
+    assert set(old) == {"input_shape", "architecture", "likelihood", "n_mix"}
+    loaded = checkpoints.build_model({"model": old})
     assert (loaded.activation, loaded.likelihood_head, loaded.skip_stochastic) == ("SiLU", "conv3x3", True)
+    loaded.load_state_dict(model.state_dict())  # the old state dict's shapes
 
 
 # ---- 3. data-dependent initialisation -------------------------------------------------------
