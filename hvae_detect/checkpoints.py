@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hvae_detect.atomic import atomic_write, atomic_write_json
+from hvae_detect.atomic import recover_folder, verify_folder, write_folder
 from hvae_detect.model import HierarchicalVAE
 
 FORMAT_VERSION = 2
@@ -30,23 +30,48 @@ CHECKPOINTS = ("best", "last")
 def model_config(model: HierarchicalVAE) -> dict:
     """What rebuilds ``model`` before its weights are loaded."""
     return {"input_shape": list(model.input_shape), "architecture": model.architecture,
-            "likelihood": model.likelihood, "n_mix": model.n_mix}
+            "likelihood": model.likelihood, "n_mix": model.n_mix, "activation": model.activation,
+            "likelihood_head": model.likelihood_head, "skip_stochastic": model.skip_stochastic}
 
 
 def build_model(config: dict) -> HierarchicalVAE:
     m = config["model"]
-    return HierarchicalVAE(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"])
+    # Folders written before these keys existed hold SiLU models with a 3x3 head and skips.
+    return HierarchicalVAE(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"],
+                           activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
+                           skip_stochastic=m.get("skip_stochastic", True))
 
 
-def write_model_dir(folder, model: HierarchicalVAE, sections: dict) -> Path:
-    """Write model.safetensors and config.json (the model section plus ``sections``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def write_model_dir(folder, model: HierarchicalVAE, sections: dict, extra_tensors: dict | None = None) -> Path:
+    """Write model.safetensors, config.json (the model section plus ``sections``) and, when given,
+    optimizer.safetensors as one unit with a manifest of checksums (``hvae_detect.atomic.write_folder``)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda tmp: save_file(weights, tmp))
-    atomic_write_json(folder / "config.json", {"format_version": FORMAT_VERSION, "model": model_config(model),
-                                               **sections})
-    return folder
+    config = {"format_version": FORMAT_VERSION, "model": model_config(model), **sections}
+    text = json.dumps(config, indent=2, allow_nan=False)
+    files = {"model.safetensors": lambda tmp: save_file(weights, tmp),
+             "config.json": lambda tmp: Path(tmp).write_text(text)}
+    if extra_tensors is not None:
+        files["optimizer.safetensors"] = lambda tmp: save_file(extra_tensors, tmp)
+    return write_folder(folder, files)
+
+
+OWN_FILES = {"model.safetensors", "config.json", "optimizer.safetensors", "manifest.json"}
+
+
+def check_writable_model_dir(folder, overwrite: bool) -> None:
+    """Refuse to replace a saved model without ``overwrite``, and to write into a folder of other files."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"{folder} exists and is not a folder")
+    present = {p.name for p in folder.iterdir()}
+    foreign = present - OWN_FILES
+    if foreign or ("config.json" in present and "model.safetensors" not in present):
+        raise ValueError(f"{folder} holds files that hvae-detect did not write ({', '.join(sorted(foreign or present))});"
+                         " save into a new or empty folder")
+    if present and not overwrite:
+        raise ValueError(f"{folder} already holds a saved model; pass overwrite=True to replace it")
 
 
 def read_config(folder) -> dict:
@@ -54,10 +79,11 @@ def read_config(folder) -> dict:
     folder = Path(folder)
     path = folder / "config.json"
     if path.is_file():
-        config = _read_json(path)
-        version = config.get("format_version")
+        version = _read_json(path).get("format_version")
         if version == FORMAT_VERSION:
-            return config
+            verify_folder(folder)  # every file of the set complete and unchanged
+            return _read_json(path)
+        config = _read_json(path)
         if version == 1 and "params" in config:  # a detector saved by hvae-detect 0.1
             p, f = config["params"], config["fitted"]
             return {"format_version": FORMAT_VERSION,
@@ -76,24 +102,41 @@ def read_config(folder) -> dict:
 
 
 def read_model_dir(folder, device="cpu") -> tuple[HierarchicalVAE, dict]:
-    """(model with its weights, in eval mode on ``device``; config) of a model folder."""
+    """(model with its weights, in eval mode on ``device``; config) of a model folder.
+
+    Checks the manifest's checksums (format 2) and that every weight is finite; a file that
+    fails is named in the ValueError.
+    """
     folder = Path(folder)
     config = read_config(folder)
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{folder} is not a saved model: model.safetensors is missing")
     model = build_model(config)
-    model.load_state_dict(load_file(weights))
+    model.load_state_dict(_load_weights(weights))
     return model.to(device).eval(), config
+
+
+def _load_weights(path: Path) -> dict:
+    try:
+        state = load_file(path)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for truncated files
+        raise ValueError(f"{path} cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}); refusing to load it")
+    return state
 
 
 def resolve_model_dir(path, checkpoint: str = "best") -> Path:
     """The model folder that ``path`` names: itself, or a run folder's checkpoints/<checkpoint>."""
     path = Path(path)
+    recover_folder(path)
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     if (path / "run.json").is_file():
         folder = path / "checkpoints" / checkpoint
+        recover_folder(folder)
         if not (folder / "model.safetensors").is_file():
             raise ValueError(f"run {path} has no '{checkpoint}' checkpoint ({folder / 'model.safetensors'} is "
                              f"missing); pick another with --checkpoint / checkpoint=")
@@ -143,21 +186,18 @@ def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict, meta: dic
 
 
 def save_checkpoint(folder, model, optimizer, generator, state: dict) -> Path:
-    """A model folder plus optimizer.safetensors (Adam moments, generator state); ``state`` (epoch,
-    history, ...) goes into config.json as "training_state"."""
-    folder = Path(folder)
+    """A model folder plus optimizer.safetensors (Adam moments, generator state), written as one unit;
+    ``state`` (epoch, history, ...) goes into config.json as "training_state"."""
     tensors, meta = _optimizer_to_tensors(optimizer)
     tensors["rng.generator"] = generator.get_state().cpu()
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "optimizer.safetensors", lambda tmp: save_file(tensors, tmp))
-    return write_model_dir(folder, model, {"training_state": {**state, "optimizer": meta}})
+    return write_model_dir(folder, model, {"training_state": {**state, "optimizer": meta}}, extra_tensors=tensors)
 
 
 def load_checkpoint(folder, model, optimizer=None, generator=None) -> dict:
     """Load weights (and optimizer and generator state) into place; returns the training state."""
     folder = Path(folder)
     config = read_config(folder)
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    model.load_state_dict(_load_weights(folder / "model.safetensors"))
     state = config.get("training_state")
     if state is None:
         raise ValueError(f"{folder} holds a model but no training state (not a training checkpoint)")

@@ -1,24 +1,75 @@
-"""The README's main job, shortened to one epoch: prints its table, writes plots and JSON."""
+"""The README's main job on a reduced budget: prints its tables, writes plots and JSON; --paper without data."""
 
 import json
 
 import pytest
 
 from hvae_detect.cli import main
+from hvae_detect.commands import demo
+
+STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2"}  # ood_scores of the 3-latent "small" preset
+BASELINES = {"IsolationForest", "LocalOutlierFactor"}
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @pytest.mark.slow
-def test_demo_prints_its_table_and_writes_plots(tmp_path, capsys):
+def test_demo_prints_its_tables_and_writes_plots_and_json(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--epochs", "1", "--quiet", "--output", str(out), "--json", str(out / "table.json")]) == 0
+    argv = ["demo", "--epochs", "1", "--n-train", "200", "--n-test", "60", "--quiet", "--output", str(out),
+            "--json", str(out / "table.json")]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
-    for row in ("HVAE L ", "HVAE LLR>1", "HVAE LLR>2", "IsolationForest", "LocalOutlierFactor"):
-        assert row in printed
-    table = json.loads((out / "table.json").read_text())["table"]
-    assert set(table["HVAE LLR>1"]) == {"auroc", "auprc", "fpr80", "fpr95"}
-    assert all(0 <= m["auroc"] <= 1 for m in table.values())
-    for name in ("roc_curves.png", "score_histograms.png", "reconstructions_in.png", "reconstructions_out.png"):
+
+    # every set is named and described, and gets a table with the same rows
+    for name, description in demo.SET_DESCRIPTIONS.items():
+        assert f"{name:<18} 60 images: {description}" in printed
+        assert f"vs {name}: {description}" in printed
+    assert printed.count("statistic                AUROC   AUPRC   FPR80") == len(demo.SET_DESCRIPTIONS)
+    rows = [line.split() for line in printed.splitlines()]
+    rows = [r for r in rows if len(r) in (4, 5) and all(_is_number(v) for v in r[-3:])]  # name [*] AUROC AUPRC FPR80
+    for name in STATISTICS | BASELINES:
+        assert sum(r[0] == name for r in rows) == len(demo.SET_DESCRIPTIONS), name
+    assert sum(r[:2] == [demo.RECOMMENDED, "*"] for r in rows) == len(demo.SET_DESCRIPTIONS)
+    assert "recommended statistic" in printed
+
+    # {set: {statistic: {"auroc", "auprc", "fpr80"}}}
+    table = json.loads((out / "table.json").read_text())
+    assert set(table) == set(demo.SET_DESCRIPTIONS)
+    for per_set in table.values():
+        assert set(per_set) == STATISTICS | BASELINES
+        for metrics in per_set.values():
+            assert set(metrics) == {"auroc", "auprc", "fpr80"}
+            assert all(0 <= v <= 1 for v in metrics.values())
+    for name in ("roc_curves.png", "score_histograms.png", "examples.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_verdict_says_what_the_numbers_show():
+    row = lambda a: {"auroc": a, "auprc": a, "fpr80": 1 - a}  # noqa: E731
+    far = {"L": row(0.27), "L>1": row(0.4), "LLR>1": row(0.7), "L>2": row(0.5), "LLR>2": row(0.85),
+           "IsolationForest": row(0.3), "LocalOutlierFactor": row(0.95)}
+    assert demo.verdict(demo.FAR_SETS[0], far).startswith("the paper's effect: L ranks")
+    assert "LLR>2 recovers it to 0.850" in demo.verdict(demo.FAR_SETS[0], far)
+    far["LLR>2"] = row(0.78)
+    assert "not reached" in demo.verdict(demo.FAR_SETS[0], far)
+    near = dict(far, L=row(0.64))
+    assert "LocalOutlierFactor on raw pixels beats it (0.950)" in demo.verdict(demo.NEAR_SET, near)
+
+
+def test_demo_paper_without_data_names_the_missing_file(tmp_path, capsys):
+    (tmp_path / "mnist.npz").write_bytes(b"")  # one of the two present
+    assert main(["demo", "--paper", "--data_root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "hvae-detect demo: error:" in err
+    assert str(tmp_path / "fashion_mnist.npz") in err and "--data_root" in err
+    assert str(tmp_path / "mnist.npz") not in err.split("missing:")[1]
 
 
 def test_demo_rejects_bad_flags(capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,15 @@ from hvae_detect.plots import draw_roc_curves, plt, save_figure
 
 def read_scores(path) -> dict:
     """One score file as {"in_distribution", "k", "iw_elbo", "iw_lk", "sets": {label: {"L", "L>k", "LLR>k"}}}."""
-    with np.load(path, allow_pickle=False) as f:
-        k = int(f["k"])
-        sets = {str(lab): {"L": f[f"L_{i}"], f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]}
-                for i, lab in enumerate(f["datasets"])}
-        return {"in_distribution": str(f["in_distribution"]), "k": k, "iw_elbo": int(f["iw_elbo"]),
-                "iw_lk": int(f["iw_lk"]), "sets": sets}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            k = int(f["k"])
+            sets = {str(lab): {"L": f[f"L_{i}"], f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]}
+                    for i, lab in enumerate(f["datasets"])}
+            return {"in_distribution": str(f["in_distribution"]), "k": k, "iw_elbo": int(f["iw_elbo"]),
+                    "iw_lk": int(f["iw_lk"]), "sets": sets}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} cannot be read as a score file ({type(e).__name__}: {e})") from None
 
 
 def collect_results(score_dirs) -> tuple[list[dict], dict]:
@@ -104,17 +108,23 @@ def plot_roc(curves, path):
     save_figure(fig, path)
 
 
-def write_results(rows, curves, output_dir) -> dict:
+def write_results(rows, curves, output_dir, overwrite=False) -> dict:
+    """results.csv, results.json and roc.png in ``output_dir``; existing ones only with ``overwrite``."""
     output_dir = Path(output_dir)
+    out = {"csv": output_dir / "results.csv", "json": output_dir / "results.json", "roc": output_dir / "roc.png"}
+    existing = [p for p in out.values() if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{existing[0]} exists; pass --overwrite to replace the results in {output_dir}")
     output_dir.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0])
+
     def write_csv(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
 
-    atomic_write(output_dir / "results.csv", write_csv)
-    atomic_write_text(output_dir / "results.json", json.dumps(rows, indent=1))
-    plot_roc(curves, output_dir / "roc.png")
-    return {"csv": output_dir / "results.csv", "json": output_dir / "results.json", "roc": output_dir / "roc.png"}
+    atomic_write(out["csv"], write_csv)
+    atomic_write_text(out["json"], json.dumps(rows, indent=1))
+    plot_roc(curves, out["roc"])
+    return out

@@ -49,14 +49,23 @@ def score_sets(datasets: dict, train_name=None, extra_val=None, n_eval_examples=
     return out
 
 
-def score_file_name(in_dist: str, k: int, iw_elbo: int, iw_lk: int) -> str:
-    return f"scores-{in_dist.replace(' ', '-')}-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz"
+def score_file_name(in_dist: str, k: int, iw_elbo: int, iw_lk: int, checkpoint: str = "best", n=None) -> str:
+    """One name per (set, checkpoint, images per set, k, S, S'), so no run of ``score`` replaces another's."""
+    return (f"scores-{in_dist.replace(' ', '-')}-{checkpoint}-n{'all' if n is None else n}"
+            f"-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz")
 
 
 def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_size=500, n_eval_examples=None,
               save_dir=None, device="auto", data_root=None, checkpoint="best", val_datasets=None, extra_val=None,
-              download=True, seed=None, quiet=False) -> list[Path]:
-    """Score a run or detector folder with L and L>k (k in ``ks``) and write one .npz per k."""
+              download=True, seed=None, overwrite=False, quiet=False) -> list[Path]:
+    """Score a run or detector folder with L and L>k (k in ``ks``) and write one .npz per k.
+
+    A score file that exists already is an error unless ``overwrite``.
+    """
+    for name, value in (("--batch_size", batch_size), ("--iw_samples_elbo", iw_samples_elbo),
+                        ("--iw_samples_Lk", iw_samples_lk), ("--n_eval_examples", n_eval_examples)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     folder = checkpoints.resolve_model_dir(model_dir, checkpoint)
     run = checkpoints.run_config_of(folder)
     det = HVAEOutlierDetector.load(model_dir, device=device, checkpoint=checkpoint)
@@ -77,6 +86,13 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
     state = checkpoints.read_config(folder).get("training_state") or {}
     epoch = int(state.get("epoch", -1))
     in_dist = sets[0].label
+    save_dir = Path(save_dir) if save_dir is not None else Path(model_dir) / "scores"
+    label = checkpoint if run is not None else "detector"
+    names = [score_file_name(in_dist, k, iw_samples_elbo, iw_samples_lk if k > 0 else iw_samples_elbo, label,
+                             n_eval_examples) for k in ks]
+    existing = [n for n in names if (save_dir / n).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{save_dir / existing[0]} exists; pass --overwrite to replace it")
     log(f"scoring {model_dir} (checkpoint epoch {epoch}) with k={ks}, S={iw_samples_elbo}, "
         f"S'={iw_samples_lk} on {[s.label for s in sets]}", quiet)
     results = {}
@@ -85,7 +101,6 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
         results[d.label] = det.ood_scores(d.fixed(), batch_size=batch_size)
         log(f"  {d.label}: {len(d)} images, mean L {results[d.label]['L'].mean():.2f} nats, "
             f"{time.time() - t0:.1f} s", quiet)
-    save_dir = Path(save_dir) if save_dir is not None else Path(model_dir) / "scores"
     save_dir.mkdir(parents=True, exist_ok=True)
     labels = [d.label for d in sets]
     files = []
@@ -97,7 +112,7 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
             L = results[lab]["L"]
             Lk = results[lab][f"L>{k}"] if k > 0 else L
             arrays[f"L_{i}"], arrays[f"Lk_{i}"], arrays[f"LLR_{i}"] = L, Lk, L - Lk
-        path = save_dir / score_file_name(in_dist, k, iw_samples_elbo, iw_lk)
+        path = save_dir / names[ks.index(k)]
         atomic_write(path, lambda tmp: _savez(tmp, arrays))
         files.append(path)
         log(f"wrote {path}", quiet)

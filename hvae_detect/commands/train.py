@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import os
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset,
 from hvae_detect.devices import resolve_device
 from hvae_detect.metrics import detection_metrics
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import SEED_TRAINING, TrainingConfig, make_optimizer, train_epochs
+from hvae_detect.training import SEED_TRAINING, TrainingConfig, TrainingDiverged, make_optimizer, train_epochs
 
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
                     "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
@@ -56,11 +58,38 @@ def parse_json(value, flag):
 def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL,
                     architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
                     model="VAE", n_mix=10, test_every=10, seed=0, data_root=None, n_train_examples=None,
-                    n_val_examples=None) -> dict:
-    """Validate a run's options and return its configuration (saved as run.json)."""
+                    n_val_examples=None, activation="ReLU", likelihood_head="paper", skip_stochastic=True,
+                    q_dropout=0.0, p_dropout=0.0, test_samples=1, test_importance_weighted=False, dynamic=None,
+                    not_applied=None) -> dict:
+    """Validate a run's options and return its configuration (saved as run.json).
+
+    The model options default to the paper's (ReLU, its likelihood head, skip connections, no
+    dropout). ``dynamic`` (the paper's --dynamic) fills in "dynamic" for training sets whose JSON
+    lacks it. ``test_samples`` / ``test_importance_weighted`` are recorded; ``not_applied`` records
+    the paper's flags that were given but have no effect here (see ``hvae-detect train --help``).
+    """
+    from hvae_detect.architectures import json_text_or_file
+    from hvae_detect.layers import activation_fn
+    from hvae_detect.model import HEADS
+
     training.validate()
+    if model in ("LVAE", "BIVA"):
+        raise ValueError(f"--model {model}: only the paper's hierarchical VAE ('VAE') is built here; {model} is not "
+                         "implemented yet")
     if model not in MODELS:
         raise ValueError(f"--model must be one of {MODELS} (the seed's hierarchical VAE is 'VAE'), got {model!r}")
+    activation_fn(activation)  # a known name
+    if likelihood_head not in HEADS:
+        raise ValueError(f"--likelihood_head must be one of {HEADS}, got {likelihood_head!r}")
+    for flag, rate in (("--q_dropout", q_dropout), ("--p_dropout", p_dropout)):
+        if not 0 <= rate < 1:
+            raise ValueError(f"{flag} must be in [0, 1), got {rate!r}")
+    if not isinstance(test_samples, int) or test_samples < 1:
+        raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
+    if dynamic is not None:
+        train_datasets = parse_json(train_datasets, "--train_datasets")
+        if isinstance(train_datasets, dict):
+            train_datasets = {n: {"dynamic": bool(dynamic), **(o or {})} for n, o in train_datasets.items()}
     train = parse_dataset_options(train_datasets)
     val = parse_dataset_options(val_datasets)
     for name, opts in val.items():
@@ -69,8 +98,9 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     if (config_deterministic is None) != (config_stochastic is None):
         raise ValueError("give both --config_deterministic and --config_stochastic, or neither")
     if config_deterministic is not None:
-        arch = resolve_architecture({"config_deterministic": parse_json(config_deterministic, "--config_deterministic"),
-                                     "config_stochastic": parse_json(config_stochastic, "--config_stochastic")})
+        arch = resolve_architecture({
+            "config_deterministic": json_text_or_file(config_deterministic, "--config_deterministic"),
+            "config_stochastic": json_text_or_file(config_stochastic, "--config_stochastic")})
     else:
         arch = resolve_architecture(architecture or "paper-mnist")
     variants = {parse_dataset_name(n).variant for n in train}
@@ -93,10 +123,15 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
         "test_every": test_every, "seed": seed,
         "data_root": str(data_root if data_root is not None else default_data_root()),
         "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
+        "activation": activation, "likelihood_head": likelihood_head, "skip_stochastic": bool(skip_stochastic),
+        "q_dropout": float(q_dropout), "p_dropout": float(p_dropout), "test_samples": test_samples,
+        "test_importance_weighted": bool(test_importance_weighted), "not_applied": dict(not_applied or {}),
     }
 
 
 def training_config_of(cfg: dict) -> TrainingConfig:
+    """The run's training settings; a run.json written before a setting existed gets the value that
+    run used: per-layer free nats and no data-dependent initialisation (TrainingConfig's defaults)."""
     return TrainingConfig(**{k: cfg[k] for k in TrainingConfig.field_names() if k in cfg})
 
 
@@ -171,24 +206,30 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         if not (run_dir / "run.json").is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder (run.json missing)")
         cfg = json.loads((run_dir / "run.json").read_text())
-    else:
-        if cfg is None:
-            raise ValueError("give a configuration or a run folder to resume")
-        run_dir = Path(save_dir) / run_name(cfg)
-        run_dir.mkdir(parents=True, exist_ok=False)
+    elif cfg is None:
+        raise ValueError("give a configuration or a run folder to resume")
     if epochs is not None:
+        if not resume or int(epochs) < 1:
+            raise ValueError(f"epochs={epochs!r}: extending applies to a resumed run, to a positive total")
         cfg["epochs"] = int(epochs)
 
     x, transform, vals = load_training_data(cfg, dev, download)
+    if resume is None:  # created once the data loaded: a failed start leaves no empty run folder
+        run_dir = Path(save_dir) / run_name(cfg)
+        run_dir.mkdir(parents=True, exist_ok=False)
     torch.manual_seed(cfg["seed"])
-    model = HierarchicalVAE(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10)).to(dev)
+    model = HierarchicalVAE(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10),  # older
+                            activation=cfg.get("activation", "SiLU"), likelihood_head=cfg.get("likelihood_head", "conv3x3"),
+                            skip_stochastic=cfg.get("skip_stochastic", True), q_dropout=cfg.get("q_dropout", 0.0),
+                            p_dropout=cfg.get("p_dropout", 0.0)).to(dev)  # run.json lacks the keys: SiLU, 3x3
     opt = make_optimizer(model, cfg["learning_rate"])
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     start, history, val_history, best = 0, [], [], None
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
-    if resume is not None and (last_dir / "model.safetensors").is_file():
-        st = checkpoints.load_checkpoint(last_dir, model, opt, gen)
+    if resume is not None:
+        st = _load_last(run_dir, model, opt, gen)
         start, history, val_history, best = st["epoch"], st["history"], st["val_history"], st["best"]
+        _truncate_log(run_dir / "log.jsonl", start)
         log(f"resuming {run_dir} from epoch {start}", quiet)
     cfg["input_shape"] = list(x.shape[1:])
     atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
@@ -212,12 +253,17 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
                f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s")
         if epoch % cfg["test_every"] == 0 or epoch >= cfg["epochs"] or out_of_time:
             v = validate(model, vals, seed=cfg["seed"] + 2)
+            if not math.isfinite(v[vals[0].label]["elbo"]):
+                raise TrainingDiverged(f"the validation ELBO became {v[vals[0].label]['elbo']} at epoch {epoch}; "
+                                       "nothing was saved for this epoch (try a lower --learning_rate)")
             val_history.append({"epoch": epoch, **v})
             line["val"] = v
             msg += "\n  " + "  ".join(
                 f"{lab}: ELBO {r['elbo']:.2f} log p(x|z) {r['log_px']:.2f}"
                 + (f" AUROC(L) {r['auroc_L']:.3f}" if "auroc_L" in r else "") for lab, r in v.items())
             first = vals[0].label
+            # The log line goes first: a resume starts from the last checkpoint and drops later lines.
+            _append_log(run_dir / "log.jsonl", line)
             if best is None or v[first]["elbo"] > best["elbo"]:
                 best = {"epoch": epoch, "elbo": v[first]["elbo"]}
                 state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best}
@@ -226,9 +272,9 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
             model.train()
         state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best,
                  "stopped_early": bool(out_of_time)}
+        if "val" not in line:
+            _append_log(run_dir / "log.jsonl", line)
         checkpoints.save_checkpoint(last_dir, model, opt, gen, state)
-        with open(run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
         log(msg, quiet)
         timer["t"] = time.time()
         if out_of_time:
@@ -251,6 +297,40 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         pass
     log(f"done: {run_dir} (best epoch {best['epoch'] if best else '-'}, {time.time() - t_start:.0f} s)", quiet)
     return run_dir
+
+
+def _load_last(run_dir, model, opt, gen) -> dict:
+    """The state of a run's last checkpoint, loaded into place; a run without a complete one is refused."""
+    last_dir = run_dir / "checkpoints" / "last"
+    try:
+        return checkpoints.load_checkpoint(last_dir, model, opt, gen)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise ValueError(f"cannot resume {run_dir}: its last checkpoint is not complete ({e}); nothing was changed. "
+                         "Start a new run, or score its best checkpoint") from None
+
+
+def _append_log(path: Path, line: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_log(path: Path, epoch: int) -> None:
+    """Drop log lines past ``epoch`` (written before a kill, after the checkpoint a resume starts
+    from) and a line a kill cut short."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("epoch", 0) <= epoch:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _replan(cfg, run_dir, epoch, seconds_left, epoch_seconds, quiet):
