@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import shared_path
 
@@ -39,13 +42,21 @@ def fake_root(tmp_path):
     ("CIFAR10Dequantized", "CIFAR10", "Dequantized", False),
     ("CIFAR10DequantizedGrey", "CIFAR10", "Dequantized", True),
     ("SVHNQuantizedGrey", "SVHN", "Quantized", True),
+    ("OmniglotQuantized", "Omniglot", "Quantized", False),
+    ("OmniglotBinarized", "Omniglot", "Binarized", False),
+    ("Omniglot28x28InvertedDequantized", "Omniglot28x28Inverted", "Dequantized", False),
+    ("SmallNORBBinarized", "SmallNORB", "Binarized", False),
+    ("SmallNORB28x28Dequantized", "SmallNORB28x28", "Dequantized", False),
+    ("SmallNORB28x28InvertedQuantized", "SmallNORB28x28Inverted", "Quantized", False),
 ])
 def test_parse_names(name, base, variant, grey):
     spec = parse_dataset_name(name)
     assert (spec.base, spec.variant, spec.grey) == (base, variant, grey)
 
 
-@pytest.mark.parametrize("name", ["CIFAR10Binarized", "MNISTBinarizedGrey", "FooBinarized", "MNIST", "mnistBinarized"])
+@pytest.mark.parametrize("name", ["CIFAR10Binarized", "MNISTBinarizedGrey", "FooBinarized", "MNIST",
+                                  "mnistBinarized", "SmallNORBQuantizedGrey", "OmniglotDequantizedGrey",
+                                  "SmallNORB96Quantized"])
 def test_bad_names(name):
     with pytest.raises(ValueError):
         parse_dataset_name(name)
@@ -82,17 +93,90 @@ def test_local_npz_and_variants(fake_root):
     assert np.abs(d - (raw + 0.5) / 256).max() > 1e-3, "dequantisation adds noise"
 
 
-def test_grey_and_test_only(fake_root):
-    x = load_raw("SVHNDequantizedGrey", "test", fake_root)
-    rgb = np.load(fake_root / "svhn.npz")["x_test"]
-    assert x.shape == (6, 1, 32, 32)
-    from PIL import Image
+def _grey_reference(rgb01: np.ndarray) -> np.ndarray:
+    """The paper's Grayscale(3) written out per pixel in float64: luminance, sRGB expansion, 3 channels."""
+    lum = 0.2126 * rgb01[:, 0] + 0.7152 * rgb01[:, 1] + 0.0722 * rgb01[:, 2]
+    lin = np.where(lum <= 0.04045, lum / 12.92, ((lum + 0.055) / 1.055) ** 2.4)
+    return np.repeat(lin[:, None], 3, axis=1)
 
-    np.testing.assert_array_equal(x[0, 0], np.asarray(Image.fromarray(rgb[0]).convert("L")))
-    assert load_raw("SVHNDequantized", "validation", fake_root).shape == (6, 3, 32, 32)
+
+def test_grey_is_three_channel_paper_formula(fake_root):
+    # hand-computed pixels: pure red 255 -> lum 0.2126 -> ((0.2126 + 0.055) / 1.055) ** 2.4 = 0.037167;
+    # grey 5 -> 5/255 = 0.0196 <= 0.04045 -> 0.0196 / 12.92; white stays 1
+    x = torch.tensor([[255, 0, 0], [5, 5, 5], [255, 255, 255]], dtype=torch.float32).T.reshape(1, 3, 1, 3) / 255
+    g = to_grey(x)
+    assert g.shape == (1, 3, 1, 3) and torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 0], g[:, 2])
+    np.testing.assert_allclose(g[0, 0, 0].numpy(), [0.0371673, 5 / 255 / 12.92, 1.0], rtol=1e-4)
+
+    q = load_dataset("SVHNQuantizedGrey", {"split": "test", "dynamic": False}, fake_root)
+    assert q.image_shape == (3, 32, 32), "Grey keeps 3 channels so a colour model can score it"
+    rgb = np.load(fake_root / "svhn.npz")["x_test"].transpose(0, 3, 1, 2) / 255.0
+    np.testing.assert_allclose(q.fixed().numpy(), _grey_reference(rgb), atol=1e-5)
+
+    # Dequantized Grey: the noise is added to the colour image first, then converted (as the paper)
+    d = load_dataset("SVHNDequantizedGrey", {"split": "test", "dynamic": False}, fake_root)
+    gen = torch.Generator().manual_seed(ds.fixed_seed(d.name, d.split, d.seed))
+    colour = ds.preprocess(d.x, "Dequantized", gen)
+    torch.testing.assert_close(d.fixed(), to_grey(colour))
+    out = d.fixed()
+    assert out.shape == (6, 3, 32, 32) and torch.equal(out[:, 0], out[:, 2])
+    assert 0 <= out.min() and out.max() < 1
+    # load_raw keeps the colour images; the conversion is part of preprocessing
+    assert load_raw("SVHNDequantizedGrey", "test", fake_root).shape == (6, 3, 32, 32)
+    with pytest.raises(ValueError, match="3 colour channels"):
+        to_grey(torch.zeros(2, 1, 4, 4))
+
+
+def test_svhn_validation_is_extra(fake_root, tmp_path_factory):
+    # a test-only svhn.npz: validation substitutes x_test, with one warning naming the file
+    with pytest.warns(UserWarning, match=r"svhn\.npz has no x_extra.*x_test.*INSTEAD"):
+        v = load_raw("SVHNDequantized", "validation", fake_root)
+    np.testing.assert_array_equal(v, np.load(fake_root / "svhn.npz")["x_test"].transpose(0, 3, 1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_raw("SVHNQuantized", "validation", fake_root)  # once per file
+        load_raw("SVHNQuantized", "test", fake_root)  # the test split is no substitution
     with pytest.raises(ValueError, match="x_train"):
         load_raw("SVHNDequantized", "train", fake_root)
-    assert to_grey(np.zeros((2, 1, 4, 4), np.uint8)).shape == (2, 1, 4, 4)
+
+    # with x_extra, validation reads it and test reads x_test
+    root = tmp_path_factory.mktemp("svhn_extra")
+    np.savez(root / "svhn.npz", x_test=np.zeros((2, 32, 32, 3), np.uint8),
+             x_extra=np.full((5, 32, 32, 3), 9, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_raw("SVHNDequantized", "validation", root).shape == (5, 3, 32, 32)
+        assert load_raw("SVHNDequantized", "test", root).max() == 0
+
+
+def test_svhn_torchvision_splits(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeSVHN:
+        def __init__(self, root, split="train", download=False):
+            calls.append(split)
+            self.data = np.zeros((2, 3, 32, 32), np.uint8)
+
+    monkeypatch.setattr(tvd, "SVHN", FakeSVHN)
+    for split in ("train", "validation", "test"):
+        assert load_raw("SVHNDequantized", split, tmp_path).shape == (2, 3, 32, 32)
+    assert calls == ["train", "extra", "test"]
+
+    # the paper's folder <root>/SVHN is tried after <root>, before a download
+    class PaperFolder:
+        def __init__(self, root, split="train", download=False):
+            calls.append((root, download))
+            if not root.endswith("SVHN"):
+                raise RuntimeError("Dataset not found or corrupted.")
+            self.data = np.ones((1, 3, 32, 32), np.uint8)
+
+    (tmp_path / "SVHN").mkdir()
+    calls.clear()
+    monkeypatch.setattr(tvd, "SVHN", PaperFolder)
+    assert load_raw("SVHNQuantized", "test", tmp_path).shape == (1, 3, 32, 32)
+    assert calls == [(str(tmp_path), False), (str(tmp_path / "SVHN"), False)]
 
 
 def test_offline_error_names_the_file(tmp_path, monkeypatch):
@@ -128,28 +212,144 @@ def test_torchvision_files_fallback(tmp_path, monkeypatch):
     assert x.shape == (3, 1, 28, 28) and calls == [False], "local torchvision files are used before a download"
 
 
-def test_omniglot_polarity_torchvision(tmp_path, monkeypatch):
-    """torchvision's Omniglot is black strokes on white: Omniglot28x28 keeps it, Inverted flips it."""
-    import torchvision.datasets as tvd
-    from PIL import Image
+class _FakeOmniglot:
+    """torchvision's Omniglot: 105x105 PIL images, black strokes (0) on white (255)."""
 
-    class FakeOmniglot:
-        def __init__(self, root, background=True, download=False):
+    def __init__(self, root, background=True, download=False):
+        rng = np.random.default_rng(1 if background else 2)
+        self.items = []
+        for _ in range(3):
             img = np.full((105, 105), 255, np.uint8)
+            img[rng.integers(0, 105, 400), rng.integers(0, 105, 400)] = 0
             img[40:60, 50:55] = 0
-            self.items = [(Image.fromarray(img), 0)]
+            self.items.append((Image.fromarray(img), 0))
 
-        def __len__(self):
-            return 1
+    def __len__(self):
+        return len(self.items)
 
-        def __getitem__(self, i):
-            return self.items[i]
+    def __getitem__(self, i):
+        return self.items[i]
 
-    monkeypatch.setattr(tvd, "Omniglot", FakeOmniglot)
+
+def test_omniglot_as_the_paper(tmp_path, monkeypatch):
+    """torchvision's Omniglot is black strokes on white: Omniglot28x28 keeps it (nearest resize), Inverted flips it."""
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    monkeypatch.setattr(tvd, "Omniglot", _FakeOmniglot)
     plain = load_raw("Omniglot28x28Binarized", "test", tmp_path)
     inv = load_raw("Omniglot28x28InvertedBinarized", "test", tmp_path)
-    assert plain.shape == (1, 1, 28, 28) and plain.mean() > 200 and inv.mean() < 50
+    assert plain.shape == (3, 1, 28, 28) and plain.mean() > 200 and inv.mean() < 50
     np.testing.assert_array_equal(inv, 255 - plain)
+    # the paper's transform: Resize((28, 28), NEAREST) on the PIL image
+    resize = T.Resize((28, 28), interpolation=T.InterpolationMode.NEAREST)
+    src = _FakeOmniglot(None, background=False)
+    np.testing.assert_array_equal(plain[:, 0], np.stack([np.asarray(resize(src[i][0])) for i in range(3)]))
+    assert set(np.unique(plain)) <= {0, 255}
+
+    # 105x105 Omniglot by the paper's name; train = background set, validation = evaluation set
+    full = load_raw("OmniglotQuantized", "validation", tmp_path)
+    assert full.shape == (3, 1, 105, 105)
+    np.testing.assert_array_equal(full[0, 0], np.asarray(src[0][0]))
+    assert not np.array_equal(load_raw("OmniglotQuantized", "train", tmp_path), full)
+
+    # Dequantized Omniglot is the paper's 3-level (2 x + u) / 3: 0 -> [0, 1/3), 1 -> [2/3, 1)
+    for name in ("OmniglotDequantized", "Omniglot28x28Dequantized", "Omniglot28x28InvertedDequantized"):
+        d = load_dataset(name, {"split": "validation", "dynamic": False}, tmp_path)
+        out, x = d.fixed(), d.x
+        assert torch.all(out[x == 0] < 1 / 3) and torch.all(out[x == 1] >= 2 / 3 - 1e-6) and out.max() < 1
+        gen = torch.Generator().manual_seed(ds.fixed_seed(d.name, d.split, d.seed))
+        torch.testing.assert_close(out, (2 * x + torch.rand(x.shape, generator=gen)) / 3)
+
+
+def test_omniglot_npz_resize_warning(tmp_path, monkeypatch):
+    """A non-binary 28x28 omniglot.npz (the shared copy) warns once that it is not the paper's nearest resize."""
+    x = np.zeros((2, 28, 28), np.uint8)
+    x[:, 10:15, 10:15] = 255
+    np.savez(tmp_path / "omniglot.npz", x_test=x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_raw("Omniglot28x28InvertedQuantized", "test", tmp_path).max() == 255  # 0/255: no warning
+    x[:, 15, 10:15] = 128
+    np.savez(tmp_path / "omniglot.npz", x_test=x)
+    ds._warned.clear()
+    with pytest.warns(UserWarning, match="omniglot.npz is not 0/255-valued.*nearest"):
+        inv = load_raw("Omniglot28x28InvertedQuantized", "test", tmp_path)
+    np.testing.assert_array_equal(inv[:, 0], x)  # stored inverted: Inverted is the array as stored
+    np.testing.assert_array_equal(load_raw("Omniglot28x28Quantized", "test", tmp_path)[:, 0], 255 - x)
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, *a, **kw):
+            raise RuntimeError("Dataset not found or corrupted.")
+
+    monkeypatch.setattr(tvd, "Omniglot", Offline)
+    with pytest.raises(DatasetNotFound, match="omniglot105.npz"):  # 105x105 Omniglot's own file, not omniglot.npz
+        load_raw("OmniglotQuantized", "test", tmp_path)
+    # a 28x28 array where 105x105 images belong is an error naming the sizes
+    np.savez(tmp_path / "omniglot105.npz", x_test=x)
+    with pytest.raises(ValueError, match="28x28 images; Omniglot needs 105x105"):
+        load_raw("OmniglotQuantized", "test", tmp_path)
+
+
+@pytest.fixture
+def norb_root(tmp_path):
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "smallnorb.npz", x_train=rng.integers(0, 256, (4, 96, 96), dtype=np.uint8),
+             y_train=np.zeros(2, np.int64), x_test=rng.integers(0, 256, (2, 2, 96, 96), dtype=np.uint8),
+             y_test=np.zeros(2, np.int64))
+    return tmp_path
+
+
+def test_smallnorb(norb_root):
+    import torchvision.transforms as T
+
+    f = np.load(norb_root / "smallnorb.npz")
+    tr = load_raw("SmallNORBQuantized", "train", norb_root)
+    np.testing.assert_array_equal(tr[:, 0], f["x_train"])
+    va = load_raw("SmallNORBQuantized", "validation", norb_root)
+    assert va.shape == (4, 1, 96, 96), "stereo pairs become consecutive images (left, right)"
+    np.testing.assert_array_equal(va[1, 0], f["x_test"][0, 1])
+    # the paper's 28x28: torchvision Resize((28, 28), BILINEAR) on the PIL image; Inverted: 1 - x
+    resize = T.Resize((28, 28), interpolation=T.InterpolationMode.BILINEAR)
+    small = load_raw("SmallNORB28x28Quantized", "validation", norb_root)
+    ref = np.stack([np.asarray(resize(Image.fromarray(img))) for img in f["x_test"].reshape(-1, 96, 96)])
+    np.testing.assert_array_equal(small[:, 0], ref)
+    np.testing.assert_array_equal(load_raw("SmallNORB28x28InvertedQuantized", "validation", norb_root), 255 - small)
+    # Dequantized: 8-bit at 96x96, the paper's 3-level (2 x + u) / 3 at 28x28
+    d96 = load_dataset("SmallNORBDequantized", {"split": "validation", "dynamic": False}, norb_root)
+    k = torch.round(d96.x * 255)
+    assert torch.all(d96.fixed() >= k / 256) and torch.all(d96.fixed() < (k + 1) / 256)
+    d28 = load_dataset("SmallNORB28x28Dequantized", {"split": "validation", "dynamic": False}, norb_root)
+    gen = torch.Generator().manual_seed(ds.fixed_seed(d28.name, d28.split, d28.seed))
+    torch.testing.assert_close(d28.fixed(), (2 * d28.x + torch.rand(d28.x.shape, generator=gen)) / 3)
+    b = load_dataset("SmallNORB28x28InvertedBinarized", {"split": "validation", "dynamic": False}, norb_root)
+    assert b.image_shape == (1, 28, 28) and set(torch.unique(b.fixed()).tolist()) <= {0.0, 1.0}
+
+
+def _norb_mat(path, images):
+    """A small NORB byte-matrix file: magic 0x1E3D4C55, ndim 4, dims, then the bytes."""
+    header = np.array([0x1E3D4C55, 4, *images.shape], "<i4").tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + images.tobytes())
+
+
+def test_smallnorb_official_files_and_offline_message(tmp_path):
+    with pytest.raises(DatasetNotFound) as e:
+        load_raw("SmallNORB28x28Quantized", "validation", tmp_path)
+    msg = str(e.value)
+    assert "smallnorb.npz" in msg and "(48600, 96, 96)" in msg and str(tmp_path.resolve()) in msg
+    assert str((tmp_path / "smallNORB").resolve()) in msg and ds.SMALLNORB_FILES["test"] in msg
+    rng = np.random.default_rng(4)
+    test = rng.integers(0, 256, (3, 2, 96, 96), dtype=np.uint8)
+    train = rng.integers(0, 256, (1, 2, 96, 96), dtype=np.uint8)
+    (tmp_path / "smallNORB").mkdir()
+    _norb_mat(tmp_path / "smallNORB" / ds.SMALLNORB_FILES["test"], test)
+    _norb_mat(tmp_path / "smallNORB" / (ds.SMALLNORB_FILES["train"] + ".gz"), train)
+    np.testing.assert_array_equal(load_raw("SmallNORBQuantized", "test", tmp_path)[:, 0], test.reshape(6, 96, 96))
+    np.testing.assert_array_equal(load_raw("SmallNORBQuantized", "train", tmp_path)[:, 0], train.reshape(2, 96, 96))
+    assert load_raw("SmallNORB28x28InvertedQuantized", "validation", tmp_path).shape == (6, 1, 28, 28)
 
 
 @needs_shared
@@ -157,15 +357,20 @@ def test_shared_data():
     fm = load_dataset("FashionMNISTBinarized", {"split": "validation", "dynamic": False}, SHARED, max_examples=50)
     assert fm.x.shape == (50, 1, 28, 28) and fm.label == "FashionMNIST test"
     assert load_dataset("FashionMNISTBinarized", {"split": "train"}, SHARED, max_examples=5).label == "FashionMNIST train"
-    # omniglot.npz is stored inverted (white strokes on black, like MNIST)
-    inv = load_raw("Omniglot28x28InvertedBinarized", "test", SHARED)
+    # omniglot.npz is stored inverted (white strokes on black, like MNIST), and not resized as the paper's
+    ds._warned.clear()
+    with pytest.warns(UserWarning, match="omniglot.npz is not 0/255-valued"):
+        inv = load_raw("Omniglot28x28InvertedBinarized", "test", SHARED)
     plain = load_raw("Omniglot28x28Binarized", "test", SHARED)
     assert inv.mean() < 64 < 192 < plain.mean()
     np.testing.assert_array_equal(plain, 255 - inv)
     for name in ("KMNISTBinarized", "notMNISTBinarized", "SVHNDequantized"):
         with pytest.raises(ValueError, match="test-only"):
             load_raw(name, "train", SHARED)
-    assert load_raw("CIFAR10DequantizedGrey", "test", SHARED).shape == (10000, 1, 32, 32)
+    grey = load_dataset("CIFAR10DequantizedGrey", {"split": "test", "dynamic": False}, SHARED, max_examples=20)
+    assert grey.fixed().shape == (20, 3, 32, 32) and torch.equal(grey.fixed()[:, 0], grey.fixed()[:, 1])
+    with pytest.warns(UserWarning, match="svhn.npz has no x_extra"):
+        assert load_raw("SVHNDequantized", "validation", SHARED).shape == (10000, 3, 32, 32)
 
 
 def test_fixed_seed_depends_on_name_and_split():
