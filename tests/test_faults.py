@@ -223,3 +223,32 @@ def test_nothing_is_overwritten_without_asking(two_detectors, tmp_path):
     with pytest.raises(ValueError, match="did not write"):
         det.save(mine, overwrite=True)
     assert (mine / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--batch_size", "0"], "batch_size"), (["--free_nats", "nan"], "free_nats"),
+    (["--learning_rate", "-1"], "learning_rate"), (["--n_mix", "0"], "n_mix"),
+    (["--n_train_examples", "-3"], "n_train_examples"), (["--epochs", "0"], "epochs"),
+])
+def test_command_line_usage_errors_are_one_line_and_exit_2(grey_root, tmp_path, capsys, flags, names):
+    try:
+        code = main(_train_argv(grey_root, tmp_path / "m") + flags)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and names in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # no empty run folder
+
+
+def test_divergence_and_bad_files_fail_with_one_line(grey_root, tmp_path, capsys):
+    assert main(_train_argv(grey_root, tmp_path / "m", epochs=2) + ["--learning_rate", "1e6"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN" in err[0].replace("nan", "NaN")
+    for run in (tmp_path / "m").iterdir():  # nothing non-finite was saved as best
+        assert not (run / "checkpoints" / "best").exists() or np.isfinite(_state(run, "best")["best"]["elbo"])
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "scores-x.npz").write_bytes(b"not a zip")
+    assert main(["results", str(tmp_path / "s")]) == 2
+    assert "scores-x.npz" in capsys.readouterr().err
+    assert main(["score", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err

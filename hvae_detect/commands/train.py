@@ -29,8 +29,9 @@ from hvae_detect.architectures import resolve_architecture
 from hvae_detect.atomic import atomic_write_text
 from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
-from hvae_detect.metrics import detection_metrics
+from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.model import HierarchicalVAE
+from hvae_detect.scoring import importance_bounds
 from hvae_detect.training import SEED_TRAINING, TrainingConfig, TrainingDiverged, make_optimizer, train_epochs
 
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
@@ -173,15 +174,25 @@ def evaluate_elbo(model, x, batch_size=500, seed=0):
 
 
 def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
-    """ELBO, log p(x|z), KL per latent for each validation set; AUROC of L of the first set vs each other."""
-    out, elbos = {}, {}
+    """ELBO, log p(x|z), KL per latent for each validation set, and, as the paper's validation, the
+    AUROC of L, every L>k and every LLR>k of the first set (in-distribution) against each other one
+    (one importance sample each, keyed per image as in scoring)."""
+    out, stats = {}, {}
     for d in vals:
-        elbo, lp, kl = evaluate_elbo(model, d.fixed(), batch_size, seed)
-        elbos[d.label] = elbo.double().cpu().numpy()
+        x = d.fixed()
+        elbo, lp, kl = evaluate_elbo(model, x, batch_size, seed)
         out[d.label] = {"elbo": float(elbo.mean()), "log_px": float(lp.mean()), "kl": kl.mean(1).tolist()}
+        if len(vals) > 1:
+            parts = [importance_bounds(model, x[i:i + batch_size], seed=seed) for i in range(0, len(x), batch_size)]
+            bounds = {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
+            stats[d.label] = {"L": bounds[0], **{f"L>{k}": b for k, b in bounds.items() if k},
+                              **{f"LLR>{k}": bounds[0] - b for k, b in bounds.items() if k}}
     first = vals[0].label
     for d in vals[1:]:
-        out[d.label]["auroc_L"] = detection_metrics(-elbos[first], -elbos[d.label])["auroc"]
+        for name, values in stats[d.label].items():
+            sign = ood_direction(name)
+            key = "auroc_" + name.replace(">", "gt")
+            out[d.label][key] = detection_metrics(sign * stats[first][name], sign * values)["auroc"]
     return out
 
 
@@ -260,7 +271,8 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
             line["val"] = v
             msg += "\n  " + "  ".join(
                 f"{lab}: ELBO {r['elbo']:.2f} log p(x|z) {r['log_px']:.2f}"
-                + (f" AUROC(L) {r['auroc_L']:.3f}" if "auroc_L" in r else "") for lab, r in v.items())
+                + "".join(f" AUROC({key[6:].replace('gt', '>')}) {value:.3f}"
+                          for key, value in r.items() if key.startswith("auroc_")) for lab, r in v.items())
             first = vals[0].label
             # The log line goes first: a resume starts from the last checkpoint and drops later lines.
             _append_log(run_dir / "log.jsonl", line)
