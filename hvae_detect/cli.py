@@ -72,6 +72,9 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_results(args) -> int:
+    args.scores_dir = [*args.scores_dir, *args.source_dir]
+    if not args.scores_dir:
+        raise ValueError("name at least one folder of score files (positionally or with --source_dir)")
     rows, curves = results.collect_results(args.scores_dir)
     print(results.format_table(rows))
     first = Path(args.scores_dir[0])
@@ -229,7 +232,7 @@ def _add_train(sub, fmt):
 def _add_score(sub, fmt):
     s = sub.add_parser("score", help="compute L, L>k and LLR>k for a trained run", formatter_class=fmt,
                        description="Score a run or a saved detector (the seed's scripts/ood-llr.py).")
-    s.add_argument("--model", required=True, metavar="DIR",
+    s.add_argument("--model", "--model_dir", dest="model", required=True, metavar="DIR",
                    help="run folder written by hvae-detect train, or a folder written by HVAEOutlierDetector.save")
     s.add_argument("--iw_samples_elbo", type=_positive_int, default=1, help="importance samples S for L")
     s.add_argument("--iw_samples_Lk", type=_positive_int, default=1, help="importance samples S' for L>k")
@@ -255,7 +258,9 @@ def _add_score(sub, fmt):
 def _add_results(sub, fmt):
     r = sub.add_parser("results", help="AUROC / AUPRC / FPR80 / FPR95 tables from saved scores",
                        formatter_class=fmt, description="Tables and ROC curves (the seed's ood-llr-results.py).")
-    r.add_argument("scores_dir", nargs="+", help="folders with scores-*.npz (or the files)")
+    r.add_argument("scores_dir", nargs="*", help="folders with scores-*.npz (or the files)")
+    r.add_argument("--source_dir", action="append", default=[], metavar="DIR",
+                   help="a folder of score files, as the paper's ood-llr-results.py takes it (repeatable)")
     r.add_argument("--output_dir", default=None, help="default: the first scores folder")
     r.add_argument("--overwrite", action="store_true", help="replace results.csv/json and roc.png that exist")
     r.set_defaults(run=_cmd_results)

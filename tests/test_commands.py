@@ -87,6 +87,9 @@ def test_cli_has_pipeline_commands():
     assert callable(args.run)
     assert callable(p.parse_args(["score", "--model", "x"]).run)
     assert callable(p.parse_args(["results", "x"]).run)
+    # The paper's ood-llr.py / ood-llr-results.py spellings.
+    assert p.parse_args(["score", "--model_dir", "m"]).model == "m"
+    assert p.parse_args(["results", "--source_dir", "a", "--source_dir", "b"]).source_dir == ["a", "b"]
 
 
 def test_bad_flags():
