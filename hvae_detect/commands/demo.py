@@ -147,11 +147,14 @@ def verdict(name: str, table: dict) -> str:
                     "differ from 0-4 in which pixels are inked, which a pixel-space baseline sees directly.")
         return (f"near OOD: the HVAE's best statistic is {stat} ({best:.3f}; L {auroc_l:.3f}); the best "
                 f"pixel-space baseline, {top}, gets {baselines[top]:.3f}.")
+    lof = table.get("LocalOutlierFactor", {}).get("auroc")
+    pixels = (f" (LocalOutlierFactor on raw pixels gets {lof:.3f}: these images are also far from every training "
+              "image in pixel space)" if lof is not None and lof > best else "")
     if auroc_l < 0.5:
         effect = ("the paper's effect" if best > 0.8 else
                   "the paper's effect, weaker than in the paper (its target, best LLR>k > 0.8, is not reached here)")
         return (f"{effect}: L ranks these images as MORE normal than held-out digits (AUROC {auroc_l:.3f} < 0.5, "
-                f"worse than chance); {stat} recovers it to {best:.3f}.")
+                f"worse than chance); {stat} recovers it to {best:.3f}{pixels}.")
     return f"L already separates this set (AUROC {auroc_l:.3f}); best LLR>k: {stat} {best:.3f}."
 
 
