@@ -119,7 +119,7 @@ def test_bad_parameters_raise_at_fit(params, match):
 def test_save_and_load_round_trip_without_pickle(fitted, tmp_path):
     X = _images(8, seed=4)
     path = fitted.save(tmp_path / "det")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     json.loads((path / "config.json").read_text())  # plain JSON, no pickle anywhere
     loaded = HVAEOutlierDetector.load(path, device="cpu")
     np.testing.assert_allclose(loaded.score_samples(X), fitted.score_samples(X))

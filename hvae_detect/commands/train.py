@@ -26,7 +26,7 @@ import torch
 
 from hvae_detect import checkpoints
 from hvae_detect.architectures import resolve_architecture
-from hvae_detect.atomic import atomic_write_text
+from hvae_detect.atomic import atomic_write_text, recover_folder
 from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
 from hvae_detect.metrics import detection_metrics, ood_direction
@@ -314,6 +314,8 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
 def _load_last(run_dir, model, opt, gen) -> dict:
     """The state of a run's last checkpoint, loaded into place; a run without a complete one is refused."""
     last_dir = run_dir / "checkpoints" / "last"
+    for folder in (last_dir, run_dir / "checkpoints" / "best"):  # finish or clear a write a kill interrupted
+        recover_folder(folder, cleanup=True)
     try:
         return checkpoints.load_checkpoint(last_dir, model, opt, gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
