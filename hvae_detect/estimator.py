@@ -370,6 +370,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         m = config["model"]
         training = {k: run[k] for k in TrainingConfig.field_names() if k in run}
         det = cls(architecture=m["architecture"], likelihood=m["likelihood"], n_mix=m["n_mix"],
+                  activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
                   random_state=run.get("seed"), **training)
         det._set_model(model, run.get("seed", 0))
         det.offset_, det.threshold_params_ = None, None
