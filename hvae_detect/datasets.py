@@ -99,6 +99,7 @@ import gzip
 import json
 import os
 import re
+import zipfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -273,7 +274,11 @@ def _npz_key(path: Path, files, spec: DatasetSpec, split: str) -> str:
 
 
 def _from_npz(path: Path, split: str, spec: DatasetSpec) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as f:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} cannot be read as an .npz of uint8 images ({type(e).__name__}: {e})") from None
+    with f:
         key = _npz_key(path, f.files, spec, split)
         if key not in f.files:
             have = [k for k in f.files if k.startswith("x_")]

@@ -252,3 +252,10 @@ def test_divergence_and_bad_files_fail_with_one_line(grey_root, tmp_path, capsys
     assert "scores-x.npz" in capsys.readouterr().err
     assert main(["score", "--model", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_corrupt_data_file_is_named(tmp_path, capsys):
+    (tmp_path / "mnist.npz").write_bytes(b"not an npz")
+    assert main(_train_argv(tmp_path, tmp_path / "m", epochs=1)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mnist.npz" in err[0] and not (tmp_path / "m").exists()
