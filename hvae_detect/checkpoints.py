@@ -1,11 +1,14 @@
 """The one on-disk format of a trained model: a folder with model.safetensors and config.json.
 
     config.json   {"format_version": 2,
-                   "model": {"input_shape", "architecture", "likelihood", "n_mix"},
+                   "model": {"input_shape", "architecture", "likelihood", "n_mix", "activation",
+                             "likelihood_head", "skip_stochastic"},
                    "detector": {"params", "fitted"}       (written by HVAEOutlierDetector.save)
                    "training_state": {...}}                (written by hvae-detect train)
     model.safetensors         the state dict
     optimizer.safetensors     Adam moments and the training generator (training checkpoints only)
+    manifest.json             SHA-256 of each file above, written last; the folder is written and
+                              replaced as one unit (hvae_detect.atomic.write_folder) and checked on load
 
 A training run keeps such folders as <run>/checkpoints/best and <run>/checkpoints/last
 beside run.json (the run's data and settings). Nothing is pickled: tensors go through
