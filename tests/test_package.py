@@ -1,6 +1,7 @@
 """Packaging: kernels/ installs as hvae_detect.kernels (never a top-level `kernels`), and importing the
 package pulls in neither triton (imported on first kernel use) nor the demo-only dependencies."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -32,5 +33,5 @@ def test_built_wheel_maps_kernels_under_the_package(tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = "import hvae_detect.kernels.dispatch as d; print(d.__file__)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+                         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": os.environ.get("PATH", "")})
     assert str(tmp_path / "site") in out.stdout
