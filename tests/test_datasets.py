@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import shared_path
 
+from hvae_detect import dataset_files
 from hvae_detect import datasets as ds
 from hvae_detect.datasets import (DatasetNotFound, load_dataset, load_raw, parse_dataset_name,
                                   parse_dataset_options, to_grey)
@@ -272,7 +273,7 @@ def test_omniglot_npz_resize_warning(tmp_path, monkeypatch):
         assert load_raw("Omniglot28x28InvertedQuantized", "test", tmp_path).max() == 255  # 0/255: no warning
     x[:, 15, 10:15] = 128
     np.savez(tmp_path / "omniglot.npz", x_test=x)
-    ds._warned.clear()
+    dataset_files._warned.clear()
     with pytest.warns(UserWarning, match="omniglot.npz is not 0/255-valued.*nearest"):
         inv = load_raw("Omniglot28x28InvertedQuantized", "test", tmp_path)
     np.testing.assert_array_equal(inv[:, 0], x)  # stored inverted: Inverted is the array as stored
@@ -340,13 +341,13 @@ def test_smallnorb_official_files_and_offline_message(tmp_path):
         load_raw("SmallNORB28x28Quantized", "validation", tmp_path)
     msg = str(e.value)
     assert "smallnorb.npz" in msg and "(48600, 96, 96)" in msg and str(tmp_path.resolve()) in msg
-    assert str((tmp_path / "smallNORB").resolve()) in msg and ds.SMALLNORB_FILES["test"] in msg
+    assert str((tmp_path / "smallNORB").resolve()) in msg and dataset_files.SMALLNORB_FILES["test"] in msg
     rng = np.random.default_rng(4)
     test = rng.integers(0, 256, (3, 2, 96, 96), dtype=np.uint8)
     train = rng.integers(0, 256, (1, 2, 96, 96), dtype=np.uint8)
     (tmp_path / "smallNORB").mkdir()
-    _norb_mat(tmp_path / "smallNORB" / ds.SMALLNORB_FILES["test"], test)
-    _norb_mat(tmp_path / "smallNORB" / (ds.SMALLNORB_FILES["train"] + ".gz"), train)
+    _norb_mat(tmp_path / "smallNORB" / dataset_files.SMALLNORB_FILES["test"], test)
+    _norb_mat(tmp_path / "smallNORB" / (dataset_files.SMALLNORB_FILES["train"] + ".gz"), train)
     np.testing.assert_array_equal(load_raw("SmallNORBQuantized", "test", tmp_path)[:, 0], test.reshape(6, 96, 96))
     np.testing.assert_array_equal(load_raw("SmallNORBQuantized", "train", tmp_path)[:, 0], train.reshape(2, 96, 96))
     assert load_raw("SmallNORB28x28InvertedQuantized", "validation", tmp_path).shape == (6, 1, 28, 28)
@@ -358,7 +359,7 @@ def test_shared_data():
     assert fm.x.shape == (50, 1, 28, 28) and fm.label == "FashionMNIST test"
     assert load_dataset("FashionMNISTBinarized", {"split": "train"}, SHARED, max_examples=5).label == "FashionMNIST train"
     # omniglot.npz is stored inverted (white strokes on black, like MNIST), and not resized as the paper's
-    ds._warned.clear()
+    dataset_files._warned.clear()
     with pytest.warns(UserWarning, match="omniglot.npz is not 0/255-valued"):
         inv = load_raw("Omniglot28x28InvertedBinarized", "test", SHARED)
     plain = load_raw("Omniglot28x28Binarized", "test", SHARED)
