@@ -1,7 +1,11 @@
 """Architectures: the seed's JSON structures, presets, and their validation.
 
 An architecture is a dict with two keys, exactly as the paper's command line
-takes them:
+takes them, and optionally the model family:
+  "model": "VAE" (alias "HVAE"; the default when absent: the bottom-up hierarchical VAE),
+      "LVAE" (ladder VAE) or "BIVA" (bidirectional inference), as the paper's --model;
+  "conditional_bu": true | false (BIVA only, default false as the paper's code: the bottom-up
+      latent's prior also reads the top-down latent of its stage);
   "config_deterministic": one list of block dicts per stage, e.g.
       {"block": "ResBlockConv2d", "out_channels": 64, "kernel_size": 5,
        "stride": 2, "weightnorm": true, "gated": false}
@@ -19,6 +23,11 @@ from pathlib import Path
 _CONV = {"block", "out_channels", "kernel_size", "stride", "weightnorm", "gated"}
 _DENSE = {"block", "out_features", "weightnorm", "gated"}
 _STOCH = {"block", "latent_features", "weightnorm"}
+_TOP = {"config_deterministic", "config_stochastic", "model", "conditional_bu"}
+
+# Model families as the paper's --model names them; "HVAE" is this package's name for "VAE".
+MODEL_FAMILIES = ("VAE", "LVAE", "BIVA")
+_FAMILY_ALIASES = {"VAE": "VAE", "HVAE": "VAE", "LVAE": "LVAE", "BIVA": "BIVA"}
 
 
 def _conv(ch, k, s):
@@ -68,6 +77,24 @@ PRESETS = {
         ],
     },
 }
+# The paper's code builds BIVA from the same --config_* structures (--model BIVA): the seed's
+# stage configurations run through BIVA stages, and the "small" one for CPU budgets.
+for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),
+                     ("lvae-small", "small")):
+    PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
+
+
+def model_family(name) -> str:
+    """The canonical family ("VAE", "LVAE" or "BIVA") of a model name, case-insensitive ("HVAE" is "VAE")."""
+    family = _FAMILY_ALIASES.get(name.upper()) if isinstance(name, str) else None
+    if family is None:
+        raise ValueError(f"model must be one of {sorted(_FAMILY_ALIASES)} (case-insensitive), got {name!r}")
+    return family
+
+
+def family_of(architecture: dict) -> str:
+    """The family of a resolved architecture: its "model" key, "VAE" when absent (every older saved model)."""
+    return model_family(architecture.get("model", "VAE"))
 
 
 def json_text_or_file(value, flag: str):
@@ -93,7 +120,7 @@ def json_text_or_file(value, flag: str):
 
 
 def resolve_architecture(architecture) -> dict:
-    """Return a validated deep copy of a preset name, a dict, or a JSON string."""
+    """Return a validated deep copy of a preset name, a dict, or a JSON string (see the module docstring)."""
     if isinstance(architecture, str):
         if architecture in PRESETS:
             return copy.deepcopy(PRESETS[architecture])
@@ -108,10 +135,19 @@ def resolve_architecture(architecture) -> dict:
     missing = {"config_deterministic", "config_stochastic"} - set(architecture)
     if missing:
         raise ValueError(f"architecture dict is missing {sorted(missing)}")
+    _check_keys(architecture, _TOP, "architecture")
     arch = {
         "config_deterministic": copy.deepcopy(architecture["config_deterministic"]),
         "config_stochastic": copy.deepcopy(architecture["config_stochastic"]),
     }
+    if "model" in architecture:  # kept only when given: older saved architectures stay as they were
+        arch = {"model": model_family(architecture["model"]), **arch}
+    if "conditional_bu" in architecture:
+        if family_of(arch) != "BIVA":
+            raise ValueError(f"architecture: 'conditional_bu' applies to the BIVA model only, not {family_of(arch)}")
+        if not isinstance(architecture["conditional_bu"], bool):
+            raise ValueError(f"architecture: 'conditional_bu' must be true or false, got {architecture['conditional_bu']!r}")
+        arch["conditional_bu"] = architecture["conditional_bu"]
     validate_architecture(arch)
     return arch
 
@@ -137,6 +173,9 @@ def validate_architecture(arch: dict) -> None:
     for i, stage in enumerate(det):
         if not isinstance(stage, list):
             raise ValueError(f"config_deterministic[{i}] must be a list of block dicts")
+        if not stage and family_of(arch) != "VAE":  # their merge blocks copy a stage's last block
+            raise ValueError(f"config_deterministic[{i}] is empty: the {family_of(arch)} model needs at least one "
+                             "block per stage")
         for j, blk in enumerate(stage):
             where = f"config_deterministic[{i}][{j}]"
             if not isinstance(blk, dict):

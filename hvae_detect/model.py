@@ -29,7 +29,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
-from hvae_detect.architectures import resolve_architecture
+from hvae_detect.architectures import family_of, resolve_architecture
 from hvae_detect.layers import (STOCHASTIC, Projection, ResBlockConv2d, ResBlockDense, _wn, activation_fn,
                                  data_dependent_init, standard_normal_log_prob, standard_normal_log_prob_elements,
                                  weight_normed_layers)
@@ -77,7 +77,117 @@ def _build_block(in_shape, cfg, out_shape=None, activation="SiLU", dropout=0.0):
     return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape, **kw)
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalModel(nn.Module):
+    """What every model family shares: its options, the likelihood head, weights and layouts.
+
+    A family (``HierarchicalVAE`` here, ``hvae_detect.ladder.LadderVAE``, ``hvae_detect.biva.BIVA``)
+    holds ``n_latents`` stages and ``latent_shapes`` (the shape of the standard-normal draws of each
+    stage, what ``hvae_detect.scoring.importance_noise`` builds) and implements
+
+        encode_x(x)             work that reads only x
+        prefix(encode_x(x), k)  work of L>k that does not depend on a sample: a tuple of tensors
+                                and ``Gaussian``s that the engine slices per image
+        forward(x, k, n_samples, noise, generator, start, kl_elements) -> BoundTerms
+
+    with one row of ``BoundTerms.kl`` per stage k+1..L, so that the scoring engine and the
+    training loop run every family through the same calls.
+    """
+
+    family = None  # "VAE", "LVAE" or "BIVA" (hvae_detect.architectures.MODEL_FAMILIES)
+
+    def _setup(self, input_shape, architecture, likelihood, n_mix, activation, likelihood_head, skip_stochastic,
+               q_dropout, p_dropout) -> dict:
+        """Check and keep the options every family takes; returns the resolved architecture."""
+        if likelihood not in likelihoods.LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {likelihoods.LIKELIHOODS}, got {likelihood!r}")
+        if likelihood_head not in HEADS:
+            raise ValueError(f"likelihood_head must be one of {HEADS}, got {likelihood_head!r}")
+        for name, rate in (("q_dropout", q_dropout), ("p_dropout", p_dropout)):
+            if not 0 <= rate < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+        arch = resolve_architecture(architecture)
+        if family_of(arch) != self.family:
+            raise ValueError(f"{type(self).__name__} builds the {self.family} family, but the architecture names "
+                             f"{family_of(arch)}; build models with hvae_detect.families.make_model")
+        self.act = activation_fn(activation)
+        self.activation, self.likelihood_head = activation, likelihood_head
+        self.skip_stochastic = bool(skip_stochastic)
+        self.q_dropout, self.p_dropout = float(q_dropout), float(p_dropout)
+        self.architecture = arch
+        self.input_shape = tuple(input_shape)
+        self.likelihood = likelihood
+        self.n_mix = n_mix
+        self.n_latents = len(arch["config_stochastic"])
+        return arch
+
+    def _build_head(self, head_in: int) -> int:
+        """The likelihood head p(x | z) reading ``head_in`` feature channels; returns its output channels."""
+        arch, likelihood = self.architecture, self.likelihood
+        out_ch = likelihoods.param_channels(likelihood, self.input_shape[0], self.n_mix)
+        if self.likelihood_head == "conv3x3":
+            self.head = nn.Conv2d(head_in, out_ch, 3, padding=1)
+            self.head_activation = False
+        else:  # the paper's: weight norm from the last deterministic block of the last stage
+            last = [cfg for stage in arch["config_deterministic"] for cfg in stage]
+            wn = last[-1].get("weightnorm", True) if last else True
+            kernel = 3 if likelihood == "bernoulli" else 1
+            self.head = _wn(nn.Conv2d(head_in, out_ch, kernel, padding=kernel // 2), wn)
+            self.head_activation = likelihood == "bernoulli"
+        return out_ch
+
+    def _log_px(self, x, g):
+        """(log p(x | z), likelihood parameters) from the decoder's last feature map g."""
+        params = self.head(self.act(g) if self.head_activation else g).float()  # float32 likelihood under AMP too
+        return likelihoods.log_prob(self.likelihood, x, params), params
+
+    # ---- weights ----------------------------------------------------------------------
+    def init_from_data(self, x, generator=None) -> None:
+        """Data-dependent weight-norm initialisation on the batch ``x`` (the paper's first training batch).
+
+        Runs ``x`` through the bound's pass (k = 0, one posterior sample drawn from ``generator``);
+        every weight-normalised layer, inference and generative, convolutional, transposed and
+        dense, is set so that its outputs on this batch have zero mean and unit variance per output
+        channel (``hvae_detect.layers.data_dependent_init``). Layers without weight norm keep
+        PyTorch's initialisation.
+        """
+        if x.shape[0] < 2:
+            raise ValueError(f"data-dependent initialisation needs a batch of at least 2 images, got {x.shape[0]}")
+        data_dependent_init(weight_normed_layers(self), lambda: self(x, 0, generator=generator))
+
+    @contextlib.contextmanager
+    def channels_last_weights(self):
+        """For the duration, weight-normalised convolution kernels come out channels-last.
+
+        A channels-last kernel makes a convolution's output channels-last too, so the
+        whole network follows; oneDNN runs these convolutions faster that way
+        (benchmarks/RESULTS.md). Only the weights' layout changes, not their values; the
+        parameters and the state dict are untouched. Works under autograd.
+        """
+        added = []
+        try:
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and parametrize.is_parametrized(module, "weight"):
+                    parametrize.register_parametrization(module, "weight", _ChannelsLast(), unsafe=True)
+                    added.append(module)
+            yield
+        finally:
+            for module in added:
+                module.parametrizations.weight.pop(-1)
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Mean image after encoding x with posterior means and decoding them (L's pass, zero noise)."""
+        zeros = [torch.zeros((x.shape[0], *shape), device=x.device, dtype=x.dtype) for shape in self.latent_shapes]
+        params = self(x, 0, noise=zeros).params
+        return likelihoods.mean_image(self.likelihood, params, self.input_shape[0])
+
+
+def draw(q, noise, generator=None):
+    """A posterior sample: q's mean plus its std times the given standard-normal ``noise``, or a fresh draw."""
+    return q.sample(generator) if noise is None else q.mean + q.std * noise
+
+
+class HierarchicalVAE(HierarchicalModel):
     """``activation`` (a name in ``hvae_detect.layers.ACTIVATIONS``) is used before every
     convolution of the residual blocks and before every Gaussian layer; ``likelihood_head`` is
     one of ``HEADS``; ``skip_stochastic=False`` drops the skip connections d_i and g_{i+1} around
@@ -86,26 +196,14 @@ class HierarchicalVAE(nn.Module):
     The constructor's defaults are this package's earlier model (SiLU, 3x3 head), so that
     saved folders without these keys rebuild what they hold."""
 
+    family = "VAE"
+
     def __init__(self, input_shape, architecture="small", likelihood="bernoulli", n_mix=10, activation="SiLU",
                  likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0):
         super().__init__()
-        if likelihood not in likelihoods.LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {likelihoods.LIKELIHOODS}, got {likelihood!r}")
-        if likelihood_head not in HEADS:
-            raise ValueError(f"likelihood_head must be one of {HEADS}, got {likelihood_head!r}")
-        for name, rate in (("q_dropout", q_dropout), ("p_dropout", p_dropout)):
-            if not 0 <= rate < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
-        self.act = activation_fn(activation)
-        self.activation, self.likelihood_head = activation, likelihood_head
-        self.skip_stochastic = bool(skip_stochastic)
-        arch = resolve_architecture(architecture)
-        self.architecture = arch
-        self.input_shape = tuple(input_shape)
-        self.likelihood = likelihood
-        self.n_mix = n_mix
-        n_latents = len(arch["config_stochastic"])
-        self.n_latents = n_latents
+        arch = self._setup(input_shape, architecture, likelihood, n_mix, activation, likelihood_head,
+                           skip_stochastic, q_dropout, p_dropout)
+        n_latents = self.n_latents
 
         self.q_det, self.q_z, self.q_skip = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         stage_shapes = []  # per stage: shapes through its blocks, input first
@@ -141,16 +239,7 @@ class HierarchicalVAE(nn.Module):
                 self.p_z.append(STOCHASTIC[sto["block"]](shapes[0], sto["latent_features"], sto.get("weightnorm", True),
                                                          activation=activation))
         head_in = stage_shapes[0][1][0] if len(stage_shapes[0]) > 1 else self.input_shape[0]
-        out_ch = likelihoods.param_channels(likelihood, self.input_shape[0], n_mix)
-        if likelihood_head == "conv3x3":
-            self.head = nn.Conv2d(head_in, out_ch, 3, padding=1)
-            self.head_activation = False
-        else:  # the paper's: weight norm from the last deterministic block of the last stage
-            last = [cfg for stage in arch["config_deterministic"] for cfg in stage]
-            wn = last[-1].get("weightnorm", True) if last else True
-            kernel = 3 if likelihood == "bernoulli" else 1
-            self.head = _wn(nn.Conv2d(head_in, out_ch, kernel, padding=kernel // 2), wn)
-            self.head_activation = likelihood == "bernoulli"
+        out_ch = self._build_head(head_in)
         # Elements of the largest activation of one image: what a scoring pass's memory scales with.
         self.row_elements = max([math.prod(s) for shapes in stage_shapes for s in shapes]
                                 + [out_ch * math.prod(self.input_shape[1:])])
@@ -198,7 +287,7 @@ class HierarchicalVAE(nn.Module):
             if i > k:
                 d = self.q_det[i](self._up(i - 1, zs[i - 1], d))
                 q = self.q_z[i](d)
-            zs[i] = q.sample(generator) if noise is None else q.mean + q.std * noise[i - k]
+            zs[i] = draw(q, None if noise is None else noise[i - k], generator)
             log_q[i] = q.log_prob_elements(zs[i]) if kl_elements else q.log_prob(zs[i])
 
         kls = [None] * n_latents
@@ -217,55 +306,13 @@ class HierarchicalVAE(nn.Module):
                     kls[i - 1] = log_q[i - 1] - log_p
                 else:
                     zs[i - 1] = p.mean  # decode from the prior: z_{<=k} are not inferred
-        params = self.head(self.act(g) if self.head_activation else g).float()  # float32 likelihood under AMP too
-        log_px = likelihoods.log_prob(self.likelihood, x, params)
+        log_px, params = self._log_px(x, g)
         if kl_elements:
             elements = kls[k:]
             return BoundTerms(log_px, torch.stack([e.flatten(1).sum(1) for e in elements]), params), elements
         return BoundTerms(log_px, torch.stack(kls[k:]), params)
 
-    # ---- weights ----------------------------------------------------------------------
-    def init_from_data(self, x, generator=None) -> None:
-        """Data-dependent weight-norm initialisation on the batch ``x`` (the paper's first training batch).
 
-        Runs ``x`` through the bound's pass (k = 0, one posterior sample drawn from ``generator``);
-        every weight-normalised layer, inference and generative, convolutional, transposed and
-        dense, is set so that its outputs on this batch have zero mean and unit variance per output
-        channel (``hvae_detect.layers.data_dependent_init``). Layers without weight norm keep
-        PyTorch's initialisation.
-        """
-        if x.shape[0] < 2:
-            raise ValueError(f"data-dependent initialisation needs a batch of at least 2 images, got {x.shape[0]}")
-        data_dependent_init(weight_normed_layers(self), lambda: self(x, 0, generator=generator))
-
-    @contextlib.contextmanager
-    def channels_last_weights(self):
-        """For the duration, weight-normalised convolution kernels come out channels-last.
-
-        A channels-last kernel makes a convolution's output channels-last too, so the
-        whole network follows; oneDNN runs these convolutions faster that way
-        (benchmarks/RESULTS.md). Only the weights' layout changes, not their values; the
-        parameters and the state dict are untouched. Works under autograd.
-        """
-        added = []
-        try:
-            for module in self.modules():
-                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and parametrize.is_parametrized(module, "weight"):
-                    parametrize.register_parametrization(module, "weight", _ChannelsLast(), unsafe=True)
-                    added.append(module)
-            yield
-        finally:
-            for module in added:
-                module.parametrizations.weight.pop(-1)
-
-    @torch.no_grad()
-    def reconstruct(self, x):
-        """Mean image after encoding x with posterior means and decoding them (L's pass, zero noise)."""
-        zeros = [torch.zeros((x.shape[0], *shape), device=x.device, dtype=x.dtype) for shape in self.latent_shapes]
-        params = self(x, 0, noise=zeros).params
-        return likelihoods.mean_image(self.likelihood, params, self.input_shape[0])
-
-
-def init_from_data(model: HierarchicalVAE, x, generator=None) -> None:
+def init_from_data(model: HierarchicalModel, x, generator=None) -> None:
     """``model.init_from_data(x, generator)``: data-dependent weight-norm initialisation on one batch."""
     model.init_from_data(x, generator)

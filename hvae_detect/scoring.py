@@ -11,6 +11,9 @@ A score is a function of the image: every random number comes from
 ``hvae_detect.randomness`` keyed by (seed, image, k, latent, sample), every pass has the
 same shape (the last one is padded), and samples are folded in blocks that depend on S
 only, so an image's bounds do not depend on its batch, its position or its neighbours.
+
+Every model family (VAE, LVAE, BIVA) goes through the same calls: ``encode_x``, ``prefix``
+(whatever tensors and Gaussians it holds are sliced per image) and ``forward`` with ``start``.
 """
 
 from __future__ import annotations
@@ -110,30 +113,50 @@ def _pass_rows(start, total, rows, device):
     return torch.arange(start, start + rows, device=device).clamp(max=total - 1)
 
 
+def _rows(prefix, index):
+    """The rows ``index`` of a prefix: a tensor, a ``Gaussian`` or a tuple/list of them (any family's)."""
+    if isinstance(prefix, torch.Tensor):
+        return prefix[index]
+    if isinstance(prefix, Gaussian):
+        return Gaussian(prefix.mean[index], prefix.std[index])
+    if isinstance(prefix, (tuple, list)):
+        return type(prefix)(_rows(part, index) for part in prefix)
+    raise TypeError(f"a model's prefix holds tensors, Gaussians and tuples of them, got {type(prefix).__name__}")
+
+
+def _concat(prefixes):
+    """Prefixes of consecutive passes joined along the image dimension."""
+    first = prefixes[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(prefixes)
+    if isinstance(first, Gaussian):
+        return Gaussian(torch.cat([p.mean for p in prefixes]), torch.cat([p.std for p in prefixes]))
+    return type(first)(_concat(parts) for parts in zip(*prefixes))
+
+
 def _prefixes(model, x, ks, rows):
-    """For every k: (d_{k+1}, mean and std of q(z_{k+1})) of every image, in passes of ``rows`` images."""
+    """For every k: ``model.prefix(model.encode_x(x), k)`` of every image (for the VAE: d_{k+1} and
+    q(z_{k+1})), in passes of ``rows`` images."""
     n = x.shape[0]
     parts = {k: [] for k in ks}
     for start in range(0, n, rows):
         d1 = model.encode_x(x[_pass_rows(start, n, rows, x.device)])
-        valid = min(rows, n - start)
+        valid = slice(0, min(rows, n - start))
         for k in ks:
-            d, q = model.prefix(d1, k)
-            parts[k].append((d[:valid], q.mean[:valid], q.std[:valid]))
-    return {k: tuple(torch.cat(t) for t in zip(*p)) for k, p in parts.items()}
+            parts[k].append(_rows(model.prefix(d1, k), valid))
+    return {k: _concat(p) for k, p in parts.items()}
 
 
 def _bound(model, x, keys, k, n_samples, prefix, rows):
     """logmeanexp over ``n_samples`` of the bound L>k, rows (image, sample) sample-major."""
     n = x.shape[0]
     total = n * n_samples
-    d, mean, std = prefix
     acc, pending = StreamingLogMeanExp(), []
     for start in range(0, total, rows):
         flat = _pass_rows(start, total, rows, x.device)
         image, sample = flat % n, flat // n
         noise = importance_noise(model, keys[image], k, sample)
-        terms = model(x[image], k, noise=noise, start=(d[image], Gaussian(mean[image], std[image])))
+        terms = model(x[image], k, noise=noise, start=_rows(prefix, image))
         pending.append(terms.bound[:min(rows, total - start)].float())
         last = start + rows >= total
         done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
