@@ -30,9 +30,10 @@ from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
 from hvae_detect.architectures import family_of, resolve_architecture
-from hvae_detect.layers import (STOCHASTIC, Projection, ResBlockConv2d, ResBlockDense, _wn, activation_fn,
+from hvae_detect.layers import (STOCHASTIC, Projection, _wn, activation_fn,
                                  data_dependent_init, standard_normal_log_prob, standard_normal_log_prob_elements,
                                  weight_normed_layers)
+from hvae_detect.stages import build_block
 
 # The likelihood head p(x | z1) reading the decoder's last feature map:
 #   "paper":   as the paper's code: Bernoulli = activation, then a 3x3 convolution; discretized
@@ -61,20 +62,6 @@ class _ChannelsLast(nn.Module):
 
     def forward(self, w):
         return w.contiguous(memory_format=torch.channels_last)
-
-
-def _build_block(in_shape, cfg, out_shape=None, activation="SiLU", dropout=0.0):
-    """One block from its seed dict; ``out_shape`` builds the generative mirror instead."""
-    wn, gated = cfg.get("weightnorm", True), cfg.get("gated", False)
-    kw = {"activation": activation, "dropout": dropout}
-    if cfg["block"] == "ResBlockConv2d":
-        if len(in_shape) != 3:
-            raise ValueError(f"ResBlockConv2d needs a feature-map input, but the stage's input has shape {tuple(in_shape)}")
-        if out_shape is None:
-            return ResBlockConv2d(in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated,
-                                  **kw)
-        return ResBlockConv2d(in_shape, out_shape[0], cfg["kernel_size"], 1, wn, gated, out_hw=out_shape[1:], **kw)
-    return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape, **kw)
 
 
 class HierarchicalModel(nn.Module):
@@ -211,7 +198,7 @@ class HierarchicalVAE(HierarchicalModel):
         for i in range(n_latents):
             shapes, blocks = [shape], []
             for cfg in arch["config_deterministic"][i]:
-                blocks.append(_build_block(shapes[-1], cfg, activation=activation, dropout=q_dropout))
+                blocks.append(build_block(shapes[-1], cfg, activation=activation, dropout=q_dropout))
                 shapes.append(blocks[-1].out_shape)
             stage_shapes.append(shapes)
             sto = arch["config_stochastic"][i]
@@ -231,7 +218,7 @@ class HierarchicalVAE(HierarchicalModel):
             if i == 0:
                 shapes[0] = (shapes[1][0] if len(shapes) > 1 else self.input_shape[0], *self.input_shape[1:])
             self.p_proj.append(Projection(self.latent_shapes[i], shapes[-1]))
-            blocks = [_build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j], activation=activation, dropout=p_dropout)
+            blocks = [build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j], activation=activation, dropout=p_dropout)
                       for j in reversed(range(len(cfgs)))]
             self.p_det.append(nn.Sequential(*blocks))
             if i > 0:
