@@ -3,6 +3,8 @@
     config.json   {"format_version": 2,
                    "model": {"input_shape", "architecture", "likelihood", "n_mix", "activation",
                              "likelihood_head", "skip_stochastic"},
+                                  (the architecture's "model" key is the family, VAE / LVAE / BIVA;
+                                   absent in folders of VAEs saved before the families existed)
                    "detector": {"params", "fitted"}       (written by HVAEOutlierDetector.save)
                    "training_state": {...}}                (written by hvae-detect train)
     model.safetensors         the state dict
@@ -24,28 +26,29 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hvae_detect.atomic import recover_folder, verify_folder, write_folder
-from hvae_detect.model import HierarchicalVAE
+from hvae_detect.families import make_model
+from hvae_detect.model import HierarchicalModel
 
 FORMAT_VERSION = 2
 CHECKPOINTS = ("best", "last")
 
 
-def model_config(model: HierarchicalVAE) -> dict:
-    """What rebuilds ``model`` before its weights are loaded."""
+def model_config(model: HierarchicalModel) -> dict:
+    """What rebuilds ``model`` (of any family) before its weights are loaded."""
     return {"input_shape": list(model.input_shape), "architecture": model.architecture,
             "likelihood": model.likelihood, "n_mix": model.n_mix, "activation": model.activation,
             "likelihood_head": model.likelihood_head, "skip_stochastic": model.skip_stochastic}
 
 
-def build_model(config: dict) -> HierarchicalVAE:
+def build_model(config: dict) -> HierarchicalModel:
     m = config["model"]
-    # Folders written before these keys existed hold SiLU models with a 3x3 head and skips.
-    return HierarchicalVAE(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"],
-                           activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
-                           skip_stochastic=m.get("skip_stochastic", True))
+    # Folders written before these keys existed hold SiLU VAEs with a 3x3 head and skips.
+    return make_model(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"],
+                      activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
+                      skip_stochastic=m.get("skip_stochastic", True))
 
 
-def write_model_dir(folder, model: HierarchicalVAE, sections: dict, extra_tensors: dict | None = None) -> Path:
+def write_model_dir(folder, model: HierarchicalModel, sections: dict, extra_tensors: dict | None = None) -> Path:
     """Write model.safetensors, config.json (the model section plus ``sections``) and, when given,
     optimizer.safetensors as one unit with a manifest of checksums (``hvae_detect.atomic.write_folder``)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -104,7 +107,7 @@ def read_config(folder) -> dict:
     raise ValueError(f"{folder} is not a saved model: config.json is missing")
 
 
-def read_model_dir(folder, device="cpu") -> tuple[HierarchicalVAE, dict]:
+def read_model_dir(folder, device="cpu") -> tuple[HierarchicalModel, dict]:
     """(model with its weights, in eval mode on ``device``; config) of a model folder.
 
     Checks the manifest's checksums (format 2) and that every weight is finite; a file that
