@@ -16,7 +16,8 @@ from hvae_detect.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
 from hvae_detect.inputs import binarize, check_images, image_batches
 from hvae_detect.layers import ACTIVATIONS
-from hvae_detect.model import HEADS, HierarchicalVAE
+from hvae_detect.families import make_model
+from hvae_detect.model import HEADS
 from hvae_detect.scoring import default_max_rows, importance_bounds
 from hvae_detect.training import PRECISIONS, TrainingConfig, train_epochs
 
@@ -40,9 +41,11 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"small", "paper-mnist", "paper-cifar"} or dict, default="small"
-        A preset, or a dict with the seed's "config_deterministic" and
-        "config_stochastic" structures.
+    architecture : str or dict, default="small"
+        A preset ("small", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
+        "biva-cifar"; "lvae-small"), or a dict with the seed's "config_deterministic" and
+        "config_stochastic" structures and optionally the model family, "model": "VAE" (the
+        default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto" uses Bernoulli (dynamically binarised) for 1 channel and the
         discretized logistic mixture for 3 channels.
@@ -98,7 +101,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
-    model_ : HierarchicalVAE
+    model_ : HierarchicalModel (HierarchicalVAE, LadderVAE or BIVA: the architecture's family)
     offset_ : float or None
         Threshold of ``decision_function``; None for a model loaded from a training run.
     threshold_params_ : dict
@@ -200,8 +203,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
-            model = HierarchicalVAE(x.shape[1:], self.architecture, likelihood, self.n_mix,
-                                    activation=self.activation, likelihood_head=self.likelihood_head)
+            model = make_model(x.shape[1:], self.architecture, likelihood, self.n_mix,
+                               activation=self.activation, likelihood_head=self.likelihood_head)
         if self.k >= model.n_latents:
             raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, got {self.k}")
         model.to(device)
