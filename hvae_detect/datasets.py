@@ -44,18 +44,21 @@ def fixed_seed(name: str, split: str, seed: int = 0) -> int:
 
 
 def preprocess(x01: torch.Tensor, variant: str, generator: torch.Generator | None = None, *,
-               levels: int = 256, grey: bool = False) -> torch.Tensor:
+               levels: int = 256, grey: bool = False, uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Apply a variant to images in [0, 1] on the 256-level grid (x / 255).
 
     ``levels`` (Dequantized only): 256 gives (k + u) / 256; 3 gives the paper's Omniglot and SmallNORB28x28
     (2 x + u) / 3. ``grey`` then applies :func:`to_grey` (the paper's CIFAR10/SVHN ``DequantizedGrey``).
+    ``uniforms`` (x's shape, in (0, 1)) gives the draw instead of ``generator`` (streamed training keys
+    them by image: ``hvae_detect.batches``): a pixel is 1 where u < x, or dequantised with u.
     """
     if variant == "Binarized":
-        out = binarize(x01, generator)
+        out = binarize(x01, generator) if uniforms is None else (uniforms < x01).to(x01.dtype)
     elif variant == "Quantized":
         out = x01
     elif variant == "Dequantized":
-        u = torch.rand(x01.shape, generator=generator, device=x01.device, dtype=x01.dtype)
+        u = torch.rand(x01.shape, generator=generator, device=x01.device, dtype=x01.dtype) if uniforms is None \
+            else uniforms.to(x01.dtype)
         if levels == 256:
             out = (torch.round(x01 * 255) + u) / 256
         elif levels == 3:
@@ -102,6 +105,11 @@ class LoadedDataset:
     def transform(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-batch preprocessing for training (fresh Bernoulli / dequantisation noise)."""
         return self._preprocess(batch, generator)
+
+    def prepare(self, batch: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """Per-batch preprocessing with the draw given as uniforms (``hvae_detect.batches.LoaderBatches``)."""
+        return preprocess(batch, self.spec.variant, levels=self.spec.info.dequant_levels, grey=self.spec.grey,
+                          uniforms=uniforms)
 
     def fixed(self) -> torch.Tensor:
         """The whole set preprocessed once with a fixed seed (evaluation sets)."""
