@@ -159,9 +159,10 @@ def _add_train(sub, fmt):
     p.add_argument("--train_datasets", default=train.SEED_TRAIN, help='JSON {"Name": {"dynamic": bool, "split": ...}}')
     p.add_argument("--val_datasets", default=train.SEED_VAL,
                    help="JSON like --train_datasets; the first is in-distribution")
-    p.add_argument("--model", default="VAE",
-                   help=f"one of {train.MODELS}: the seed's hierarchical VAE (the paper's LVAE and BIVA are not "
-                        "built here and are refused with a message)")
+    p.add_argument("--model", default=None, type=str.upper,
+                   help=f"one of {train.MODELS}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
+                        "LVAE the ladder VAE; BIVA bidirectional inference); default: the --architecture preset's "
+                        "(VAE for the paper-* presets, BIVA for biva-*)")
     p.add_argument("--likelihood", "--likelihood_module", default=None, choices=sorted(train.LIKELIHOOD_FLAGS),
                    help="default: Bernoulli for Binarized data, discretized logistic mixture otherwise")
     p.add_argument("--config_deterministic", default=None,

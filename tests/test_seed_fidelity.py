@@ -215,8 +215,8 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
 
 def test_refused_paper_flags_say_why(tmp_path, capsys):
     from hvae_detect import cli
-    assert cli.main(["train", "--model", "BIVA", "--save_dir", str(tmp_path)]) == 2
-    assert "BIVA" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "NVAE", "--save_dir", str(tmp_path)]) == 2
+    assert "NVAE" in capsys.readouterr().err
     assert cli.main(["train", "--padded_shape", "[1, 32, 32]", "--save_dir", str(tmp_path)]) == 2
     assert "padded_shape" in capsys.readouterr().err
     assert cli.main(["train", "--activation", "PSwish", "--save_dir", str(tmp_path)]) == 2
