@@ -23,10 +23,14 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import time
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from hvae_detect.batches import LoaderBatches, TensorBatches, posterior_noise
+from hvae_detect.distributed import SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel, gather_objects
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 FREE_NATS_MODES = ("element", "layer")
@@ -116,19 +120,20 @@ def elbo_loss(log_px, kl_penalty, kl_weight: float) -> torch.Tensor:
 
 
 def training_loss(model, x, kl_weight: float, free_nats: float, generator=None, free_nats_mode: str = "layer",
-                  n_samples: int = 1, importance_weighted: bool = False):
+                  n_samples: int = 1, importance_weighted: bool = False, noise=None):
     """Mean over the batch of -log p(x|z) + beta * KL with free nats (``free_nats_mode``, see the module
     docstring); also the ELBO (N,) and the mean KL per latent (L,).
 
     ``n_samples`` posterior samples per image: their losses are averaged, or with
     ``importance_weighted`` the loss is -logmeanexp_s(log p(x|z_s) - beta * KL_s) (the
-    importance-weighted bound with the same free nats and KL weight).
+    importance-weighted bound with the same free nats and KL weight). ``noise`` optionally gives the
+    posterior draws (one (n_samples * N, *latent shape) tensor per latent) instead of ``generator``.
     """
     if free_nats_mode == "element":
-        terms, elements = model(x, 0, n_samples=n_samples, generator=generator, kl_elements=True)
+        terms, elements = model(x, 0, n_samples=n_samples, noise=noise, generator=generator, kl_elements=True)
         penalty = free_nats_kl(elements, free_nats)
     elif free_nats_mode == "layer":
-        terms = model(x, 0, n_samples=n_samples, generator=generator)
+        terms = model(x, 0, n_samples=n_samples, noise=noise, generator=generator)
         penalty = terms.kl.clamp(min=free_nats).sum(0)
     else:
         raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {free_nats_mode!r}")
@@ -178,64 +183,88 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: the model is not usable."""
 
 
-def train_epochs(model, data: torch.Tensor, config: TrainingConfig, *, transform: Callable | None = None,
+def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | None = None,
                  generator: torch.Generator | None = None, optimizer: torch.optim.Optimizer | None = None,
                  start_epoch: int = 0, end_epoch: int | None = None, on_epoch_end: Callable | None = None,
                  verbose: bool = False) -> list[dict]:
-    """Train ``model`` on ``data`` (N, C, H, W, on the model's device) from ``start_epoch`` to
-    ``end_epoch`` (default ``config.epochs``); schedules run over ``config.epochs``.
+    """Train ``model`` on ``data`` from ``start_epoch`` to ``end_epoch`` (default ``config.epochs``);
+    schedules run over ``config.epochs``.
 
-    ``transform(batch, generator)`` prepares each batch (e.g. a fresh Bernoulli draw per
-    epoch for binarised data). ``on_epoch_end(epoch, record)`` is called after every epoch
-    (checkpointing, validation). Returns one record per epoch. Raises ``TrainingDiverged``
-    when the loss becomes NaN or infinite.
+    ``data``: a tensor (N, C, H, W) in [0, 1] on the model's device, batched in memory with
+    ``transform(batch, generator)`` preparing each batch (e.g. a fresh Bernoulli draw per epoch);
+    or a ``hvae_detect.batches.LoaderBatches`` (streamed, possibly over the ranks of a
+    torchrun: the model is then wrapped in DistributedDataParallel and gradients are averaged),
+    whose ``batch_size`` must be ``config.batch_size`` (the global batch).
+    ``on_epoch_end(epoch, record)`` is called after every epoch, on every rank (checkpointing,
+    validation). Returns one record per epoch (ELBO and KL per latent over all ranks, and the
+    images/s of each rank). Raises ``TrainingDiverged`` when the loss becomes NaN or infinite.
     """
     optimizer = optimizer if optimizer is not None else make_optimizer(model, config.learning_rate)
     end_epoch = config.epochs if end_epoch is None else end_epoch
-    n = data.shape[0]
-    steps = math.ceil(n / config.batch_size)
+    streamed = isinstance(data, LoaderBatches)
+    if streamed and data.batch_size != config.batch_size:
+        raise ValueError(f"the loader's batch_size {data.batch_size} differs from the training batch_size "
+                         f"{config.batch_size}")
+    source = data if streamed else TensorBatches(data, config.batch_size, transform, generator)
+    ctx = source.ctx if streamed else SINGLE
+    device, steps = source.device, source.steps
     # Reading the divergence flag is a host sync: free on CPU, so every step there; on a GPU
     # only every CHECK_EVERY steps, so the device is never drained just to look at the loss.
-    check_every = 1 if data.device.type == "cpu" else CHECK_EVERY
+    check_every = 1 if device.type == "cpu" else CHECK_EVERY
     history = []
     # Convolutions run channels-last (same values, faster kernels; see channels_last_weights).
     with model.channels_last_weights():
+        if streamed and config.data_init and start_epoch == 0:  # as the paper: the first (global) batch
+            if ctx.is_main:
+                model.init_from_data(source.first_global_batch()[0], generator)
+            broadcast_module(model, ctx)
+        net = data_parallel(model, ctx, device)  # DDP starts from rank 0's weights too
         for epoch in range(start_epoch, end_epoch):
             model.train()
-            perm_device = generator.device if generator is not None else data.device
-            perm = torch.randperm(n, generator=generator, device=perm_device).to(data.device)
-            elbo_sum = torch.zeros((), device=data.device)
-            finite = torch.ones((), dtype=torch.bool, device=data.device)
-            kl_sum = torch.zeros(model.n_latents, device=data.device)
-            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not verbose, leave=False)
-            for step in bar:
-                x = data[perm[step * config.batch_size:(step + 1) * config.batch_size]]
-                if transform is not None:
-                    x = transform(x, generator)
-                t = epoch + step / steps
-                if config.data_init and epoch == 0 and step == 0:  # as the paper: the first batch
-                    model.init_from_data(x, generator)
-                with autocast(data.device, config.precision):
-                    loss, elbo, kl = training_loss(model, x, kl_weight_at(t, config.warmup_epochs),
-                                                   free_nats_at(t, config.free_nats, config.free_nats_epochs),
-                                                   generator, config.free_nats_mode, config.train_samples,
-                                                   config.train_importance_weighted)
-                finite &= torch.isfinite(loss)
-                if (step + 1) % check_every == 0 or step + 1 == steps:
-                    _check_finite(finite, loss, epoch, step, check_every)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                elbo_sum += elbo.sum()
-                kl_sum += kl * x.shape[0]
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
-                raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch + 1} (after the loss "
-                                       "was last checked); try a lower learning_rate or check the input data")
-            record = {"epoch": epoch + 1, "elbo": (elbo_sum / n).item(), "kl": (kl_sum / n).tolist()}
+            elbo_sum = torch.zeros((), device=device)
+            finite = torch.ones((), dtype=torch.bool, device=device)
+            kl_sum = torch.zeros(model.n_latents, device=device)
+            seen, started = 0, time.perf_counter()
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=not (verbose and ctx.is_main))
+            with collectives(ctx, f"training epoch {epoch + 1}"):
+                for step, (x, keys) in enumerate(source.epoch(epoch)):
+                    t = epoch + step / steps
+                    if not streamed and config.data_init and epoch == 0 and step == 0:  # the paper's first batch
+                        model.init_from_data(x, generator)
+                    noise = None if keys is None else posterior_noise(model, keys, config.train_samples)
+                    with autocast(device, config.precision):
+                        loss, elbo, kl = training_loss(net, x, kl_weight_at(t, config.warmup_epochs),
+                                                       free_nats_at(t, config.free_nats, config.free_nats_epochs),
+                                                       generator, config.free_nats_mode, config.train_samples,
+                                                       config.train_importance_weighted, noise=noise)
+                    finite &= torch.isfinite(loss)
+                    if (step + 1) % check_every == 0 or step + 1 == steps:
+                        _check_finite(finite, loss, epoch, step, check_every)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    elbo_sum += elbo.sum()
+                    kl_sum += kl * x.shape[0]
+                    seen += x.shape[0]
+                    bar.update(1)
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
+                    raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch + 1} (after the "
+                                           "loss was last checked); try a lower learning_rate or check the input data")
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.close()
+                if ctx.distributed:  # sums over every rank's images
+                    totals = all_reduce_sum(torch.cat([elbo_sum.reshape(1), kl_sum,
+                                                       kl_sum.new_tensor([seen])]).double(), ctx)
+                    elbo_mean, kl_mean = (totals[0] / totals[-1]).item(), (totals[1:-1] / totals[-1]).tolist()
+                else:
+                    elbo_mean, kl_mean = (elbo_sum / seen).item(), (kl_sum / seen).tolist()
+                rates = gather_objects(round(rate, 1), ctx)
+            record = {"epoch": epoch + 1, "elbo": elbo_mean, "kl": kl_mean, "images_per_s": rates}
             history.append(record)
-            if verbose:
+            if verbose and ctx.is_main:
                 tqdm.write(f"epoch {epoch + 1}/{config.epochs}  elbo {record['elbo']:.2f} nats  "
-                           f"kl per layer {[round(v, 2) for v in record['kl']]}")
+                           f"kl per layer {[round(v, 2) for v in record['kl']]}  images/s per rank {rates}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
     return history

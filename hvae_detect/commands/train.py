@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect import checkpoints
+from hvae_detect import checkpoints, distributed
 from hvae_detect.architectures import family_of, resolve_architecture
 from hvae_detect.families import make_model, with_family
 from hvae_detect.atomic import atomic_write_text, recover_folder
+from hvae_detect.batches import LoaderBatches
 from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
 from hvae_detect.metrics import detection_metrics, ood_direction
@@ -140,15 +141,17 @@ def run_name(cfg: dict, now: _dt.datetime | None = None) -> str:
     return f"{next(iter(cfg['train_datasets']))}-{now:%Y-%m-%d-%H-%M-%S}.{now.microsecond // 1000:03d}"
 
 
-def load_training_data(cfg, device, download=True):
-    """(train tensor x/255 on device, transform, [LoadedDataset for each validation set])."""
+def load_training_data(cfg, device, download=True, train_device=None):
+    """(train tensor x/255 on ``train_device`` (default ``device``), transform, [LoadedDataset for each
+    validation set, on ``device``]); a dynamic set's transform is its first set's LoadedDataset.transform."""
     root = cfg["data_root"]
+    train_device = device if train_device is None else train_device
     trains = [load_dataset(n, o, root, download, cfg.get("n_train_examples"), cfg["seed"])
               for n, o in cfg["train_datasets"].items()]
     shapes = {d.image_shape for d in trains}
     if len(shapes) > 1:
         raise ValueError(f"training datasets have different image shapes {sorted(shapes)}")
-    x = torch.cat([d.x for d in trains]).to(device)
+    x = torch.cat([d.x for d in trains]).to(train_device)
     vals = [load_dataset(n, o, root, download, cfg.get("n_val_examples"), cfg["seed"]).to(device)
             for n, o in cfg["val_datasets"].items()]
     for v in vals:
@@ -158,7 +161,7 @@ def load_training_data(cfg, device, download=True):
     first = trains[0]
     transform = first.transform if first.dynamic else None
     if not first.dynamic:  # one fixed draw for the whole training set
-        x = torch.cat([d.to(device).fixed() for d in trains])
+        x = torch.cat([d.to(train_device).fixed() for d in trains])
     return x, transform, vals
 
 
@@ -199,8 +202,10 @@ class _OutOfTime(Exception):
     pass
 
 
+@distributed.in_session
 def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, device="auto", download=True,
-              max_minutes=None, fit_epochs_to_budget=False, epochs=None, verbose=True, quiet=False) -> Path:
+              max_minutes=None, fit_epochs_to_budget=False, epochs=None, verbose=True, quiet=False,
+              data_workers=None) -> Path:
     """Train a run (new from ``cfg``, or ``resume``d from a run folder). Returns the run folder.
 
     ``epochs`` (with ``resume``) extends the run to that many epochs in total.
@@ -208,9 +213,16 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     ``fit_epochs_to_budget`` (with ``max_minutes``) re-plans ``epochs`` after the
     first epoch to what the budget allows, scaling ``free_nats_epochs`` and
     ``warmup_epochs`` in proportion, so the schedules complete within the budget.
+
+    Under torchrun the ranks train one model (``hvae_detect.distributed``; ``batch_size`` is the
+    global batch) and rank 0 alone writes and logs. Such a run, or one given ``data_workers``
+    (DataLoader worker processes), streams its batches (run.json "batches": "loader", with draws keyed
+    by image: ``hvae_detect.batches``) and resumes that way at any world size; a plain run keeps
+    its training set on the device ("memory").
     """
     t_start = time.time()
-    dev = resolve_device(device)
+    ctx, dev = distributed.current(), resolve_device(device)
+    quiet, verbose = quiet or not ctx.is_main, verbose and ctx.is_main
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "run.json").is_file():
@@ -223,10 +235,17 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
             raise ValueError(f"epochs={epochs!r}: extending applies to a resumed run, to a positive total")
         cfg["epochs"] = int(epochs)
 
-    x, transform, vals = load_training_data(cfg, dev, download)
+    if resume is None:
+        cfg["batches"] = "loader" if distributed.launched_by_torchrun() or data_workers is not None else "memory"
+    elif ctx.world_size > 1 and cfg.get("batches") != "loader":
+        log(f"resuming on {ctx.world_size} processes: batches now stream (draws keyed by image)", quiet)
+        cfg["batches"] = "loader"
+    streamed = cfg.get("batches") == "loader"
+    x, transform, vals = load_training_data(cfg, dev, download, torch.device("cpu") if streamed else None)
     if resume is None:  # created once the data loaded: a failed start leaves no empty run folder
-        run_dir = Path(save_dir) / run_name(cfg)
-        run_dir.mkdir(parents=True, exist_ok=False)
+        run_dir = Path(save_dir) / distributed.broadcast_object(run_name(cfg), ctx)
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=False)
     torch.manual_seed(cfg["seed"])
     model = make_model(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10),  # older
                        activation=cfg.get("activation", "SiLU"), likelihood_head=cfg.get("likelihood_head", "conv3x3"),
@@ -237,30 +256,35 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     start, history, val_history, best = 0, [], [], None
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     if resume is not None:
-        st = _load_last(run_dir, model, opt, gen)
+        st = _load_last(run_dir, model, opt, gen, ctx)
         start, history, val_history, best = st["epoch"], st["history"], st["val_history"], st["best"]
-        _truncate_log(run_dir / "log.jsonl", start)
+        if ctx.is_main:
+            _truncate_log(run_dir / "log.jsonl", start)
         log(f"resuming {run_dir} from epoch {start}", quiet)
     cfg["input_shape"] = list(x.shape[1:])
-    atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
+    if ctx.is_main:
+        atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"run {run_dir}  |  {x.shape[0]} training images {tuple(x.shape[1:])}, {n_params:,} parameters, "
-        f"{cfg['likelihood']} likelihood, device {dev}", quiet)
+        f"{cfg['likelihood']} likelihood, device {dev}"
+        + (f", {ctx.world_size} processes" if ctx.world_size > 1 else ""), quiet)
     timer = {"t": time.time(), "epoch_s": None}
 
     def on_epoch_end(epoch, record):
         nonlocal best
-        now = time.time()
-        timer["epoch_s"] = now - timer["t"]
+        now = time.time()  # rank 0's clock decides for every rank (budget, re-plan)
+        timer["epoch_s"], elapsed = distributed.broadcast_object((now - timer["t"], now - t_start), ctx)
         record["seconds"] = round(timer["epoch_s"], 2)
         history.append(record)
         if fit_epochs_to_budget and max_minutes is not None and epoch == start + 1 and start == 0:
-            _replan(cfg, run_dir, epoch, max_minutes * 60 - (now - t_start), timer["epoch_s"], quiet)
+            _replan(cfg, run_dir, epoch, max_minutes * 60 - elapsed, timer["epoch_s"], quiet, ctx.is_main)
         out_of_time = (max_minutes is not None
-                       and now - t_start + timer["epoch_s"] > max_minutes * 60 and epoch < cfg["epochs"])
-        line = {"epoch": epoch, "train_elbo": record["elbo"], "kl": record["kl"], "seconds": record["seconds"]}
+                       and elapsed + timer["epoch_s"] > max_minutes * 60 and epoch < cfg["epochs"])
+        line = {"epoch": epoch, "train_elbo": record["elbo"], "kl": record["kl"], "seconds": record["seconds"],
+                "images_per_s": record["images_per_s"]}
         msg = (f"epoch {epoch}/{cfg['epochs']}  train ELBO {record['elbo']:.2f}  "
-               f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s")
+               f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s  "
+               f"images/s per rank {record['images_per_s']}")
         if epoch % cfg["test_every"] == 0 or epoch >= cfg["epochs"] or out_of_time:
             v = validate(model, vals, seed=cfg["seed"] + 2)
             if not math.isfinite(v[vals[0].label]["elbo"]):
@@ -274,18 +298,21 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
                           for key, value in r.items() if key.startswith("auroc_")) for lab, r in v.items())
             first = vals[0].label
             # The log line goes first: a resume starts from the last checkpoint and drops later lines.
-            _append_log(run_dir / "log.jsonl", line)
+            if ctx.is_main:
+                _append_log(run_dir / "log.jsonl", line)
             if best is None or v[first]["elbo"] > best["elbo"]:
                 best = {"epoch": epoch, "elbo": v[first]["elbo"]}
                 state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best}
-                checkpoints.save_checkpoint(best_dir, model, opt, gen, state)
+                if ctx.is_main:
+                    checkpoints.save_checkpoint(best_dir, model, opt, gen, state)
                 msg += "  [best]"
             model.train()
         state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best,
                  "stopped_early": bool(out_of_time)}
-        if "val" not in line:
+        if "val" not in line and ctx.is_main:
             _append_log(run_dir / "log.jsonl", line)
-        checkpoints.save_checkpoint(last_dir, model, opt, gen, state)
+        if ctx.is_main:
+            checkpoints.save_checkpoint(last_dir, model, opt, gen, state)
         log(msg, quiet)
         timer["t"] = time.time()
         if out_of_time:
@@ -301,7 +328,11 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     try:
         while start < cfg["epochs"]:
             end = start + 1 if replan and start == 0 else cfg["epochs"]
-            train_epochs(model, x, training_config_of(cfg), transform=transform, generator=gen, optimizer=opt,
+            # A dynamic set's transform is its LoadedDataset's; streamed, the draw comes keyed (``prepare``).
+            prepare = transform.__self__.prepare if transform is not None else None
+            data = x if not streamed else LoaderBatches(x, cfg["batch_size"], prepare=prepare, seed=cfg["seed"],
+                                                        ctx=ctx, device=dev, workers=data_workers or 0)
+            train_epochs(model, data, training_config_of(cfg), transform=transform, generator=gen, optimizer=opt,
                          start_epoch=start, end_epoch=end, on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
             start = end
     except _OutOfTime:
@@ -310,11 +341,13 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     return run_dir
 
 
-def _load_last(run_dir, model, opt, gen) -> dict:
+def _load_last(run_dir, model, opt, gen, ctx=distributed.SINGLE) -> dict:
     """The state of a run's last checkpoint, loaded into place; a run without a complete one is refused."""
     last_dir = run_dir / "checkpoints" / "last"
-    for folder in (last_dir, run_dir / "checkpoints" / "best"):  # finish or clear a write a kill interrupted
-        recover_folder(folder, cleanup=True)
+    if ctx.is_main:
+        for folder in (last_dir, run_dir / "checkpoints" / "best"):  # finish or clear a write a kill interrupted
+            recover_folder(folder, cleanup=True)
+    distributed.barrier(ctx, "the recovery of the last checkpoint")
     try:
         return checkpoints.load_checkpoint(last_dir, model, opt, gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
@@ -346,13 +379,14 @@ def _truncate_log(path: Path, epoch: int) -> None:
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def _replan(cfg, run_dir, epoch, seconds_left, epoch_seconds, quiet):
+def _replan(cfg, run_dir, epoch, seconds_left, epoch_seconds, quiet, write=True):
     """Fit ``epochs`` (and the schedules, in proportion) to the time left after the first epoch."""
     planned = max(1, epoch + int(seconds_left // epoch_seconds))
     scale = planned / cfg["epochs"]
     cfg.update(epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale,
                warmup_epochs=cfg["warmup_epochs"] * scale)
     cfg["test_every"] = min(cfg["test_every"], planned)
-    atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
+    if write:
+        atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
     log(f"budget {seconds_left / 60:.1f} min left, {epoch_seconds:.1f} s/epoch: planning {planned} epochs "
         f"(free nats until {cfg['free_nats_epochs']:.1f}, warm-up {cfg['warmup_epochs']:.1f})", quiet)

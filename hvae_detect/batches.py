@@ -1,0 +1,128 @@
+"""Where training batches come from, and the random numbers that prepare them.
+
+Two sources feed ``hvae_detect.training.train_epochs``:
+
+``TensorBatches``  images held in one tensor on the device (``fit`` and a plain ``hvae-detect
+                   train``): one permutation per epoch and every draw (binarisation,
+                   dequantisation, posterior samples) from one torch.Generator, as always.
+``LoaderBatches``  any image source of ``hvae_detect.image_sources`` (memory-mapped files,
+                   torchvision or any map-style Dataset) read by a DataLoader (worker processes,
+                   pinned memory on CUDA) and split over the ranks of a run by a
+                   DistributedSampler. ``batch_size`` is the global batch: each of W ranks reads
+                   batch_size / W of its images. Every draw is keyed by (seed, epoch, image
+                   index) through ``hvae_detect.randomness``, so an image gets the same draws
+                   whichever rank reads it and however many ranks there are: W ranks with
+                   averaged gradients take the step one process takes on the same global batch
+                   (up to float rounding), and a run can resume at another world size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from hvae_detect import randomness
+from hvae_detect.distributed import SINGLE, Context
+from hvae_detect.image_sources import collate, image_source
+from hvae_detect.inputs import check_image_tensor
+
+PREPARE_STREAM = randomness.BINARIZE_STREAM  # uniforms of the binarisation / dequantisation draw
+_MASK63 = (1 << 63) - 1
+
+
+class TensorBatches:
+    """Batches of an in-memory tensor (N, C, H, W) in [0, 1] on the training device."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, transform: Callable | None = None,
+                 generator: torch.Generator | None = None):
+        self.data, self.batch_size, self.transform, self.generator = data, batch_size, transform, generator
+        self.device = data.device
+        self.steps = -(-data.shape[0] // batch_size)
+
+    def epoch(self, epoch: int):
+        """(prepared batch, None) per step: draws come from the generator, not from keys."""
+        n, gen = self.data.shape[0], self.generator
+        perm = torch.randperm(n, generator=gen, device=gen.device if gen is not None else self.device)
+        perm = perm.to(self.device)
+        for step in range(self.steps):
+            x = self.data[perm[step * self.batch_size:(step + 1) * self.batch_size]]
+            yield (self.transform(x, gen) if self.transform is not None else x), None
+
+
+def draw_keys(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """(b,) int64 keys of the draws of images ``indices`` in ``epoch`` of a run seeded ``seed``."""
+    salt = (int(seed) * 1_000_003 + int(epoch)) & _MASK63
+    return randomness.mix64(randomness.mix64(indices.long()) ^ randomness.mix64(torch.full_like(indices.long(), salt)))
+
+
+def posterior_noise(model, keys: torch.Tensor, n_samples: int = 1) -> list[torch.Tensor]:
+    """Standard-normal draws of every latent for rows (sample, image), sample-major, keyed by ``keys``."""
+    rows = keys.repeat(n_samples)
+    samples = torch.arange(n_samples, device=keys.device).repeat_interleave(keys.shape[0])
+    return [randomness.normal(rows, randomness.noise_stream(0, i, samples), model.latent_shapes[i])
+            for i in range(model.n_latents)]
+
+
+def _check(batch):
+    """In the loader's worker: floats must be finite and in [0, 1] (uint8 needs no check)."""
+    images, indices = collate(batch)
+    if images.is_floating_point():
+        check_image_tensor(images)
+    return images, indices
+
+
+class LoaderBatches:
+    """Batches of a DataLoader over ``data`` split over the ranks of ``ctx``.
+
+    ``prepare(x01, uniforms)`` applies a variant to a batch in [0, 1] given one keyed uniform per
+    element (e.g. ``lambda x, u: (u < x).float()`` for dynamic binarisation); None keeps x.
+    ``workers`` DataLoader worker processes read and check the images (0: in this process).
+    """
+
+    def __init__(self, data, batch_size: int, *, prepare: Callable | None = None, seed: int = 0,
+                 ctx: Context = SINGLE, device="cpu", workers: int = 0, key: str | None = None):
+        self.source = image_source(data, key)
+        if batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {batch_size} is the global batch and must divide evenly over "
+                             f"{ctx.world_size} processes")
+        if not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"data workers must be a non-negative integer, got {workers!r}")
+        self.batch_size, self.prepare, self.seed, self.ctx = batch_size, prepare, int(seed), ctx
+        self.device = torch.device(device)
+        self.image_shape = tuple(self.source.image_shape)
+        self.sampler = DistributedSampler(self.source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                          seed=self.seed, drop_last=False)
+        self.loader = DataLoader(self.source, batch_size=batch_size // ctx.world_size, sampler=self.sampler,
+                                 num_workers=workers, collate_fn=_check, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=workers > 0)
+        self.steps = len(self.loader)  # the same on every rank: the sampler pads to equal shares
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _prepared(self, images, indices, epoch):
+        x = images.to(self.device, non_blocking=True)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        keys = draw_keys(indices.to(self.device, non_blocking=True), self.seed, epoch)
+        if self.prepare is not None:
+            x = self.prepare(x, randomness.uniform(keys, PREPARE_STREAM, tuple(x.shape[1:])))
+        return x, keys
+
+    def epoch(self, epoch: int):
+        """(prepared batch, keys) per step of this rank's share of ``epoch``."""
+        self.sampler.set_epoch(epoch)
+        for images, indices in self.loader:
+            yield self._prepared(images, indices, epoch)
+
+    def first_global_batch(self):
+        """(prepared batch, keys) of the whole first global batch of epoch 0, as one process reads it
+        (the data-dependent initialisation's batch, the same at every world size)."""
+        order = list(DistributedSampler(self.source, num_replicas=1, rank=0, shuffle=True, seed=self.seed))
+        indices = order[:self.batch_size]
+        if hasattr(self.source, "__getitems__"):
+            batch = _check(self.source.__getitems__(indices))
+        else:
+            batch = _check([self.source[i] for i in indices])
+        return self._prepared(*batch, 0)

@@ -1,0 +1,197 @@
+"""Image sets that need not fit in memory, as map-style torch Datasets of (image, index).
+
+:func:`image_source` accepts a path of a ``.npy`` file or of an uncompressed ``.npz`` file
+(memory-mapped: only the images a batch needs are read), a numpy array (a memmap too) or a
+torch tensor, and any map-style torch Dataset (torchvision's, or your own) whose items are
+images or (image, label) pairs: PIL images, numpy arrays or tensors. Images are returned as
+stored (uint8 0..255 or floats in [0, 1], channels first); a batch is checked and scaled to
+[0, 1] on the device (:func:`hvae_detect.inputs.check_image_tensor`).
+
+Arrays are read a whole batch at a time (``__getitems__``, in sorted order: a memory-mapped
+file is then read forwards), and a memory-mapped source reopens its file in each worker
+process instead of pickling its contents.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hvae_detect.inputs import resolve_image_shape
+
+
+def _as_chw_shape(shape) -> tuple:
+    image = resolve_image_shape(shape)
+    if image[0] not in (1, 3):
+        raise ValueError(f"expected images shaped (n, H, W) or (n, C, H, W) with C in {{1, 3}}, got an array of "
+                         f"shape {tuple(shape)}; channels-last arrays must be transposed to channels-first")
+    return image
+
+
+class ArrayImages(Dataset):
+    """Images of an array (numpy, memory-mapped numpy, or torch on the CPU), (N, H, W) or (N, C, H, W)."""
+
+    def __init__(self, array):
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu()
+        elif not isinstance(array, np.ndarray):
+            raise ValueError(f"expected a numpy array or torch tensor of images, got {type(array).__name__}")
+        if array.ndim not in (3, 4) or len(array) == 0:
+            raise ValueError(f"expected a non-empty array of images (n, H, W) or (n, C, H, W), got shape "
+                             f"{tuple(array.shape)}")
+        self.image_shape = _as_chw_shape(array.shape)
+        self._array = array
+
+    @property
+    def array(self):
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def _read(self, indices: np.ndarray) -> torch.Tensor:
+        order = np.argsort(indices, kind="stable")
+        sorted_indices = indices[order]
+        if isinstance(self.array, torch.Tensor):
+            sorted_indices = torch.from_numpy(sorted_indices)
+        batch = self.array[sorted_indices]  # forward reads of a memory-mapped file
+        batch = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        out = torch.empty_like(batch)
+        out[torch.from_numpy(order)] = batch
+        return out.reshape(len(indices), *self.image_shape)
+
+    def __getitem__(self, index: int):
+        return self._read(np.array([index]))[0], index
+
+    def __getitems__(self, indices):
+        """A whole batch in one read: (images (b, C, H, W), indices (b,))."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._read(idx), torch.from_numpy(idx)
+
+
+class MemoryMappedImages(ArrayImages):
+    """An array in a ``.npy`` file, or a member of an uncompressed ``.npz`` file, read through a memory map."""
+
+    def __init__(self, path, key: str | None = None):
+        self.path, self.key = Path(path), key
+        self._array = None
+        super().__init__(self.array)
+
+    @property
+    def array(self):
+        if self._array is None:
+            self._array = _memory_map(self.path, self.key)
+        return self._array
+
+    def __getstate__(self):  # a worker process reopens the file instead of receiving its contents
+        return {**self.__dict__, "_array": None}
+
+
+def _memory_map(path: Path, key: str | None) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file of images")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{path} cannot be memory-mapped as a .npy array ({e})") from None
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: expected a .npy or an uncompressed .npz file of images")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} cannot be read as an .npz ({type(e).__name__}: {e})") from None
+    with archive:
+        members = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+        if key is None:
+            candidates = [m for m in members if m in ("x", "x_train", "images")] or members
+            if len(candidates) != 1:
+                raise ValueError(f"{path} holds {members}: name the array of images (key=...)")
+            key = candidates[0]
+        if key not in members:
+            raise ValueError(f"{path} holds {members} but not {key!r}")
+        info = archive.getinfo(key + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{path}: {key!r} is compressed and cannot be memory-mapped; write the file with "
+                             "np.savez (not np.savez_compressed) or save the array as .npy")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: the zip entry of {key!r} is damaged")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"{path}: {key!r} is a .npy of format {version}; expected 1.0 or 2.0")
+        shape, fortran, dtype = readers[version](f)
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{path}: {key!r} must be a C-ordered numeric array to be memory-mapped")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def _image_tensor(item) -> torch.Tensor:
+    """One image of a Dataset item (a PIL image, an array or a tensor; HWC or CHW) as a CHW tensor."""
+    if isinstance(item, torch.Tensor):
+        t = item
+    else:
+        a = np.asarray(item)
+        if a.dtype == object or a.ndim not in (2, 3):
+            raise ValueError(f"a dataset item must be an image (PIL, array or tensor of 2 or 3 dimensions), got "
+                             f"{type(item).__name__} of shape {getattr(a, 'shape', None)}")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if t.ndim == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):  # PIL and numpy: H x W x C
+            t = t.permute(2, 0, 1)
+    return t.unsqueeze(0) if t.ndim == 2 else t
+
+
+class DatasetImages(Dataset):
+    """Any map-style Dataset whose items are images or (image, label, ...) tuples; items become (image, index)."""
+
+    def __init__(self, dataset):
+        if len(dataset) == 0:
+            raise ValueError("the dataset holds no images")
+        self.dataset = dataset
+        self.image_shape = _as_chw_shape((1, *_image_tensor(self._image(0)).shape))
+
+    def _image(self, index):
+        item = self.dataset[int(index)]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image = _image_tensor(self._image(index))
+        if tuple(image.shape) != self.image_shape:
+            raise ValueError(f"item {index} of the dataset has shape {tuple(image.shape)}, the first "
+                             f"{self.image_shape}: every image must have the same shape")
+        return image, index
+
+
+def image_source(data, key: str | None = None) -> Dataset:
+    """A map-style Dataset of (image, index) with an ``image_shape`` (C, H, W), for any supported ``data``."""
+    if isinstance(data, (ArrayImages, DatasetImages)):
+        return data
+    if isinstance(data, (str, Path)):
+        return MemoryMappedImages(data, key)
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return ArrayImages(data)
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        return DatasetImages(data)
+    raise ValueError(f"expected a path of a .npy/.npz file, an array, a tensor or a map-style Dataset of images, "
+                     f"got {type(data).__name__}")
+
+
+def collate(items):
+    """Batches of ``__getitems__`` pass through; (image, index) items are stacked."""
+    if isinstance(items, tuple) and len(items) == 2 and isinstance(items[0], torch.Tensor) and items[0].ndim == 4:
+        return items
+    images, indices = zip(*items)
+    return torch.stack(images), torch.as_tensor(indices, dtype=torch.int64)
