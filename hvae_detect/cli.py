@@ -25,6 +25,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
 def _cmd_demo(args) -> int:
     return demo.run(args)
 
@@ -33,7 +43,8 @@ def _cmd_train(args) -> int:
     if args.resume:  # --epochs (or --epochs_override) extends the run to that many epochs in total
         extend = args.epochs_override if args.epochs_override is not None else args.epochs
         train.train_run(resume=args.resume, device=args.device, download=not args.no_download,
-                        max_minutes=args.max_minutes, epochs=extend, verbose=not args.quiet, quiet=args.quiet)
+                        max_minutes=args.max_minutes, epochs=extend, verbose=not args.quiet, quiet=args.quiet,
+                        data_workers=args.data_workers)
         return 0
     if args.epochs is None:
         args.epochs = SEED_TRAINING.epochs
@@ -57,7 +68,8 @@ def _cmd_train(args) -> int:
         test_importance_weighted=bool(args.test_importance_weighted_given), dynamic=args.dynamic,
         not_applied={flag: value for flag, (value, _) in not_applied.items()})
     train.train_run(cfg, save_dir=args.save_dir, device=args.device, download=not args.no_download,
-                    max_minutes=args.max_minutes, verbose=not args.quiet, quiet=args.quiet)
+                    max_minutes=args.max_minutes, verbose=not args.quiet, quiet=args.quiet,
+                    data_workers=args.data_workers)
     return 0
 
 
@@ -133,7 +145,6 @@ _NOT_APPLIED = (
     ("use_wandb", "use_wandb", "no Weights & Biases logging here; every epoch goes to log.jsonl in the run folder"),
     ("name", "name", "the wandb run name; the run folder is named <first train dataset>-<start time>"),
     ("test_batch_size", "test_batch_size", "the paper's dvae_run.py ignores it too (validation batches are fixed)"),
-    ("data_workers", "data_workers", "the data sets are held in memory as tensors; there are no loader workers"),
     ("test_datasets", "test_datasets",
      "not evaluated during training; score them afterwards with hvae-detect score --extra_val_datasets"),
     ("input_shape", "input_shape", "taken from the data, as the paper's script also overwrites it"),
@@ -205,7 +216,9 @@ def _add_train(sub, fmt):
                    help="not applied: no wandb logging here (log.jsonl in the run folder)")
     p.add_argument("--name", default=None, help="not applied: the wandb run name")
     p.add_argument("--test_batch_size", type=int, default=None, help="not applied (the paper's script ignores it too)")
-    p.add_argument("--data_workers", type=int, default=None, help="not applied: data are in memory, no workers")
+    p.add_argument("--data_workers", type=_non_negative_int, default=None,
+                   help="DataLoader worker processes: batches stream through a DataLoader (always under torchrun); "
+                        "without it a plain run keeps its training set on the device")
     p.add_argument("--test_datasets", default=None,
                    help="not applied: score these after training (hvae-detect score --extra_val_datasets)")
     p.add_argument("--input_shape", default=None, help="not applied: taken from the data (as in the paper)")
