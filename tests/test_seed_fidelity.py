@@ -205,9 +205,10 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
     out = capsys.readouterr().out
     line = [ln for ln in out.splitlines() if ln.startswith("accepted, not applied here")]
     assert len(line) == 1
-    for flag in ("n_eval_samples", "use_wandb", "name", "test_batch_size", "data_workers", "test_datasets",
+    for flag in ("n_eval_samples", "use_wandb", "name", "test_batch_size", "test_datasets",
                  "input_shape", "test_samples", "test_importance_weighted"):
         assert f"--{flag} " in line[0] and flag in cfg["not_applied"]
+    assert seen["kw"]["data_workers"] == 2 and "data_workers" not in cfg["not_applied"]  # applied: DataLoader workers
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for flag in SEED_DVAE_RUN_FLAGS:
         assert flag in help_text, flag
