@@ -18,6 +18,10 @@ batch. Then it prints:
      same posterior noise in both models;
   4. L, L>1, L>2 of Fashion-MNIST and MNIST test images with matched noise, and the scoring
      engine's keyed-noise L against the matched-noise L (a statistical comparison).
+Sections 3 and 4 are repeated for two more versions of ours: the copied directions v with g and b
+from our own data-dependent initialisation (copied g and b normalise the paper's activations, not
+ours), and that with skip_stochastic=False (the paper's effective inference wiring). All numbers
+are at initialisation: the models are not trained.
 The paper's code is imported from PATH, never copied; if ``seaborn`` (imported only by its plotting
 module) is missing, an empty stand-in module is installed for the import and the report says so.
 """
