@@ -52,3 +52,23 @@ def naive_ood_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None):
         log_w = torch.stack([naive_log_weight(model, x, k, j, seed) for j in range(s)])
         out[k] = torch.logsumexp(log_w, 0) - math.log(s)
     return out
+
+
+def full_pass_log_weight(model, x, k, sample=0, seed=0):
+    """Any family's bound of L>k for importance sample ``sample``, (N,): one whole ``model(x, k)``
+    pass (no shared prefix, no row passes) with the engine's keyed draws for each stage's latent."""
+    keys = randomness.image_keys(x, seed)
+    noise = [randomness.normal(keys, randomness.noise_stream(k, i, sample), model.latent_shapes[i])
+             for i in range(k, model.n_latents)]
+    return model(x, k, noise=noise).bound
+
+
+@torch.no_grad()
+def naive_family_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None):
+    """{k: (N,)} for k = 0 (L) and every k in ks, one whole pass per sample and statistic, for any family."""
+    out = {}
+    for k in sorted({0, *ks}):
+        s = n_samples if k == 0 or n_samples_lk is None else n_samples_lk
+        log_w = torch.stack([full_pass_log_weight(model, x, k, j, seed) for j in range(s)])
+        out[k] = torch.logsumexp(log_w, 0) - math.log(s)
+    return out
