@@ -208,4 +208,4 @@ def test_one_epoch_on_fashion_mnist(name):
     x = torch.from_numpy(test[:, None] / 255.0).float().round()  # a fixed binarisation of the same images
     untrained = make_model((1, 28, 28), arch, "bernoulli").eval()
     before, after = (importance_bounds(m, x, [], 1, seed=0)[0].mean() for m in (untrained, det.model_))
-    assert after > before + 50  # nats per image
+    assert after > before + 25  # nats per image (measured: LVAE +64, BIVA +122)
