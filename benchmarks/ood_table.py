@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--n_train", type=int, default=None,
                    help="use only the first N training images (default: all when the budget allows at least 4 "
                         "epochs, else the first N that make 4 epochs, at least 10,000)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train exactly this many epochs instead of fitting them to the budget")
+    p.add_argument("--n_val", type=int, default=1000, help="images per validation set during training")
     p.add_argument("--free_nats", type=float, default=2.0, help="the seed's free nats (per latent, see training.py)")
     p.add_argument("--data_root", default=None, help="folder with the .npz files (default ../shared/data)")
     p.add_argument("--save_dir", default=None, help="where the run goes (default: a temporary folder)")
@@ -228,14 +231,14 @@ def main(argv=None) -> int:
         n_eval = int(n_eval * 0.8)
     reserve_s = 1.3 * score_s * sum(min(n_eval, n) for n in sizes) + 30
     train_minutes = args.minutes - (time.time() - t0) / 60 - reserve_s / 60
-    if train_minutes <= 0:
+    if train_minutes <= 0 and not args.epochs:
         print(f"the budget is too small: scoring alone needs about {reserve_s / 60:.1f} min", file=sys.stderr)
         return 2
     # Whole epochs are the unit of the schedules and of the time check, so keep at least ~4 of them
     # (the probe is one short measurement on a shared machine: allow for it being 50% optimistic).
     n_train = args.n_train or int(min(n_train_all, max(10000, train_minutes * 60 / (train_s * 1.5) / 4)))
     epoch_s = train_s * n_train
-    guess = max(1, int(train_minutes * 60 / (epoch_s * 1.15)))
+    guess = args.epochs or max(1, int(train_minutes * 60 / (epoch_s * 1.15)))
     print(f"probe: {train_s * 1e3:.2f} ms/image training, {score_s * 1e3:.2f} ms/image scoring; {n_train} "
           f"training images, {n_eval} per evaluation set; "
           f"{train_minutes:.1f} min for training (about {guess} epochs), {reserve_s / 60:.1f} min kept for scoring",
@@ -254,9 +257,9 @@ def main(argv=None) -> int:
                       val_ood: {"dynamic": False, "split": "validation"}},
         architecture=arch, likelihood=table.likelihood, activation="ReLU" if paper else "SiLU",
         likelihood_head="paper" if paper else "conv3x3", test_every=max(1, guess // 8), seed=args.seed,
-        data_root=root, n_train_examples=n_train if n_train < n_train_all else None, n_val_examples=1000)
-    run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=train_minutes, fit_epochs_to_budget=True,
-                    verbose=False)
+        data_root=root, n_train_examples=n_train if n_train < n_train_all else None, n_val_examples=args.n_val)
+    run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=None if args.epochs else train_minutes,
+                    fit_epochs_to_budget=not args.epochs, verbose=False)
     t_train = time.time() - t0
     torch.set_num_threads(max(1, args.score_threads))
     n_latents = len(cfg["architecture"]["config_stochastic"])

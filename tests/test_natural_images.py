@@ -1,0 +1,58 @@
+"""The natural-image path end to end: CIFAR10 (in) against SVHN with the discretized logistic
+mixture, through the table benchmark (train, score every k, results table, learning curve)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_DATA, needs_shared_data
+
+
+def _ood_table():
+    spec = importlib.util.spec_from_file_location("ood_table", REPO / "benchmarks" / "ood_table.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ood_table"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _conv(ch):
+    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": 3, "stride": 2}
+
+
+# Three latents as the natural-image preset (two convolutional, one dense), a few thousand weights.
+TINY_NATURAL = {
+    "config_deterministic": [[_conv(8)], [_conv(8)], [_conv(8)]],
+    "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 2},
+                          {"block": "GaussianConv2d", "latent_features": 2},
+                          {"block": "GaussianDense", "latent_features": 4}],
+}
+
+
+@needs_shared_data
+@pytest.mark.filterwarnings("ignore:.*has no x_extra:UserWarning")  # SVHN validation reads test here; the table says so
+def test_cifar10_against_svhn_table_end_to_end(tmp_path):
+    if not (SHARED_DATA / "cifar10.npz").is_file() or not (SHARED_DATA / "svhn.npz").is_file():
+        pytest.skip("cifar10.npz / svhn.npz are not in the shared data")
+    table = tmp_path / "table.md"
+    rc = _ood_table().main([
+        "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
+        "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
+        "--data_root", str(SHARED_DATA), "--save_dir", str(tmp_path / "runs"), "--markdown", str(table)])
+    assert rc == 0
+    text = table.read_text()
+    assert "JPEG" in text and "validation' reads test" in text  # the data caveats travel with the numbers
+    rows = dict(re.findall(r"^\| SVHN test \| (\S+) \| ([0-9.]+) \|", text, flags=re.M))
+    assert set(rows) == {"L", "L>1", "L>2", "LLR>1", "LLR>2"}
+    assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
+    scores = next((tmp_path / "runs").glob("*/scores"))
+    assert {"results.csv", "results.json", "roc.png", "learning_curve.json", "learning_curve.png"} <= {
+        p.name for p in scores.iterdir()}
+    curve = json.loads((scores / "learning_curve.json").read_text())
+    assert [r["epoch"] for r in curve] == [1]
+    assert 0.0 <= curve[0]["auroc_L"] <= 1.0 and curve[0]["best_llr_k"] in (1, 2)
