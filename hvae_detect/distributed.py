@@ -166,6 +166,16 @@ def gather_objects(obj, ctx: Context) -> list:
     return out
 
 
+def gather_to_main(obj, ctx: Context) -> list | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the other ranks)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size if ctx.is_main else None
+    with collectives(ctx, "the gather on rank 0"):
+        dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     """Sum ``tensor`` over the ranks, in place; returns it."""
     if ctx.distributed:

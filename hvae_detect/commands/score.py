@@ -16,17 +16,27 @@ split; a detector folder on the sets given with ``--val_datasets``. One file per
         L_<i>               (N_i,)     L (ELBO, S importance samples), nats per image
         Lk_<i>              (N_i,)     L>k (S' samples); for k = 0, L>0 is L itself
         LLR_<i>             (N_i,)     LLR>k = L - L>k (all zero for k = 0)
+
+Sets are scored in shards (at most ``SHARD_IMAGES`` images, at least one per rank), each
+written atomically to ``<save_dir>/.shards-<settings>/`` as it completes; a rerun of a killed
+``score`` reads the shards already there instead of scoring them again. Under torchrun the
+shards are dealt round-robin to the ranks and rank 0 gathers them (through the process group:
+no shared file system is needed) and writes the files; a score is a function of the image
+(``hvae_detect.scoring``), so they hold exactly what one process writes.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from hvae_detect import checkpoints
-from hvae_detect.atomic import atomic_write
+from hvae_detect import checkpoints, distributed
+from hvae_detect.atomic import MANIFEST, atomic_write
 from hvae_detect.commands.train import log, parse_json
 from hvae_detect.datasets import default_data_root, load_dataset, parse_dataset_options
 from hvae_detect.estimator import HVAEOutlierDetector
@@ -55,13 +65,26 @@ def score_file_name(in_dist: str, k: int, iw_elbo: int, iw_lk: int, checkpoint: 
             f"-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz")
 
 
+SHARD_IMAGES = 10_000
+
+
+def shard_bounds(n: int, world_size: int = 1) -> list[tuple[int, int]]:
+    """(start, end) of each shard of a set of ``n`` images: at most SHARD_IMAGES each, at least one per rank."""
+    count = min(n, max(world_size, -(-n // SHARD_IMAGES)))
+    return [(i * n // count, (i + 1) * n // count) for i in range(count)]
+
+
+@distributed.in_session
 def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_size=500, n_eval_examples=None,
               save_dir=None, device="auto", data_root=None, checkpoint="best", val_datasets=None, extra_val=None,
               download=True, seed=None, overwrite=False, quiet=False) -> list[Path]:
     """Score a run or detector folder with L and L>k (k in ``ks``) and write one .npz per k.
 
-    A score file that exists already is an error unless ``overwrite``.
+    A score file that exists already is an error unless ``overwrite``. Under torchrun each rank
+    scores its shards and rank 0 writes the files (see the module docstring).
     """
+    ctx = distributed.current()
+    quiet = quiet or not ctx.is_main
     for name, value in (("--batch_size", batch_size), ("--iw_samples_elbo", iw_samples_elbo),
                         ("--iw_samples_Lk", iw_samples_lk), ("--n_eval_examples", n_eval_examples)):
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -95,12 +118,11 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
         raise ValueError(f"{save_dir / existing[0]} exists; pass --overwrite to replace it")
     log(f"scoring {model_dir} (checkpoint epoch {epoch}) with k={ks}, S={iw_samples_elbo}, "
         f"S'={iw_samples_lk} on {[s.label for s in sets]}", quiet)
-    results = {}
-    for d in sets:
-        t0 = time.time()
-        results[d.label] = det.ood_scores(d.fixed(), batch_size=batch_size)
-        log(f"  {d.label}: {len(d)} images, mean L {results[d.label]['L'].mean():.2f} nats, "
-            f"{time.time() - t0:.1f} s", quiet)
+    shard_dir = save_dir / f".shards-{label}-{_model_tag(folder, epoch)}-S{iw_samples_elbo}-Sk{iw_samples_lk}" \
+        f"-seed{det.scoring_seed_}-n{'all' if n_eval_examples is None else n_eval_examples}"
+    results = _score_sets(det, sets, shard_dir, batch_size, ctx, quiet)
+    if not ctx.is_main:
+        return []
     save_dir.mkdir(parents=True, exist_ok=True)
     labels = [d.label for d in sets]
     files = []
@@ -116,7 +138,67 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
         atomic_write(path, lambda tmp: _savez(tmp, arrays))
         files.append(path)
         log(f"wrote {path}", quiet)
+    shutil.rmtree(shard_dir, ignore_errors=True)  # every score is in the files now
     return files
+
+
+def _model_tag(folder: Path, epoch: int) -> str:
+    """Names the weights that were scored (their checksum), so shards of other weights are never reused."""
+    try:
+        return json.loads((folder / MANIFEST).read_text())["files"]["model.safetensors"][:12]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"epoch{epoch}"
+
+
+def _score_sets(det, sets, shard_dir: Path, batch_size, ctx, quiet) -> dict:
+    """{label: ood_scores} of every set, on rank 0 (None on the others); this rank's shards are read
+    from ``shard_dir`` when a previous run wrote them, else scored and written there."""
+    jobs = [(j, start, end) for j, d in enumerate(sets) for start, end in shard_bounds(len(d), ctx.world_size)]
+    mine = jobs[ctx.rank::ctx.world_size]
+    done, reused, scored, seconds = {}, 0, 0, 0.0
+    with tqdm(total=len(mine), desc="scoring shards", disable=quiet, leave=False) as bar:
+        for j, start, end in mine:
+            d = sets[j]
+            path = shard_dir / f"set{j}-{start}-{end}.npz"
+            meta = {"set": d.label, "start": start, "end": end, "n": len(d)}
+            arrays = _read_shard(path, meta)
+            if arrays is None:
+                t0 = time.time()
+                arrays = det.ood_scores(d.fixed()[start:end], batch_size=batch_size)
+                seconds += time.time() - t0
+                scored += end - start
+                atomic_write(path, lambda tmp: _savez(tmp, {**arrays, "meta": np.array(json.dumps(meta))}))
+            else:
+                reused += 1
+            done[(j, start)] = arrays
+            bar.update(1)
+    rates = distributed.gather_to_main(round(scored / seconds, 1) if seconds else None, ctx)
+    reused_all = distributed.gather_to_main(reused, ctx)
+    parts = distributed.gather_to_main(done, ctx)
+    if not ctx.is_main:
+        return {}
+    log(f"  {sum(len(d) for d in sets)} images in {len(jobs)} shards ({sum(reused_all)} read from {shard_dir}); "
+        f"images/s per rank {rates}", quiet)
+    merged = {key: value for part in parts for key, value in part.items()}
+    results = {}
+    for j, d in enumerate(sets):
+        pieces = [merged[(j, start)] for start, _ in shard_bounds(len(d), ctx.world_size)]
+        results[d.label] = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+        log(f"  {d.label}: {len(d)} images, mean L {results[d.label]['L'].mean():.2f} nats", quiet)
+    return results
+
+
+def _read_shard(path: Path, meta: dict) -> dict | None:
+    """The scores of a shard written by an earlier run with the same settings, or None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if json.loads(str(f["meta"])) != meta:
+                return None
+            return {name: f[name] for name in f.files if name != "meta"}
+    except (OSError, ValueError, KeyError):  # a damaged shard is scored again
+        return None
 
 
 def _savez(path, arrays):
