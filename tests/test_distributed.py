@@ -212,3 +212,26 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(grey_r
             assert fa.files == fb.files
             for name in fa.files:
                 np.testing.assert_array_equal(fa[name], fb[name], err_msg=name)
+
+
+def _lose_a_rank(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      HVAE_DETECT_DIST_TIMEOUT="20")
+    from hvae_detect import distributed
+
+    with distributed.session("cpu") as (ctx, _):
+        distributed.barrier(ctx, "the start")
+        if rank == 1:
+            os._exit(0)  # gone without a word, as a killed process
+        try:
+            distributed.all_reduce_sum(torch.ones(3), ctx)
+        except distributed.RankLost as e:
+            with open(out, "w") as f:
+                f.write(str(e))
+            os._exit(0)
+
+
+def test_a_lost_rank_is_an_error_that_says_so_not_a_hang(tmp_path):
+    mp.spawn(_lose_a_rank, args=(_free_port(), str(tmp_path / "message")), nprocs=2)
+    message = (tmp_path / "message").read_text()
+    assert "rank 0 of 2 lost another rank during a sum over ranks" in message and "--resume" in message
