@@ -146,7 +146,8 @@ def resolve_architecture(architecture) -> dict:
         if family_of(arch) != "BIVA":
             raise ValueError(f"architecture: 'conditional_bu' applies to the BIVA model only, not {family_of(arch)}")
         if not isinstance(architecture["conditional_bu"], bool):
-            raise ValueError(f"architecture: 'conditional_bu' must be true or false, got {architecture['conditional_bu']!r}")
+            raise ValueError("architecture: 'conditional_bu' must be true or false, got "
+                             f"{architecture['conditional_bu']!r}")
         arch["conditional_bu"] = architecture["conditional_bu"]
     validate_architecture(arch)
     return arch

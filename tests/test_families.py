@@ -16,7 +16,7 @@ from hvae_detect.estimator import HVAEOutlierDetector
 from hvae_detect.families import make_model, with_family
 from hvae_detect.ladder import LadderVAE
 from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import importance_bounds, importance_noise
+from hvae_detect.scoring import importance_bounds
 from hvae_detect.training import training_loss
 
 # Every family, BIVA with and without the conditional bottom-up prior.
