@@ -65,6 +65,11 @@ def posterior_noise(model, keys: torch.Tensor, n_samples: int = 1) -> list[torch
             for i in range(model.n_latents)]
 
 
+def binarize_uniforms(x01: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Dynamic binarisation from given uniforms: a pixel is 1 where u < its grey level."""
+    return (uniforms < x01).to(x01.dtype)
+
+
 def _check(batch):
     """In the loader's worker: floats must be finite and in [0, 1] (uint8 needs no check)."""
     images, indices = collate(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ from sklearn.utils.validation import check_is_fitted
 from hvae_detect import checkpoints, randomness
 from hvae_detect.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
-from hvae_detect.inputs import binarize, check_images, image_batches
+from hvae_detect.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.image_sources import image_source
+from hvae_detect.inputs import binarize, check_images, image_batches, is_map_dataset
 from hvae_detect.layers import ACTIVATIONS
 from hvae_detect.families import make_model
 from hvae_detect.model import HEADS
@@ -194,22 +197,41 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
-        """Train the hierarchical VAE on in-distribution images X; y is ignored."""
+        """Train the hierarchical VAE on in-distribution images X; y is ignored.
+
+        X: an array as in ``score_samples``, held on the device for training; or data that need
+        not fit in memory, streamed through a DataLoader (``hvae_detect.batches.LoaderBatches``,
+        draws keyed by image): a memory-mapped array (np.memmap), the path of a .npy or
+        uncompressed .npz file, or a map-style torch Dataset of images.
+        """
         self._check_params()
-        x = check_images(X, self.image_shape, min_samples=2)
-        c = x.shape[1]
+        streamed = (isinstance(X, (np.memmap, Path)) or is_map_dataset(X)
+                    or (isinstance(X, str) and X.endswith((".npy", ".npz"))))
+        if streamed:
+            source = image_source(X)
+            if len(source) < 2:
+                raise ValueError(f"expected at least 2 images, got {len(source)}")
+            x, shape = (source if isinstance(X, (str, Path)) else X), source.image_shape
+        else:
+            x = check_images(X, self.image_shape, min_samples=2)
+            shape = x.shape[1:]
+        c = shape[0]
         likelihood = self.likelihood if self.likelihood != "auto" else ("bernoulli" if c == 1 else "dlogmix")
         device = resolve_device(self.device)
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
-            model = make_model(x.shape[1:], self.architecture, likelihood, self.n_mix,
+            model = make_model(shape, self.architecture, likelihood, self.n_mix,
                                activation=self.activation, likelihood_head=self.likelihood_head)
         if self.k >= model.n_latents:
             raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, got {self.k}")
         model.to(device)
         gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
-        data = torch.from_numpy(x).to(device)
+        if streamed:
+            data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
+                                 prepare=binarize_uniforms if likelihood == "bernoulli" else None)
+        else:
+            data = torch.from_numpy(x).to(device)
         transform = binarize if likelihood == "bernoulli" else None
         self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
                                      verbose=self.verbose)

@@ -3,8 +3,9 @@
 Images arrive as numpy arrays (memory-mapped too) or torch tensors on any device,
 uint8 in 0..255 or floats in [0, 1], shaped (n, H, W), (n, C, H, W) with C in
 {1, 3}, or (n, d) with an ``image_shape``; for scoring also as any iterable of such
-batches (a generator, a DataLoader yielding images or (images, labels)). Everything
-else is a ValueError that says what was expected.
+batches (a generator, a DataLoader yielding images or (images, labels)) or a map-style
+torch Dataset of images (``hvae_detect.image_sources``). Everything else is a ValueError
+that says what was expected.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 
 import numpy as np
 import torch
+import torch.utils.data
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -114,9 +116,16 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
     """Validated float32 (b, C, H, W) batches of X on ``device``, one batch in memory at a time.
 
     X: a numpy array (memory-mapped arrays are read a slice at a time), a torch tensor on
-    any device (kept there when it is already on ``device``), an array-like, or an
-    iterable of batches (items may be (images, labels) pairs).
+    any device (kept there when it is already on ``device``), an array-like, a map-style
+    torch Dataset of images (read through a DataLoader), or an iterable of batches (items
+    may be (images, labels) pairs).
     """
+    if is_map_dataset(X):
+        # image_sources sits above this module (it reads shapes with resolve_image_shape).
+        from hvae_detect.image_sources import collate, image_source
+
+        loader = torch.utils.data.DataLoader(image_source(X), batch_size=batch_size, collate_fn=collate)
+        X = (images for images, _ in loader)
     if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or isinstance(X, (list, tuple)):
         sources = [X if isinstance(X, (np.ndarray, torch.Tensor)) else _to_numpy(X)]
         if len(sources[0]) < 1:
@@ -137,6 +146,12 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
             seen += len(part)
     if not seen:
         raise ValueError("expected at least 1 images, got 0")
+
+
+def is_map_dataset(X) -> bool:
+    """A map-style torch Dataset (indexable, with a length), not an array."""
+    return (isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.utils.data.IterableDataset)
+            and hasattr(X, "__len__") and not isinstance(X, (np.ndarray, torch.Tensor)))
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
