@@ -82,6 +82,17 @@ PRESETS = {
 for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),
                      ("lvae-small", "small")):
     PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
+# BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the seed's three
+# stages and latents, one 3x3 block per stage, 16/32/32 channels): the HVAE row's model as BIVA.
+PRESETS["biva-reduced-grey"] = {
+    "model": "BIVA",
+    "config_deterministic": [[_conv(16, 3, 2)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
+    "config_stochastic": [
+        {"block": "GaussianConv2d", "latent_features": 8, "weightnorm": True},
+        {"block": "GaussianDense", "latent_features": 16, "weightnorm": True},
+        {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
+    ],
+}
 
 
 def model_family(name) -> str:
