@@ -9,11 +9,15 @@ stored (uint8 0..255 or floats in [0, 1], channels first); a batch is checked an
 
 Arrays are read a whole batch at a time (``__getitems__``, in sorted order: a memory-mapped
 file is then read forwards), and a memory-mapped source reopens its file in each worker
-process instead of pickling its contents.
+process instead of pickling its contents. After each read the pages of a memory map are handed
+back (``madvise(MADV_DONTNEED)``; they stay in the page cache): otherwise every page that random
+batches touch, and the kernel's fault-around neighbours, would count as the process's resident
+memory until most of the file did (2.4 GiB peak for a 1.6 GB file, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import mmap
 import zipfile
 from pathlib import Path
 
@@ -62,6 +66,7 @@ class ArrayImages(Dataset):
         batch = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
         out = torch.empty_like(batch)
         out[torch.from_numpy(order)] = batch
+        _release_pages(self.array)
         return out.reshape(len(indices), *self.image_shape)
 
     def __getitem__(self, index: int):
@@ -71,6 +76,17 @@ class ArrayImages(Dataset):
         """A whole batch in one read: (images (b, C, H, W), indices (b,))."""
         idx = np.asarray(indices, dtype=np.int64)
         return self._read(idx), torch.from_numpy(idx)
+
+
+def _release_pages(array) -> None:
+    """Unmap the pages a read of a memory-mapped array brought in (they stay cached by the kernel)."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mmap.mmap (None for a view's base owner)
+    if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        mapping.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # a closed map, or a platform that refuses: only memory is at stake
+        pass
 
 
 class MemoryMappedImages(ArrayImages):
