@@ -6,12 +6,14 @@ interleaved repeat by repeat so that load from other processes hits both alike.
 
 - naive: as the paper's scoring script works - one full forward pass of the whole
   model per importance sample and per statistic, weight norm recomputed in every
-  pass, NCHW eager PyTorch (``naive_ood_scores`` in tests/reference_scoring.py).
+  pass, NCHW eager PyTorch (tests/reference_scoring.py: ``naive_ood_scores`` for the VAE,
+  ``naive_family_scores``, whole ``model(x, k)`` passes, for LVAE and BIVA).
 - engine: ``hvae_detect.scoring.importance_bounds`` - x-only layers once per image, each
   prefix once, weights once per call, samples batched into passes of a row budget.
 
     python benchmarks/scoring_speed.py                       # default grid (minutes on 2 CPU cores)
     python benchmarks/scoring_speed.py --archs paper-mnist --samples 1 16 --repeats 2
+    python benchmarks/scoring_speed.py --models VAE LVAE BIVA --archs paper-mnist --samples 1 16
     python benchmarks/scoring_speed.py --memory              # peak memory, S=1 vs S=1000 at batch 500
     python benchmarks/scoring_speed.py --profile             # where the engine's time goes
 
@@ -31,12 +33,14 @@ from pathlib import Path
 
 import torch
 
+from hvae_detect.architectures import PRESETS
+from hvae_detect.families import make_model
 from hvae_detect.model import HierarchicalVAE
 from hvae_detect.scoring import default_max_rows, importance_bounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from peak_memory import peak_memory_mib  # noqa: E402  (the tests' measurement)
-from reference_scoring import naive_ood_scores  # noqa: E402  (the tests' reference path)
+from reference_scoring import naive_family_scores, naive_ood_scores  # noqa: E402  (the tests' reference paths)
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
 
@@ -62,19 +66,20 @@ def summary(values):
     return min(values), statistics.median(values), max(values)
 
 
-def time_scoring(arch, s, n, repeats, device, max_rows, seed=0):
+def time_scoring(arch, s, n, repeats, device, max_rows, seed=0, family="VAE"):
     shape, likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    model = HierarchicalVAE(shape, arch, likelihood).to(device).eval()
+    model = make_model(shape, {"model": family, **PRESETS[arch]}, likelihood).to(device).eval()
+    naive_scores = naive_family_scores if family != "VAE" else naive_ood_scores
     x = make_batch(arch, n, device, seed)
     ks = range(1, model.n_latents)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     runs = {
-        "naive": lambda seed: naive_ood_scores(model, x, ks, s, seed),
+        "naive": lambda seed: naive_scores(model, x, ks, s, seed),
         "engine": lambda seed: importance_bounds(model, x, ks, s, seed=seed, max_rows=max_rows),
     }
     # Warm-up with one sample (oneDNN primitive caches, CUDA context).
-    naive_ood_scores(model, x, ks, 1)
+    naive_scores(model, x, ks, 1)
     importance_bounds(model, x, ks, 1, max_rows=max_rows)
     ips = {name: [] for name in runs}
     ratios = []
@@ -128,6 +133,8 @@ def profile_engine(device, n=16, s=16):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
+    ap.add_argument("--models", nargs="+", default=["VAE"], choices=["VAE", "LVAE", "BIVA"],
+                    help="model families, each on the --archs stage configurations (default VAE)")
     ap.add_argument("--samples", nargs="+", type=int, default=None,
                     help="importance samples S (default 1 16 256 on mnist, 1 16 on cifar; 1000 too on CUDA)")
     ap.add_argument("--batch", type=int, default=None, help="images per batch (default: shrinks as S grows)")
@@ -147,18 +154,19 @@ def main(argv=None):
     if args.profile:
         profile_engine(args.device)
         return
-    print("\n| arch | S | batch | naive img/s (min / med / max) | engine img/s (min / med / max) "
-          "| speed-up (min / med / max) |\n|---|---|---|---|---|---|")
-    for arch in args.archs:
-        samples = args.samples or ([1, 16, 256] if arch == "paper-mnist" else [1, 16])
-        if args.samples is None and args.device != "cpu":
-            samples = [1, 16, 256, 1000]
-        for s in samples:
-            n = args.batch or default_batch(arch, s)
-            ips, ratios = time_scoring(arch, s, n, args.repeats, args.device, args.max_rows)
-            fmt = lambda v: " / ".join(f"{a:.3g}" for a in summary(v))  # noqa: E731
-            print(f"| {arch} | {s} | {n} | {fmt(ips['naive'])} | {fmt(ips['engine'])} | "
-                  f"{' / '.join(f'{a:.2f}x' for a in summary(ratios))} |", flush=True)
+    print("\n| model | arch | S | batch | naive img/s (min / med / max) | engine img/s (min / med / max) "
+          "| speed-up (min / med / max) |\n|---|---|---|---|---|---|---|")
+    for family in args.models:
+        for arch in args.archs:
+            samples = args.samples or ([1, 16, 256] if arch == "paper-mnist" else [1, 16])
+            if args.samples is None and args.device != "cpu":
+                samples = [1, 16, 256, 1000]
+            for s in samples:
+                n = args.batch or default_batch(arch, s)
+                ips, ratios = time_scoring(arch, s, n, args.repeats, args.device, args.max_rows, family=family)
+                fmt = lambda v: " / ".join(f"{a:.3g}" for a in summary(v))  # noqa: E731
+                print(f"| {family} | {arch} | {s} | {n} | {fmt(ips['naive'])} | {fmt(ips['engine'])} | "
+                      f"{' / '.join(f'{a:.2f}x' for a in summary(ratios))} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Every variant starts from a copy of the same model (same weights) and optimiser 
 trains on the same batches; repeats are interleaved so load from other processes hits
 all alike. Each speed-up is measured on its own against the naive step:
 
-- naive: the paper's way - one eager full pass (``naive_elbo_terms`` below), weight norm
-  through the parametrisation, NCHW, and a host-side check of the loss every step.
+- naive: the paper's way - one eager full pass (``naive_elbo_terms`` below; for LVAE and
+  BIVA the model's own ``model(x, 0)``), weight norm through the parametrisation, NCHW,
+  and a host-side check of the loss every step.
 - channels-last: the package's ``training_loss`` with ``channels_last_weights()``
   (what ``train_epochs`` does on every device).
 - fused-adam: ``make_optimizer``'s Adam with its fused kernel (same update).
@@ -18,6 +19,7 @@ all alike. Each speed-up is measured on its own against the naive step:
 
     python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
     python benchmarks/training_speed.py --archs paper-mnist --batch 64 --steps 3 --repeats 3
+    python benchmarks/training_speed.py --models LVAE BIVA --archs paper-mnist   # the other families
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import torch
 
 from hvae_detect import likelihoods
 from hvae_detect.layers import standard_normal_log_prob
+from hvae_detect.architectures import PRESETS
+from hvae_detect.families import make_model
 from hvae_detect.model import HierarchicalVAE
 from hvae_detect.training import CHECK_EVERY, autocast, make_optimizer, training_loss
 
@@ -60,8 +64,11 @@ def naive_elbo_terms(model, x, generator=None):
 
 
 def naive_step(model, optimizer, x, generator):
-    log_px, kls = naive_elbo_terms(model, x, generator)
-    kl = torch.stack(kls)
+    if isinstance(model, HierarchicalVAE):
+        log_px, kls = naive_elbo_terms(model, x, generator)
+        kl = torch.stack(kls)
+    else:  # LVAE, BIVA: their one full pass (one KL row per stage)
+        log_px, kl, _ = model(x, 0, generator=generator)
     loss = -(log_px - 0.5 * kl.clamp(min=0.1).sum(0)).mean()
     if not torch.isfinite(loss):  # a host sync on a GPU
         raise FloatingPointError("diverged")
@@ -103,10 +110,10 @@ def variants(device):
     return out
 
 
-def time_training(arch, n, steps, repeats, device, seed=0):
+def time_training(arch, n, steps, repeats, device, seed=0, family="VAE"):
     shape, likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    base = HierarchicalVAE(shape, arch, likelihood).to(device).train()
+    base = make_model(shape, {"model": family, **PRESETS[arch]}, likelihood).to(device).train()
     batches = make_batches(arch, n, steps + 1, device, seed)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     runs = {}
@@ -144,6 +151,8 @@ def time_training(arch, n, steps, repeats, device, seed=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
+    ap.add_argument("--models", nargs="+", default=["VAE"], choices=["VAE", "LVAE", "BIVA"],
+                    help="model families, each on the --archs stage configurations (default VAE)")
     ap.add_argument("--batch", type=int, default=None, help="images per step (default 64 mnist, 16 cifar on CPU)")
     ap.add_argument("--steps", type=int, default=4, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=3)
@@ -151,15 +160,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
           f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}")
-    print("\n| arch | batch | variant | img/s (min / med / max) | speed-up vs naive (median) |\n|---|---|---|---|---|")
-    for arch in args.archs:
-        cpu = torch.device(args.device).type == "cpu"
-        n = args.batch or ((64 if arch == "paper-mnist" else 16) if cpu else 128)
-        ips = time_training(arch, n, args.steps, args.repeats, args.device)
-        naive = statistics.median(ips["naive"])
-        for name, v in ips.items():
-            print(f"| {arch} | {n} | {name} | {min(v):.3g} / {statistics.median(v):.3g} / {max(v):.3g} | "
-                  f"{statistics.median(v) / naive:.2f}x |", flush=True)
+    print("\n| model | arch | batch | variant | img/s (min / med / max) | speed-up vs naive (median) |\n"
+          "|---|---|---|---|---|---|")
+    for family in args.models:
+        for arch in args.archs:
+            cpu = torch.device(args.device).type == "cpu"
+            n = args.batch or ((64 if arch == "paper-mnist" else 16) if cpu else 128)
+            ips = time_training(arch, n, args.steps, args.repeats, args.device, family=family)
+            naive = statistics.median(ips["naive"])
+            for name, v in ips.items():
+                print(f"| {family} | {arch} | {n} | {name} | {min(v):.3g} / {statistics.median(v):.3g} / "
+                      f"{max(v):.3g} | {statistics.median(v) / naive:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
