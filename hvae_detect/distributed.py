@@ -44,7 +44,8 @@ class Context:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1 or dist.is_initialized()
+        """More than one process: only then do collectives run (a group of one needs none)."""
+        return self.world_size > 1
 
 
 SINGLE = Context()

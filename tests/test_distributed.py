@@ -21,6 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from hvae_detect.batches import LoaderBatches
 from hvae_detect.cli import main
+from hvae_detect.commands.score import SHARD_IMAGES, shard_bounds
 from hvae_detect.distributed import SINGLE, Context
 from hvae_detect.training import TrainingConfig, train_epochs
 
@@ -95,6 +96,15 @@ def test_the_ranks_share_each_global_batch_of_one_process(n, per_rank, world, ep
         assert together == sorted(padded[step * batch:(step + 1) * batch])
 
 
+@given(n=st.integers(1, 5 * SHARD_IMAGES), world=st.integers(1, 64))
+def test_shards_cover_a_set_once_in_order_and_give_every_rank_work(n, world):
+    bounds = shard_bounds(n, world)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(0 < end - start <= SHARD_IMAGES for start, end in bounds)
+    assert len(bounds) >= min(n, world)
+
+
 # ---- the command line under torchrun ------------------------------------------------------------
 
 # Runs the command line; the rank named in $KILL_RANK SIGKILLs itself at its $KILL_AT-th training step
@@ -119,6 +129,7 @@ if os.environ.get("RANK") == os.environ.get("KILL_RANK"):
     hook(training, "training_loss")
     hook(HVAEOutlierDetector, "ood_scores")
 from hvae_detect.cli import main
+from hvae_detect.commands.score import SHARD_IMAGES, shard_bounds
 sys.exit(main(sys.argv[1:]))
 """
 
