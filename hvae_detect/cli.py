@@ -157,7 +157,8 @@ def _add_train(sub, fmt):
                        description="Train a hierarchical VAE (the seed's scripts/dvae_run.py flags).")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"epochs in total (default {d.epochs}); with --resume, extends the run to this many")
-    p.add_argument("--batch_size", type=int, default=d.batch_size)
+    p.add_argument("--batch_size", type=int, default=d.batch_size,
+                   help="the global batch: under torchrun each of N processes reads batch_size / N of it")
     p.add_argument("--learning_rate", "--lr", type=float, default=d.learning_rate)
     p.add_argument("--free_nats", type=float, default=d.free_nats, help="free nats per latent layer")
     p.add_argument("--free_nats_epochs", type=float, default=d.free_nats_epochs,
