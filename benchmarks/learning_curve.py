@@ -32,8 +32,9 @@ def learning_curve(run_dir, ood_label: str) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], ood_label: str) -> str:
-    lines = [f"Learning curve (validation: 1,000 images per set, one importance sample, against {ood_label}):", "",
+def markdown(rows: list[dict], ood_label: str, n_val: int) -> str:
+    lines = [f"Learning curve (validation: up to {n_val:,} images per set, one importance sample, against {ood_label}):",
+             "",
              "| epoch | training min | AUROC L | best LLR>k | AUROC |", "|---|---|---|---|---|"]
     lines += [f"| {r['epoch']} | {r['minutes']:.1f} | {r['auroc_L']:.3f} | "
               f"{'-' if r['best_llr_k'] is None else r['best_llr_k']} | "

@@ -45,7 +45,7 @@ from hvae_detect.atomic import atomic_write_text
 from hvae_detect.dataset_names import BASES
 from hvae_detect.datasets import DATA_ROOT_ENV, load_dataset
 from hvae_detect.devices import resolve_device
-from hvae_detect.model import HierarchicalVAE
+from hvae_detect.families import make_model, with_family
 from hvae_detect.scoring import importance_bounds
 from hvae_detect.commands.results import collect_results, write_results
 from hvae_detect.commands.score import score_run
@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget for the whole benchmark")
     p.add_argument("--paper", action="store_true", help="the seed's architecture for this set (for a GPU)")
     p.add_argument("--architecture", default=None, help="a preset name or JSON dict instead of the reduced one")
+    p.add_argument("--model", default=None, choices=("VAE", "HVAE", "LVAE", "BIVA"),
+                   help="the model family built on the architecture (default: the architecture's, else the VAE)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--iw_samples", type=int, default=16,
@@ -204,6 +206,9 @@ def main(argv=None) -> int:
         arch = args.architecture if not args.architecture.lstrip().startswith("{") else json.loads(args.architecture)
     else:
         arch = table.paper_architecture if args.paper else table.reduced
+    arch = with_family(arch, args.model)
+    paper = args.objective == "paper"
+    options = {"activation": "ReLU" if paper else "SiLU", "likelihood_head": "paper" if paper else "conv3x3"}
     save_dir = Path(args.save_dir) if args.save_dir else Path(tempfile.mkdtemp(prefix="hvae-ood-table-"))
     print(f"device {dev}, {train_threads} threads, budget {args.minutes} min, data {root}, runs in {save_dir}",
           flush=True)
@@ -217,7 +222,7 @@ def main(argv=None) -> int:
     probe_x = probe_set.fixed().to(dev)
     torch.manual_seed(args.seed)
     likelihood = "bernoulli" if table.likelihood.startswith("Bernoulli") else "dlogmix"
-    probe = HierarchicalVAE(tuple(probe_x.shape[1:]), arch, likelihood).to(dev)
+    probe = make_model(tuple(probe_x.shape[1:]), arch, likelihood, **options).to(dev)
     train_s = _time_per_image(probe, probe_x, 5, True, precision=args.precision)
     torch.set_num_threads(max(1, args.score_threads))
     score_s = _time_per_image(probe, probe_x, 3, False, n_samples=args.iw_samples)
@@ -245,7 +250,6 @@ def main(argv=None) -> int:
           flush=True)
     del probe
 
-    paper = args.objective == "paper"
     training = TrainingConfig(epochs=guess, batch_size=args.batch_size, learning_rate=args.learning_rate,
                               free_nats=args.free_nats, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
                               precision=args.precision, free_nats_mode="element" if paper else "layer",
@@ -255,8 +259,7 @@ def main(argv=None) -> int:
         training, train_datasets={args.in_dist: {"dynamic": True, "split": "train"}},
         val_datasets={args.in_dist: {"dynamic": False, "split": "validation"},
                       val_ood: {"dynamic": False, "split": "validation"}},
-        architecture=arch, likelihood=table.likelihood, activation="ReLU" if paper else "SiLU",
-        likelihood_head="paper" if paper else "conv3x3", test_every=max(1, guess // 8), seed=args.seed,
+        architecture=arch, likelihood=table.likelihood, **options, test_every=max(1, guess // 8), seed=args.seed,
         data_root=root, n_train_examples=n_train if n_train < n_train_all else None, n_val_examples=args.n_val)
     run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=None if args.epochs else train_minutes,
                     fit_epochs_to_budget=not args.epochs, verbose=False)
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
     state = json.loads((run / "checkpoints" / "last" / "config.json").read_text())["training_state"]
     best = json.loads((run / "checkpoints" / "best" / "config.json").read_text())["training_state"]["epoch"]
 
-    header = (f"{dt.date.today()} | {args.in_dist} | budget {args.minutes} min on {dev} "
+    header = (f"{dt.date.today()} | {args.in_dist} | {arch.get('model', 'VAE')} | budget {args.minutes} min on {dev} "
               f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {train_threads} threads "
               f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
               f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
                     lines.append(f"| {ood} | {stat} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['fpr80']:.3f} | "
                                  f"{'' if paper_auroc is None else paper_auroc} |")
                     break
-    text = "\n".join(lines) + "\n\n" + learning_curve.markdown(curve, val_label)
+    text = "\n".join(lines) + "\n\n" + learning_curve.markdown(curve, val_label, args.n_val)
     print("\n" + text)
     print(f"\nrun {run}\nscores, results.csv/json, roc.png and learning_curve.png in {out['csv'].parent}")
     if args.markdown:
