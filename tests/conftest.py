@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,3 +59,13 @@ def gen(seed=3) -> torch.Generator:
 @pytest.fixture
 def tiny_arch():
     return {key: [list(v) if isinstance(v, list) else dict(v) for v in value] for key, value in TINY.items()}
+
+
+@pytest.fixture(scope="module")
+def noise_mnist_root(tmp_path_factory):
+    """A data root whose mnist.npz holds 64 training and 32 test images of uniform noise."""
+    root = tmp_path_factory.mktemp("data")
+    x = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28), dtype=np.uint8)
+    np.savez(root / "mnist.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:],
+             y_test=np.zeros(32, np.int64))
+    return root

@@ -44,12 +44,14 @@ def naive_log_weight(model, x, k, sample=0, seed=0):
 
 
 @torch.no_grad()
-def naive_ood_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None):
-    """{k: (N,)} for k = 0 (L) and every k in ks: one full pass per sample and statistic."""
+def naive_ood_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None, log_weight=None):
+    """{k: (N,)} for k = 0 (L) and every k in ks: one full pass per sample and statistic
+    (``log_weight``: the VAE's hand-written pass by default, ``full_pass_log_weight`` for any family)."""
+    log_weight = log_weight or naive_log_weight
     out = {}
     for k in sorted({0, *ks}):
         s = n_samples if k == 0 or n_samples_lk is None else n_samples_lk
-        log_w = torch.stack([naive_log_weight(model, x, k, j, seed) for j in range(s)])
+        log_w = torch.stack([log_weight(model, x, k, j, seed) for j in range(s)])
         out[k] = torch.logsumexp(log_w, 0) - math.log(s)
     return out
 
@@ -63,12 +65,6 @@ def full_pass_log_weight(model, x, k, sample=0, seed=0):
     return model(x, k, noise=noise).bound
 
 
-@torch.no_grad()
 def naive_family_scores(model, x, ks, n_samples, seed=0, n_samples_lk=None):
-    """{k: (N,)} for k = 0 (L) and every k in ks, one whole pass per sample and statistic, for any family."""
-    out = {}
-    for k in sorted({0, *ks}):
-        s = n_samples if k == 0 or n_samples_lk is None else n_samples_lk
-        log_w = torch.stack([full_pass_log_weight(model, x, k, j, seed) for j in range(s)])
-        out[k] = torch.logsumexp(log_w, 0) - math.log(s)
-    return out
+    """{k: (N,)} for k = 0 (L) and every k in ks, one whole ``model(x, k)`` pass per sample and statistic."""
+    return naive_ood_scores(model, x, ks, n_samples, seed, n_samples_lk, log_weight=full_pass_log_weight)

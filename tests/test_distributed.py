@@ -144,15 +144,6 @@ def _torchrun(tmp_path, nproc, argv, **env):
     return subprocess.run(cmd, cwd=REPO, env=environ, capture_output=True, text=True, timeout=240)
 
 
-@pytest.fixture(scope="module")
-def grey_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    x = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28), dtype=np.uint8)
-    np.savez(root / "mnist.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:],
-             y_test=np.zeros(32, np.int64))
-    return root
-
-
 def _train_argv(root, save_dir, epochs=3):
     det = [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2}], [], []]
     return ["train", "--epochs", str(epochs), "--batch_size", "16", "--test_every", "1", "--free_nats_epochs", "2",
@@ -176,11 +167,11 @@ def _weights(run):
 
 
 @pytest.mark.slow
-def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(grey_root, tmp_path):
-    assert main(_train_argv(grey_root, tmp_path / "one") + ["--data_workers", "0"]) == 0  # streamed, 1 process
+def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(noise_mnist_root, tmp_path):
+    assert main(_train_argv(noise_mnist_root, tmp_path / "one") + ["--data_workers", "0"]) == 0  # streamed, 1 process
     (reference,) = (tmp_path / "one").iterdir()
     # 4 steps per epoch: rank 1 dies in the second epoch, after the first epoch's checkpoint.
-    out = _torchrun(tmp_path, 2, _train_argv(grey_root, tmp_path / "two"), KILL_RANK=1, KILL_AT=6)
+    out = _torchrun(tmp_path, 2, _train_argv(noise_mnist_root, tmp_path / "two"), KILL_RANK=1, KILL_AT=6)
     assert out.returncode != 0
     assert "SIGKILL" in out.stderr or "lost another rank" in out.stderr, out.stderr[-3000:]
     (run,) = (tmp_path / "two").iterdir()

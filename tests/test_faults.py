@@ -50,15 +50,6 @@ def _run_killed(n, argv, cwd):
     return subprocess.run([sys.executable, "-c", KILLER, str(n), *argv], cwd=cwd, capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def grey_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    x = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28), dtype=np.uint8)
-    np.savez(root / "mnist.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:],
-             y_test=np.zeros(32, np.int64))
-    return root
-
-
 def _train_argv(root, save_dir, epochs=4):
     arch = {"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2}],
                                      [], []], "config_stochastic": TINY["config_stochastic"]}
@@ -75,8 +66,8 @@ def _state(run, which):
 
 
 @pytest.mark.slow
-def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_weights(grey_root, tmp_path):
-    assert main(_train_argv(grey_root, tmp_path / "ref")) == 0
+def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_weights(noise_mnist_root, tmp_path):
+    assert main(_train_argv(noise_mnist_root, tmp_path / "ref")) == 0
     (ref,) = (tmp_path / "ref").iterdir()
     ref_weights = load_file(ref / "checkpoints" / "last" / "model.safetensors")
     ref_best = _state(ref, "best")["best"]
@@ -85,7 +76,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_weights(grey_root,
     # 23 kill points from the end of the first epoch to the end of the run.
     for n in range(30, 142, 5):
         save_dir = tmp_path / f"kill{n}"
-        out = _run_killed(n, _train_argv(grey_root, save_dir), REPO)
+        out = _run_killed(n, _train_argv(noise_mnist_root, save_dir), REPO)
         if out.returncode == 0:
             continue  # the run finished before the n-th event
         assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
@@ -109,8 +100,8 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_weights(grey_root,
     assert killed >= 20 and resumed >= 18, (killed, resumed)
 
 
-def test_resume_without_a_complete_last_checkpoint_refuses(grey_root, tmp_path, capsys):
-    assert main(_train_argv(grey_root, tmp_path, epochs=2)) == 0
+def test_resume_without_a_complete_last_checkpoint_refuses(noise_mnist_root, tmp_path, capsys):
+    assert main(_train_argv(noise_mnist_root, tmp_path, epochs=2)) == 0
     (run,) = tmp_path.iterdir()
     best = (run / "checkpoints" / "best" / "model.safetensors").read_bytes()
     (run / "checkpoints" / "last" / "model.safetensors").unlink()
@@ -230,9 +221,9 @@ def test_nothing_is_overwritten_without_asking(two_detectors, tmp_path):
     (["--learning_rate", "-1"], "learning_rate"), (["--n_mix", "0"], "n_mix"),
     (["--n_train_examples", "-3"], "n_train_examples"), (["--epochs", "0"], "epochs"),
 ])
-def test_command_line_usage_errors_are_one_line_and_exit_2(grey_root, tmp_path, capsys, flags, names):
+def test_command_line_usage_errors_are_one_line_and_exit_2(noise_mnist_root, tmp_path, capsys, flags, names):
     try:
-        code = main(_train_argv(grey_root, tmp_path / "m") + flags)
+        code = main(_train_argv(noise_mnist_root, tmp_path / "m") + flags)
     except SystemExit as e:  # argparse's own checks
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
@@ -240,8 +231,8 @@ def test_command_line_usage_errors_are_one_line_and_exit_2(grey_root, tmp_path, 
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # no empty run folder
 
 
-def test_divergence_and_bad_files_fail_with_one_line(grey_root, tmp_path, capsys):
-    assert main(_train_argv(grey_root, tmp_path / "m", epochs=2) + ["--learning_rate", "1e6"]) == 1
+def test_divergence_and_bad_files_fail_with_one_line(noise_mnist_root, tmp_path, capsys):
+    assert main(_train_argv(noise_mnist_root, tmp_path / "m", epochs=2) + ["--learning_rate", "1e6"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NaN" in err[0].replace("nan", "NaN")
     for run in (tmp_path / "m").iterdir():  # nothing non-finite was saved as best
