@@ -187,6 +187,8 @@ def main(argv=None) -> int:
                    help="paper: per-element free nats, data-dependent init, ReLU, the paper's likelihood head "
                         "(the command line's defaults); previous: per-layer free nats, SiLU, 3x3 head "
                         "(what the second session's runs used)")
+    p.add_argument("--free_nats_mode", default=None, choices=("element", "layer"),
+                   help="override the objective's free nats alone (element: the paper's, layer: previous)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (1: on the shared 2-core machine two threads were at best "
                         "~25%% faster and at times 20x slower; 0 keeps torch's default)")
@@ -252,7 +254,8 @@ def main(argv=None) -> int:
 
     training = TrainingConfig(epochs=guess, batch_size=args.batch_size, learning_rate=args.learning_rate,
                               free_nats=args.free_nats, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
-                              precision=args.precision, free_nats_mode="element" if paper else "layer",
+                              precision=args.precision,
+                              free_nats_mode=args.free_nats_mode or ("element" if paper else "layer"),
                               data_init=paper)
     val_ood = ood_sets[0]
     cfg = make_run_config(
@@ -284,7 +287,7 @@ def main(argv=None) -> int:
               f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
               f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
               f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
-              f"objective {args.objective}, free nats {args.free_nats} | S = S' = {args.iw_samples}, up to {n_eval} "
+              f"objective {args.objective}, free nats {args.free_nats} per {training.free_nats_mode} | S = S' = {args.iw_samples}, up to {n_eval} "
               f"images per set" + (f"\n\n{table.data_note}" if table.data_note else ""))
     stats = ["L"] + [f"L>{k}" for k in range(1, n_latents)] + [f"LLR>{k}" for k in range(1, n_latents)]
     lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper's HVAE AUROC |",
