@@ -16,8 +16,8 @@ from hvae_detect import checkpoints, randomness
 from hvae_detect.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
 from hvae_detect.batches import LoaderBatches, binarize_uniforms
-from hvae_detect.image_sources import image_source
-from hvae_detect.inputs import binarize, check_images, image_batches, is_map_dataset
+from hvae_detect.image_sources import streamed_images
+from hvae_detect.inputs import binarize, check_images, image_batches
 from hvae_detect.layers import ACTIVATIONS
 from hvae_detect.families import make_model
 from hvae_detect.model import HEADS
@@ -205,12 +205,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         uncompressed .npz file, or a map-style torch Dataset of images.
         """
         self._check_params()
-        streamed = (isinstance(X, (np.memmap, Path)) or is_map_dataset(X)
-                    or (isinstance(X, str) and X.endswith((".npy", ".npz"))))
+        source = streamed_images(X)
+        streamed = source is not None
         if streamed:
-            source = image_source(X)
-            if len(source) < 2:
-                raise ValueError(f"expected at least 2 images, got {len(source)}")
             x, shape = (source if isinstance(X, (str, Path)) else X), source.image_shape
         else:
             x = check_images(X, self.image_shape, min_samples=2)

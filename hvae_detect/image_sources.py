@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hvae_detect.inputs import resolve_image_shape
+from hvae_detect.inputs import is_map_dataset, resolve_image_shape
 
 
 def _as_chw_shape(shape) -> tuple:
@@ -203,6 +203,18 @@ def image_source(data, key: str | None = None) -> Dataset:
         return DatasetImages(data)
     raise ValueError(f"expected a path of a .npy/.npz file, an array, a tensor or a map-style Dataset of images, "
                      f"got {type(data).__name__}")
+
+
+def streamed_images(X, min_images: int = 2) -> Dataset | None:
+    """The source ``fit`` streams ``X`` from when it may not fit in memory (an np.memmap, the path
+    of a .npy / .npz file, a map-style Dataset); None for data held in memory (arrays, tensors)."""
+    if not (isinstance(X, (np.memmap, Path)) or is_map_dataset(X)
+            or (isinstance(X, str) and X.endswith((".npy", ".npz")))):
+        return None
+    source = image_source(X)
+    if len(source) < min_images:
+        raise ValueError(f"expected at least {min_images} images, got {len(source)}")
+    return source
 
 
 def collate(items):
