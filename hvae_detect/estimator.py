@@ -40,7 +40,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     the likelihood-ratio statistic LLR>k = L - L>k (or the bounds themselves).
     A score is a function of the image: its random numbers (binarisation, importance
     samples) are keyed by the detector's seed and the image itself, so it does not
-    depend on the batch, the order or the device (up to float rounding across devices).
+    depend on the batch or the order; across devices, and on CPUs across torch thread
+    counts, it can differ in the last bits (the kernels' sums are ordered differently).
 
     Parameters
     ----------
