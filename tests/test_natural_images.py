@@ -9,6 +9,7 @@ import re
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
@@ -40,10 +41,14 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path):
     if not (SHARED_DATA / "cifar10.npz").is_file() or not (SHARED_DATA / "svhn.npz").is_file():
         pytest.skip("cifar10.npz / svhn.npz are not in the shared data")
     table = tmp_path / "table.md"
-    rc = _ood_table().main([
-        "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
-        "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
-        "--data_root", str(SHARED_DATA), "--save_dir", str(tmp_path / "runs"), "--markdown", str(table)])
+    threads = torch.get_num_threads()  # the benchmark sets its own thread counts
+    try:
+        rc = _ood_table().main([
+            "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
+            "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
+            "--data_root", str(SHARED_DATA), "--save_dir", str(tmp_path / "runs"), "--markdown", str(table)])
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     text = table.read_text()
     assert "JPEG" in text and "validation' reads test" in text  # the data caveats travel with the numbers
