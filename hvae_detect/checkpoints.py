@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from hvae_detect.atomic import recover_folder, verify_folder, write_folder
 from hvae_detect.families import make_model
 from hvae_detect.model import HierarchicalModel
+from hvae_detect.training import TrainingConfig
 
 FORMAT_VERSION = 2
 CHECKPOINTS = ("best", "last")
@@ -214,3 +215,25 @@ def load_checkpoint(folder, model, optimizer=None, generator=None) -> dict:
         if generator is not None:
             generator.set_state(tensors["rng.generator"])
     return state
+
+
+def detector_settings(folder, config: dict) -> tuple[dict, dict]:
+    """(constructor parameters, fitted attributes) of the detector a model folder holds: a saved
+    detector's own (older names converted), or for a training run's checkpoint the model's options,
+    the run's training settings and seed, no threshold, and its training history."""
+    if "detector" in config:
+        params, fitted = dict(config["detector"]["params"]), config["detector"]["fitted"]
+        if "score" in params:  # written by hvae-detect 0.1
+            params["statistic"] = params.pop("score")
+            params["iw_samples_lk"] = params.get("iw_samples_lk") or params["iw_samples"]
+        if params.get("image_shape") is not None:
+            params["image_shape"] = tuple(params["image_shape"])
+        return params, fitted
+    run = run_config_of(folder) or {}
+    m = config["model"]
+    params = {"architecture": m["architecture"], "likelihood": m["likelihood"], "n_mix": m["n_mix"],
+              "activation": m.get("activation", "SiLU"), "likelihood_head": m.get("likelihood_head", "conv3x3"),
+              "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
+    fitted = {"scoring_seed_": run.get("seed", 0), "offset_": None,
+              "history_": config["training_state"].get("history", [])}
+    return params, fitted

@@ -373,29 +373,13 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         ``set_threshold``). No pickle."""
         folder = checkpoints.resolve_model_dir(path, checkpoint)
         model, config = checkpoints.read_model_dir(folder, resolve_device(device))
-        if "detector" in config:
-            params, fitted = dict(config["detector"]["params"]), config["detector"]["fitted"]
-            if "score" in params:  # written by hvae-detect 0.1
-                params["statistic"] = params.pop("score")
-                params["iw_samples_lk"] = params.get("iw_samples_lk") or params["iw_samples"]
-            if params.get("image_shape") is not None:
-                params["image_shape"] = tuple(params["image_shape"])
-            det = cls(**params)
-            det._check_params()
-            det._set_model(model, fitted["scoring_seed_"])
-            det.offset_, det.threshold_params_ = None, None
-            if fitted["offset_"] is not None:
-                det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
-                det.threshold_params_ = fitted.get("threshold_params_") or det.threshold_params_
-            det.history_ = fitted["history_"]
-            return det
-        run = checkpoints.run_config_of(folder) or {}
-        m = config["model"]
-        training = {k: run[k] for k in TrainingConfig.field_names() if k in run}
-        det = cls(architecture=m["architecture"], likelihood=m["likelihood"], n_mix=m["n_mix"],
-                  activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
-                  random_state=run.get("seed"), **training)
-        det._set_model(model, run.get("seed", 0))
+        params, fitted = checkpoints.detector_settings(folder, config)
+        det = cls(**params)
+        det._check_params()
+        det._set_model(model, fitted["scoring_seed_"])
         det.offset_, det.threshold_params_ = None, None
-        det.history_ = config["training_state"].get("history", [])
+        if fitted["offset_"] is not None:
+            det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
+            det.threshold_params_ = fitted.get("threshold_params_") or det.threshold_params_
+        det.history_ = fitted["history_"]
         return det
