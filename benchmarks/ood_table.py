@@ -189,6 +189,12 @@ def main(argv=None) -> int:
                         "(what the second session's runs used)")
     p.add_argument("--free_nats_mode", default=None, choices=("element", "layer"),
                    help="override the objective's free nats alone (element: the paper's, layer: previous)")
+    p.add_argument("--skip_stochastic", default="true", choices=("true", "false"),
+                   help="false: no skip connections around the latents (the paper's effective inference wiring; "
+                        "docs/differences.md)")
+    p.add_argument("--n_mix", type=int, default=10, help="components of the discretized logistic mixture")
+    p.add_argument("--log_scale_min", type=float, default=-7.0,
+                   help="floor on the mixture's log-scales (-7: PixelCNN++'s and the paper's)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (1: on the shared 2-core machine two threads were at best "
                         "~25%% faster and at times 20x slower; 0 keeps torch's default)")
@@ -210,7 +216,9 @@ def main(argv=None) -> int:
         arch = table.paper_architecture if args.paper else table.reduced
     arch = with_family(arch, args.model)
     paper = args.objective == "paper"
-    options = {"activation": "ReLU" if paper else "SiLU", "likelihood_head": "paper" if paper else "conv3x3"}
+    options = {"activation": "ReLU" if paper else "SiLU", "likelihood_head": "paper" if paper else "conv3x3",
+               "skip_stochastic": args.skip_stochastic == "true", "n_mix": args.n_mix,
+               "log_scale_min": args.log_scale_min}
     save_dir = Path(args.save_dir) if args.save_dir else Path(tempfile.mkdtemp(prefix="hvae-ood-table-"))
     print(f"device {dev}, {train_threads} threads, budget {args.minutes} min, data {root}, runs in {save_dir}",
           flush=True)
@@ -287,7 +295,7 @@ def main(argv=None) -> int:
               f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
               f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
               f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
-              f"objective {args.objective}, free nats {args.free_nats} per {training.free_nats_mode} | S = S' = {args.iw_samples}, up to {n_eval} "
+              f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} | S = S' = {args.iw_samples}, up to {n_eval} "
               f"images per set" + (f"\n\n{table.data_note}" if table.data_note else ""))
     stats = ["L"] + [f"L>{k}" for k in range(1, n_latents)] + [f"LLR>{k}" for k in range(1, n_latents)]
     lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper's HVAE AUROC |",

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from hvae_detect.atomic import recover_folder, verify_folder, write_folder
 from hvae_detect.families import make_model
+from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.model import HierarchicalModel
 from hvae_detect.training import TrainingConfig
 
@@ -38,7 +39,8 @@ def model_config(model: HierarchicalModel) -> dict:
     """What rebuilds ``model`` (of any family) before its weights are loaded."""
     return {"input_shape": list(model.input_shape), "architecture": model.architecture,
             "likelihood": model.likelihood, "n_mix": model.n_mix, "activation": model.activation,
-            "likelihood_head": model.likelihood_head, "skip_stochastic": model.skip_stochastic}
+            "likelihood_head": model.likelihood_head, "skip_stochastic": model.skip_stochastic,
+            "log_scale_min": model.log_scale_min}
 
 
 def build_model(config: dict) -> HierarchicalModel:
@@ -46,7 +48,8 @@ def build_model(config: dict) -> HierarchicalModel:
     # Folders written before these keys existed hold SiLU VAEs with a 3x3 head and skips.
     return make_model(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"],
                       activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
-                      skip_stochastic=m.get("skip_stochastic", True))
+                      skip_stochastic=m.get("skip_stochastic", True),
+                      log_scale_min=m.get("log_scale_min", LOG_SCALE_MIN))
 
 
 def write_model_dir(folder, model: HierarchicalModel, sections: dict, extra_tensors: dict | None = None) -> Path:
@@ -233,7 +236,7 @@ def detector_settings(folder, config: dict) -> tuple[dict, dict]:
     m = config["model"]
     params = {"architecture": m["architecture"], "likelihood": m["likelihood"], "n_mix": m["n_mix"],
               "activation": m.get("activation", "SiLU"), "likelihood_head": m.get("likelihood_head", "conv3x3"),
-              "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
+              "log_scale_min": m.get("log_scale_min", LOG_SCALE_MIN), "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
     fitted = {"scoring_seed_": run.get("seed", 0), "offset_": None,
               "history_": config["training_state"].get("history", [])}
     return params, fitted

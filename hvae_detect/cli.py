@@ -61,7 +61,7 @@ def _cmd_train(args) -> int:
         likelihood=args.likelihood, model=args.model, n_mix=args.n_mix, test_every=args.test_every, seed=args.seed,
         data_root=args.data_root, n_train_examples=args.n_train_examples, n_val_examples=args.n_val_examples,
         activation=args.activation, likelihood_head=args.likelihood_head, skip_stochastic=args.skip_stochastic,
-        q_dropout=args.q_dropout, p_dropout=args.p_dropout, test_samples=args.test_samples_given or 1,
+        q_dropout=args.q_dropout, p_dropout=args.p_dropout, log_scale_min=args.log_scale_min, test_samples=args.test_samples_given or 1,
         test_importance_weighted=bool(args.test_importance_weighted_given), dynamic=args.dynamic,
         not_applied={flag: value for flag, (value, _) in not_applied.items()})
     train.train_run(cfg, save_dir=args.save_dir, device=args.device, download=not args.no_download,
@@ -192,6 +192,9 @@ def _add_train(sub, fmt):
                         "mixture; conv3x3: this package's earlier head")
     p.add_argument("--skip_stochastic", type=_str2bool, nargs="?", const=True, default=True,
                    help="skip connections around each latent (false: each stage sees only the latent)")
+    p.add_argument("--log_scale_min", type=float, default=-7.0,
+                   help="floor on the discretized logistic mixture's log-scales (-7: PixelCNN++'s and the paper's; "
+                        "benchmarks/RESULTS.md measures -4 for CIFAR10 in a CPU budget)")
     p.add_argument("--q_dropout", type=float, default=0.0, help="dropout in the inference residual blocks")
     p.add_argument("--p_dropout", type=float, default=0.0, help="dropout in the generative residual blocks")
     p.add_argument("--train_samples", type=_positive_int, default=d.train_samples,

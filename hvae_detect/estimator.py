@@ -18,6 +18,7 @@ from hvae_detect.devices import resolve_device
 from hvae_detect.batches import LoaderBatches, binarize_uniforms
 from hvae_detect.image_sources import streamed_images
 from hvae_detect.inputs import binarize, check_images, image_batches
+from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.layers import ACTIVATIONS
 from hvae_detect.families import make_model
 from hvae_detect.model import HEADS
@@ -90,6 +91,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         1x1 convolution), "conv3x3": a 3x3 convolution for both, what RESULTS.md measured.
     n_mix : int, default=10
         Mixture components of the discretized logistic mixture.
+    log_scale_min : float, default=-7.0
+        Floor on the mixture's log-scales (PixelCNN++'s -7 by default; a higher floor keeps every
+        component about a bin wide or more, see benchmarks/RESULTS.md, CIFAR10 -> SVHN).
     image_shape : tuple or None
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
     contamination : "auto" or float in (0, 0.5], default="auto"
@@ -145,6 +149,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "likelihood_head": [StrOptions(set(HEADS))],
         "n_mix": [_positive(Integral)],
+        "log_scale_min": [Interval(Real, LOG_SCALE_MIN, 0, closed="left")],
         "image_shape": [tuple, list, None],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "device": [str, torch.device],
@@ -161,7 +166,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                  random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
                  train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
-                 likelihood_head="conv3x3"):
+                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN):
         self.architecture = architecture
         self.likelihood = likelihood
         self.statistic = statistic
@@ -187,6 +192,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.train_importance_weighted = train_importance_weighted
         self.activation = activation
         self.likelihood_head = likelihood_head
+        self.log_scale_min = log_scale_min
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
@@ -220,7 +226,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
             model = make_model(shape, self.architecture, likelihood, self.n_mix,
-                               activation=self.activation, likelihood_head=self.likelihood_head)
+                               activation=self.activation, likelihood_head=self.likelihood_head,
+                               log_scale_min=self.log_scale_min)
         if self.k >= model.n_latents:
             raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, got {self.k}")
         model.to(device)

@@ -16,7 +16,7 @@ FAMILIES = {"VAE": HierarchicalVAE, "LVAE": LadderVAE, "BIVA": BIVA}
 
 def make_model(input_shape, architecture="small", likelihood="bernoulli", n_mix=10, **options) -> HierarchicalModel:
     """The model of ``architecture``'s family; ``options`` as ``HierarchicalVAE``'s (activation,
-    likelihood_head, skip_stochastic, q_dropout, p_dropout)."""
+    likelihood_head, skip_stochastic, q_dropout, p_dropout, log_scale_min)."""
     arch = resolve_architecture(architecture)
     return FAMILIES[family_of(arch)](input_shape, arch, likelihood, n_mix, **options)
 

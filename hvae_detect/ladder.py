@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from hvae_detect.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
+from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.model import BoundTerms, HierarchicalModel, draw
 from hvae_detect.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
@@ -47,10 +48,11 @@ class LadderVAE(HierarchicalModel):
     family = "LVAE"
 
     def __init__(self, input_shape, architecture, likelihood="bernoulli", n_mix=10, activation="SiLU",
-                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0):
+                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0,
+                 log_scale_min=LOG_SCALE_MIN):
         super().__init__()
         arch = self._setup(input_shape, architecture, likelihood, n_mix, activation, likelihood_head,
-                           skip_stochastic, q_dropout, p_dropout)
+                           skip_stochastic, q_dropout, p_dropout, log_scale_min)
         dets, stos, top = arch["config_deterministic"], arch["config_stochastic"], self.n_latents - 1
         self.q_det, self.q_merge, self.q_z = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         stage_shapes, shape = [], self.input_shape

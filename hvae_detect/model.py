@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
 from hvae_detect.architectures import family_of, resolve_architecture
+from hvae_detect.kernels.layout import LOG_SCALE_MIN, clamp_log_scales
 from hvae_detect.layers import (STOCHASTIC, Projection, _wn, activation_fn,
                                  data_dependent_init, standard_normal_log_prob, standard_normal_log_prob_elements,
                                  weight_normed_layers)
@@ -83,7 +84,7 @@ class HierarchicalModel(nn.Module):
     family = None  # "VAE", "LVAE" or "BIVA" (hvae_detect.architectures.MODEL_FAMILIES)
 
     def _setup(self, input_shape, architecture, likelihood, n_mix, activation, likelihood_head, skip_stochastic,
-               q_dropout, p_dropout) -> dict:
+               q_dropout, p_dropout, log_scale_min=LOG_SCALE_MIN) -> dict:
         """Check and keep the options every family takes; returns the resolved architecture."""
         if likelihood not in likelihoods.LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {likelihoods.LIKELIHOODS}, got {likelihood!r}")
@@ -92,6 +93,10 @@ class HierarchicalModel(nn.Module):
         for name, rate in (("q_dropout", q_dropout), ("p_dropout", p_dropout)):
             if not 0 <= rate < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+        if (isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float))
+                or not LOG_SCALE_MIN <= log_scale_min < 0):
+            raise ValueError(f"log_scale_min must be a number in [{LOG_SCALE_MIN}, 0) (the mixture's floor on "
+                             f"log-scales; {LOG_SCALE_MIN} is PixelCNN++'s), got {log_scale_min!r}")
         arch = resolve_architecture(architecture)
         if family_of(arch) != self.family:
             raise ValueError(f"{type(self).__name__} builds the {self.family} family, but the architecture names "
@@ -104,6 +109,7 @@ class HierarchicalModel(nn.Module):
         self.input_shape = tuple(input_shape)
         self.likelihood = likelihood
         self.n_mix = n_mix
+        self.log_scale_min = float(log_scale_min)
         self.n_latents = len(arch["config_stochastic"])
         return arch
 
@@ -125,6 +131,8 @@ class HierarchicalModel(nn.Module):
     def _log_px(self, x, g):
         """(log p(x | z), likelihood parameters) from the decoder's last feature map g."""
         params = self.head(self.act(g) if self.head_activation else g).float()  # float32 likelihood under AMP too
+        if self.likelihood == "dlogmix" and self.log_scale_min > LOG_SCALE_MIN:
+            params = clamp_log_scales(params, self.input_shape[0], self.log_scale_min)
         return likelihoods.log_prob(self.likelihood, x, params), params
 
     # ---- weights ----------------------------------------------------------------------
@@ -179,17 +187,20 @@ class HierarchicalVAE(HierarchicalModel):
     convolution of the residual blocks and before every Gaussian layer; ``likelihood_head`` is
     one of ``HEADS``; ``skip_stochastic=False`` drops the skip connections d_i and g_{i+1} around
     each latent (the paper's --skip_stochastic False); ``q_dropout`` / ``p_dropout`` are the
-    dropout rates inside the inference / generative residual blocks (training only).
+    dropout rates inside the inference / generative residual blocks (training only);
+    ``log_scale_min`` floors the discretized logistic mixture's log-scales (default -7, PixelCNN++'s;
+    a higher floor keeps every component at least about a bin wide).
     The constructor's defaults are this package's earlier model (SiLU, 3x3 head), so that
     saved folders without these keys rebuild what they hold."""
 
     family = "VAE"
 
     def __init__(self, input_shape, architecture="small", likelihood="bernoulli", n_mix=10, activation="SiLU",
-                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0):
+                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0,
+                 log_scale_min=LOG_SCALE_MIN):
         super().__init__()
         arch = self._setup(input_shape, architecture, likelihood, n_mix, activation, likelihood_head,
-                           skip_stochastic, q_dropout, p_dropout)
+                           skip_stochastic, q_dropout, p_dropout, log_scale_min)
         n_latents = self.n_latents
 
         self.q_det, self.q_z, self.q_skip = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()

@@ -44,6 +44,20 @@ def split_dlogmix_params(params: torch.Tensor, n_channels: int):
     return logits, rest[:, :, 0], rest[:, :, 1], rest[:, :, 2]
 
 
+def clamp_log_scales(params: torch.Tensor, n_channels: int, log_scale_min: float) -> torch.Tensor:
+    """``params`` with every log-scale channel clamped below at ``log_scale_min`` (the others unchanged).
+
+    A floor above ``LOG_SCALE_MIN`` bounds how sharp a component can be: a logistic narrower than
+    about a bin cannot be expressed, so no pixel costs fewer nats than the floor allows.
+    """
+    logits, means, log_scales, coeffs = split_dlogmix_params(params, n_channels)
+    if n_channels == 1:
+        return torch.cat([logits, means[:, 0], log_scales[:, 0].clamp(min=log_scale_min)], dim=1)
+    n, _, m, h, w = means.shape
+    rest = torch.stack([means, log_scales.clamp(min=log_scale_min), coeffs], dim=2)  # (N, C, 3, M, H, W)
+    return torch.cat([logits, rest.reshape(n, 3 * 3 * m, h, w)], dim=1)
+
+
 def check_dlogmix_inputs(x: torch.Tensor, params: torch.Tensor) -> None:
     """Raise ValueError unless x (N, C, H, W) and params (N, P, H, W) fit the layout."""
     if x.dim() != 4 or params.dim() != 4:

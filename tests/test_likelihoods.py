@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -92,3 +93,39 @@ def test_bernoulli_matches_binary_cross_entropy(n, h, seed):
     torch.testing.assert_close(bernoulli_log_prob(x, logits), expected)
     assert math.isclose(torch.exp(bernoulli_log_prob(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))).item(), 0.5,
                         rel_tol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(channels=st.sampled_from([1, 3]), m=st.integers(1, 4), floor=st.floats(-7.0, -0.5), seed=st.integers(0, 10**6))
+def test_log_scale_floor_changes_only_the_log_scales(channels, m, floor, seed):
+    from hvae_detect.kernels.layout import clamp_log_scales, split_dlogmix_params
+    g = torch.Generator().manual_seed(seed)
+    per = 3 if channels == 1 else 10
+    params = torch.randn(2, per * m, 3, 3, generator=g) * 4
+    clamped = clamp_log_scales(params, channels, floor)
+    before, after = split_dlogmix_params(params, channels), split_dlogmix_params(clamped, channels)
+    for i, (a, b) in enumerate(zip(before, after)):
+        if a is None:
+            assert b is None
+        elif i == 2:  # the log-scales
+            assert torch.equal(b, a.clamp(min=floor))
+        else:
+            assert torch.equal(a, b)
+
+
+def test_a_log_scale_floor_caps_how_sharp_a_pixel_can_be():
+    # One component centred on the pixel: its bin's mass is sigmoid(d / s) - sigmoid(-d / s) with
+    # d = 1 / 255 (half a bin in [-1, 1]) and s the scale at the floor, whatever log-scale asks for less.
+    from hvae_detect.kernels.layout import clamp_log_scales
+    x = torch.full((1, 1, 1, 1), 128 / 255)
+    params = torch.tensor([0.0, 2 * 128 / 255 - 1, -30.0]).view(1, 3, 1, 1)
+    floor = -4.0
+    got = discretized_logistic_mixture_log_prob(x, clamp_log_scales(params, 1, floor))
+    d = 1 / 255 / math.exp(floor)
+    expected = math.log(1 / (1 + math.exp(-d)) - 1 / (1 + math.exp(d)))
+    assert got.item() == pytest.approx(expected, rel=1e-4)
+    # At PixelCNN++'s -7 the same component puts 97% of its mass in the pixel's bin.
+    d7 = 1 / 255 / math.exp(-7.0)
+    sharp = math.log(1 / (1 + math.exp(-d7)) - 1 / (1 + math.exp(d7)))
+    assert sharp > math.log(0.97)
+    assert discretized_logistic_mixture_log_prob(x, params).item() == pytest.approx(sharp, rel=1e-4)

@@ -46,6 +46,7 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path):
         rc = _ood_table().main([
             "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
             "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
+            "--log_scale_min", "-4",
             "--data_root", str(SHARED_DATA), "--save_dir", str(tmp_path / "runs"), "--markdown", str(table)])
     finally:
         torch.set_num_threads(threads)
@@ -55,9 +56,27 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path):
     rows = dict(re.findall(r"^\| SVHN test \| (\S+) \| ([0-9.]+) \|", text, flags=re.M))
     assert set(rows) == {"L", "L>1", "L>2", "LLR>1", "LLR>2"}
     assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
+    assert "log-scale floor -4.0" in text
+    run = next((tmp_path / "runs").glob("*/run.json"))
+    assert json.loads(run.read_text())["log_scale_min"] == -4.0
     scores = next((tmp_path / "runs").glob("*/scores"))
     assert {"results.csv", "results.json", "roc.png", "learning_curve.json", "learning_curve.png"} <= {
         p.name for p in scores.iterdir()}
     curve = json.loads((scores / "learning_curve.json").read_text())
     assert [r["epoch"] for r in curve] == [1]
     assert 0.0 <= curve[0]["auroc_L"] <= 1.0 and curve[0]["best_llr_k"] in (1, 2)
+
+
+def test_estimator_keeps_its_log_scale_floor_through_save_and_load(tmp_path):
+    from hvae_detect import HVAEOutlierDetector
+    x = torch.Generator().manual_seed(0)
+    images = (torch.rand((40, 3, 8, 8), generator=x) * 255).round().to(torch.uint8).numpy()
+    det = HVAEOutlierDetector(architecture=TINY_NATURAL, epochs=1, batch_size=20, log_scale_min=-4.0,
+                              random_state=0, device="cpu").fit(images)
+    assert det.model_.log_scale_min == -4.0
+    det.save(tmp_path / "det")
+    loaded = HVAEOutlierDetector.load(tmp_path / "det")
+    assert loaded.log_scale_min == -4.0 and loaded.model_.log_scale_min == -4.0
+    assert (loaded.score_samples(images[:5]) == det.score_samples(images[:5])).all()
+    with pytest.raises(ValueError, match="log_scale_min"):
+        HVAEOutlierDetector(architecture=TINY_NATURAL, epochs=1, log_scale_min=-9.0).fit(images)

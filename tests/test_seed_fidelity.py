@@ -102,7 +102,7 @@ def test_model_configs_without_the_new_keys_build_silu_conv3x3():
     from hvae_detect import checkpoints
     model = tiny_model()
     old = {k: v for k, v in checkpoints.model_config(model).items()
-           if k not in ("activation", "likelihood_head", "skip_stochastic")}
+           if k not in ("activation", "likelihood_head", "skip_stochastic", "log_scale_min")}
     assert set(old) == {"input_shape", "architecture", "likelihood", "n_mix"}
     loaded = checkpoints.build_model({"model": old})
     assert (loaded.activation, loaded.likelihood_head, loaded.skip_stochastic) == ("SiLU", "conv3x3", True)
@@ -233,3 +233,46 @@ def test_command_line_defaults_are_the_papers():
     assert (args.activation, args.free_nats_mode, args.data_init, args.likelihood_head, args.skip_stochastic) == (
         "ReLU", "element", True, "paper", True)
     assert cli.build_parser().parse_args(["train", "--no-data_init"]).data_init is False
+
+
+# ---- the mixture's log-scale floor --------------------------------------------------------
+
+def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_path):
+    from hvae_detect import checkpoints
+    torch.manual_seed(0)
+    sharp = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2)
+    torch.manual_seed(0)
+    floored = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=-2.0)
+    assert sharp.log_scale_min == -7.0
+    with torch.no_grad():  # every parameter channel, log-scales included, well below the floor
+        for model in (sharp, floored):
+            model.head.bias.fill_(-6.0)
+    x = images_for(sharp, 3)
+    with torch.no_grad():
+        a = sharp.eval()(x, 0, generator=torch.Generator().manual_seed(0))
+        b = floored.eval()(x, 0, generator=torch.Generator().manual_seed(0))
+    from hvae_detect.kernels.layout import split_dlogmix_params
+    assert split_dlogmix_params(b.params, 3)[2].min() >= -2.0
+    assert not torch.allclose(a.log_px, b.log_px)  # same weights, another floor
+    checkpoints.write_model_dir(tmp_path / "m", floored, {})
+    model, config = checkpoints.read_model_dir(tmp_path / "m")
+    assert config["model"]["log_scale_min"] == -2.0 and model.log_scale_min == -2.0
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x, 0, generator=torch.Generator().manual_seed(0)).log_px, b.log_px)
+    old = {k: v for k, v in config["model"].items() if k != "log_scale_min"}  # folders written before the option
+    assert checkpoints.build_model({"model": old}).log_scale_min == -7.0
+    for bad in (-8.0, 0.0, float("nan"), "-4", True):
+        with pytest.raises(ValueError, match="log_scale_min must be a number in"):
+            HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=bad)
+
+
+def test_log_scale_floor_reaches_the_run_config_and_the_command_line(tmp_path):
+    from hvae_detect.cli import build_parser
+    from hvae_detect.commands.train import make_run_config
+    cfg = make_run_config(TrainingConfig(epochs=1), log_scale_min=-4.0)
+    assert cfg["log_scale_min"] == -4.0
+    assert make_run_config(TrainingConfig(epochs=1))["log_scale_min"] == -7.0
+    with pytest.raises(ValueError, match="--log_scale_min must be a number in"):
+        make_run_config(TrainingConfig(epochs=1), log_scale_min=1.0)
+    args = build_parser().parse_args(["train", "--log_scale_min", "-4"])
+    assert args.log_scale_min == -4.0

@@ -31,6 +31,7 @@ from hvae_detect.atomic import atomic_write_text, recover_folder
 from hvae_detect.batches import LoaderBatches
 from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
+from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.scoring import importance_bounds
 from hvae_detect.training import SEED_TRAINING, TrainingConfig, TrainingDiverged, make_optimizer, train_epochs
@@ -61,7 +62,7 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
                     architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
                     model=None, n_mix=10, test_every=10, seed=0, data_root=None, n_train_examples=None,
                     n_val_examples=None, activation="ReLU", likelihood_head="paper", skip_stochastic=True,
-                    q_dropout=0.0, p_dropout=0.0, test_samples=1, test_importance_weighted=False, dynamic=None,
+                    q_dropout=0.0, p_dropout=0.0, log_scale_min=LOG_SCALE_MIN, test_samples=1, test_importance_weighted=False, dynamic=None,
                     not_applied=None) -> dict:
     """Validate a run's options and return its configuration (saved as run.json).
 
@@ -83,6 +84,8 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     for flag, rate in (("--q_dropout", q_dropout), ("--p_dropout", p_dropout)):
         if not 0 <= rate < 1:
             raise ValueError(f"{flag} must be in [0, 1), got {rate!r}")
+    if isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float)) or not LOG_SCALE_MIN <= log_scale_min < 0:
+        raise ValueError(f"--log_scale_min must be a number in [{LOG_SCALE_MIN}, 0), got {log_scale_min!r}")
     if not isinstance(test_samples, int) or test_samples < 1:
         raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
     if dynamic is not None:
@@ -125,7 +128,8 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
         "data_root": str(data_root if data_root is not None else default_data_root()),
         "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
         "activation": activation, "likelihood_head": likelihood_head, "skip_stochastic": bool(skip_stochastic),
-        "q_dropout": float(q_dropout), "p_dropout": float(p_dropout), "test_samples": test_samples,
+        "q_dropout": float(q_dropout), "p_dropout": float(p_dropout), "log_scale_min": float(log_scale_min),
+        "test_samples": test_samples,
         "test_importance_weighted": bool(test_importance_weighted), "not_applied": dict(not_applied or {}),
     }
 
@@ -250,7 +254,8 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     model = make_model(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10),  # older
                        activation=cfg.get("activation", "SiLU"), likelihood_head=cfg.get("likelihood_head", "conv3x3"),
                        skip_stochastic=cfg.get("skip_stochastic", True), q_dropout=cfg.get("q_dropout", 0.0),
-                       p_dropout=cfg.get("p_dropout", 0.0)).to(dev)  # run.json lacks the keys: SiLU, 3x3
+                       p_dropout=cfg.get("p_dropout", 0.0),
+                       log_scale_min=cfg.get("log_scale_min", LOG_SCALE_MIN)).to(dev)  # run.json lacks the keys: SiLU, 3x3
     opt = make_optimizer(model, cfg["learning_rate"])
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     start, history, val_history, best = 0, [], [], None
