@@ -14,10 +14,10 @@ import torch
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
 
-def _ood_table():
-    spec = importlib.util.spec_from_file_location("ood_table", REPO / "benchmarks" / "ood_table.py")
+def _benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["ood_table"] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -37,13 +37,13 @@ TINY_NATURAL = {
 
 @needs_shared_data
 @pytest.mark.filterwarnings("ignore:.*has no x_extra:UserWarning")  # SVHN validation reads test here; the table says so
-def test_cifar10_against_svhn_table_end_to_end(tmp_path):
+def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
     if not (SHARED_DATA / "cifar10.npz").is_file() or not (SHARED_DATA / "svhn.npz").is_file():
         pytest.skip("cifar10.npz / svhn.npz are not in the shared data")
     table = tmp_path / "table.md"
     threads = torch.get_num_threads()  # the benchmark sets its own thread counts
     try:
-        rc = _ood_table().main([
+        rc = _benchmark("ood_table").main([
             "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
             "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
             "--log_scale_min", "-4",
@@ -65,6 +65,15 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path):
     curve = json.loads((scores / "learning_curve.json").read_text())
     assert [r["epoch"] for r in curve] == [1]
     assert 0.0 <= curve[0]["auroc_L"] <= 1.0 and curve[0]["best_llr_k"] in (1, 2)
+
+    # The decomposition of LLR>k into reconstruction gain and KL removed, on the same run.
+    capsys.readouterr()
+    assert _benchmark("llr_terms").main(["--model", str(run.parent), "--n", "40", "--data_root", str(SHARED_DATA),
+                                         "--threads", str(threads)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| ([12]) \| (CIFAR10 test|SVHN test) \| (-?\d+) \| (-?\d+) \| (-?\d+) \|", out, flags=re.M)
+    assert len(rows) == 4
+    assert all(int(gain) - int(kl) - int(llr) in (-1, 0, 1) for _, _, gain, kl, llr in rows)  # rounded means
 
 
 def test_estimator_keeps_its_log_scale_floor_through_save_and_load(tmp_path):
