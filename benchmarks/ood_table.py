@@ -295,7 +295,9 @@ def main(argv=None) -> int:
               f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
               f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
               f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
-              f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} | S = S' = {args.iw_samples}, up to {n_eval} "
+              f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, "
+              f"log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} | "
+              f"S = S' = {args.iw_samples}, up to {n_eval} "
               f"images per set" + (f"\n\n{table.data_note}" if table.data_note else ""))
     stats = ["L"] + [f"L>{k}" for k in range(1, n_latents)] + [f"LLR>{k}" for k in range(1, n_latents)]
     lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper's HVAE AUROC |",

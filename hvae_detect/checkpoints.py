@@ -236,7 +236,8 @@ def detector_settings(folder, config: dict) -> tuple[dict, dict]:
     m = config["model"]
     params = {"architecture": m["architecture"], "likelihood": m["likelihood"], "n_mix": m["n_mix"],
               "activation": m.get("activation", "SiLU"), "likelihood_head": m.get("likelihood_head", "conv3x3"),
-              "log_scale_min": m.get("log_scale_min", LOG_SCALE_MIN), "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
+              "log_scale_min": m.get("log_scale_min", LOG_SCALE_MIN), "random_state": run.get("seed"),
+              **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
     fitted = {"scoring_seed_": run.get("seed", 0), "offset_": None,
               "history_": config["training_state"].get("history", [])}
     return params, fitted

@@ -61,7 +61,8 @@ def _cmd_train(args) -> int:
         likelihood=args.likelihood, model=args.model, n_mix=args.n_mix, test_every=args.test_every, seed=args.seed,
         data_root=args.data_root, n_train_examples=args.n_train_examples, n_val_examples=args.n_val_examples,
         activation=args.activation, likelihood_head=args.likelihood_head, skip_stochastic=args.skip_stochastic,
-        q_dropout=args.q_dropout, p_dropout=args.p_dropout, log_scale_min=args.log_scale_min, test_samples=args.test_samples_given or 1,
+        q_dropout=args.q_dropout, p_dropout=args.p_dropout, log_scale_min=args.log_scale_min,
+        test_samples=args.test_samples_given or 1,
         test_importance_weighted=bool(args.test_importance_weighted_given), dynamic=args.dynamic,
         not_applied={flag: value for flag, (value, _) in not_applied.items()})
     train.train_run(cfg, save_dir=args.save_dir, device=args.device, download=not args.no_download,

@@ -62,8 +62,8 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
                     architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
                     model=None, n_mix=10, test_every=10, seed=0, data_root=None, n_train_examples=None,
                     n_val_examples=None, activation="ReLU", likelihood_head="paper", skip_stochastic=True,
-                    q_dropout=0.0, p_dropout=0.0, log_scale_min=LOG_SCALE_MIN, test_samples=1, test_importance_weighted=False, dynamic=None,
-                    not_applied=None) -> dict:
+                    q_dropout=0.0, p_dropout=0.0, log_scale_min=LOG_SCALE_MIN, test_samples=1,
+                    test_importance_weighted=False, dynamic=None, not_applied=None) -> dict:
     """Validate a run's options and return its configuration (saved as run.json).
 
     The model options default to the paper's (ReLU, its likelihood head, skip connections, no
@@ -84,7 +84,8 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     for flag, rate in (("--q_dropout", q_dropout), ("--p_dropout", p_dropout)):
         if not 0 <= rate < 1:
             raise ValueError(f"{flag} must be in [0, 1), got {rate!r}")
-    if isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float)) or not LOG_SCALE_MIN <= log_scale_min < 0:
+    if (isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float))
+            or not LOG_SCALE_MIN <= log_scale_min < 0):
         raise ValueError(f"--log_scale_min must be a number in [{LOG_SCALE_MIN}, 0), got {log_scale_min!r}")
     if not isinstance(test_samples, int) or test_samples < 1:
         raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
@@ -255,7 +256,7 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
                        activation=cfg.get("activation", "SiLU"), likelihood_head=cfg.get("likelihood_head", "conv3x3"),
                        skip_stochastic=cfg.get("skip_stochastic", True), q_dropout=cfg.get("q_dropout", 0.0),
                        p_dropout=cfg.get("p_dropout", 0.0),
-                       log_scale_min=cfg.get("log_scale_min", LOG_SCALE_MIN)).to(dev)  # run.json lacks the keys: SiLU, 3x3
+                       log_scale_min=cfg.get("log_scale_min", LOG_SCALE_MIN)).to(dev)  # lacking keys: SiLU, 3x3, -7
     opt = make_optimizer(model, cfg["learning_rate"])
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     start, history, val_history, best = 0, [], [], None
