@@ -195,7 +195,7 @@ def _add_train(sub, fmt):
                    help="skip connections around each latent (false: each stage sees only the latent)")
     p.add_argument("--log_scale_min", type=float, default=-7.0,
                    help="floor on the discretized logistic mixture's log-scales (-7: PixelCNN++'s and the paper's; "
-                        "benchmarks/RESULTS.md measures -4 for CIFAR10 in a CPU budget)")
+                        "benchmarks/RESULTS.md measures -4 and -3 for CIFAR10)")
     p.add_argument("--q_dropout", type=float, default=0.0, help="dropout in the inference residual blocks")
     p.add_argument("--p_dropout", type=float, default=0.0, help="dropout in the generative residual blocks")
     p.add_argument("--train_samples", type=_positive_int, default=d.train_samples,
