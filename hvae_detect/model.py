@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
 from hvae_detect.architectures import family_of, resolve_architecture
-from hvae_detect.kernels.layout import LOG_SCALE_MIN, clamp_log_scales
+from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min, clamp_log_scales
 from hvae_detect.layers import (STOCHASTIC, Projection, _wn, activation_fn,
                                  data_dependent_init, standard_normal_log_prob, standard_normal_log_prob_elements,
                                  weight_normed_layers)
@@ -93,10 +93,7 @@ class HierarchicalModel(nn.Module):
         for name, rate in (("q_dropout", q_dropout), ("p_dropout", p_dropout)):
             if not 0 <= rate < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
-        if (isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float))
-                or not LOG_SCALE_MIN <= log_scale_min < 0):
-            raise ValueError(f"log_scale_min must be a number in [{LOG_SCALE_MIN}, 0) (the mixture's floor on "
-                             f"log-scales; {LOG_SCALE_MIN} is PixelCNN++'s), got {log_scale_min!r}")
+        check_log_scale_min(log_scale_min)
         arch = resolve_architecture(architecture)
         if family_of(arch) != self.family:
             raise ValueError(f"{type(self).__name__} builds the {self.family} family, but the architecture names "

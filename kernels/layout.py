@@ -50,12 +50,20 @@ def clamp_log_scales(params: torch.Tensor, n_channels: int, log_scale_min: float
     A floor above ``LOG_SCALE_MIN`` bounds how sharp a component can be: a logistic narrower than
     about a bin cannot be expressed, so no pixel costs fewer nats than the floor allows.
     """
-    logits, means, log_scales, coeffs = split_dlogmix_params(params, n_channels)
+    m = params.shape[1] // params_per_component(n_channels)
+    out = params.clone(memory_format=torch.contiguous_format)  # contiguous: the slices below are views
     if n_channels == 1:
-        return torch.cat([logits, means[:, 0], log_scales[:, 0].clamp(min=log_scale_min)], dim=1)
-    n, _, m, h, w = means.shape
-    rest = torch.stack([means, log_scales.clamp(min=log_scale_min), coeffs], dim=2)  # (N, C, 3, M, H, W)
-    return torch.cat([logits, rest.reshape(n, 3 * 3 * m, h, w)], dim=1)
+        out[:, 2 * m:].clamp_(min=log_scale_min)
+    else:  # per channel [means, log-scales, coefficients] after the logits
+        out[:, m:].unflatten(1, (3, 3, m))[:, :, 1].clamp_(min=log_scale_min)
+    return out
+
+
+def check_log_scale_min(value, name: str = "log_scale_min") -> None:
+    """Raise ValueError unless ``value`` is a number in [LOG_SCALE_MIN, 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not LOG_SCALE_MIN <= value < 0:
+        raise ValueError(f"{name} must be a number in [{LOG_SCALE_MIN}, 0) (the mixture's floor on log-scales; "
+                         f"{LOG_SCALE_MIN} is PixelCNN++'s), got {value!r}")
 
 
 def check_dlogmix_inputs(x: torch.Tensor, params: torch.Tensor) -> None:

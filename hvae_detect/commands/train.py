@@ -31,7 +31,7 @@ from hvae_detect.atomic import atomic_write_text, recover_folder
 from hvae_detect.batches import LoaderBatches
 from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
-from hvae_detect.kernels.layout import LOG_SCALE_MIN
+from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min
 from hvae_detect.metrics import detection_metrics, ood_direction
 from hvae_detect.scoring import importance_bounds
 from hvae_detect.training import SEED_TRAINING, TrainingConfig, TrainingDiverged, make_optimizer, train_epochs
@@ -84,9 +84,7 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     for flag, rate in (("--q_dropout", q_dropout), ("--p_dropout", p_dropout)):
         if not 0 <= rate < 1:
             raise ValueError(f"{flag} must be in [0, 1), got {rate!r}")
-    if (isinstance(log_scale_min, bool) or not isinstance(log_scale_min, (int, float))
-            or not LOG_SCALE_MIN <= log_scale_min < 0):
-        raise ValueError(f"--log_scale_min must be a number in [{LOG_SCALE_MIN}, 0), got {log_scale_min!r}")
+    check_log_scale_min(log_scale_min, "--log_scale_min")
     if not isinstance(test_samples, int) or test_samples < 1:
         raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
     if dynamic is not None:
