@@ -11,7 +11,8 @@ binarised / dequantised) with the command line's run
 (``hvae_detect.commands.train.train_run``), the number of epochs fitted to the
 budget after the first epoch and the seed's schedules scaled with it (free nats
 2 held for the first 20% of the epochs and annealed to 0 by 40%, KL warm-up over
-the first 20%; the seed uses 1000 / 400 / 200 epochs). Then it scores the
+the first 20%; the seed uses 1000 / 400 / 200 epochs; ``--free_nats_fraction``
+changes the 40%). Then it scores the
 in-distribution test set against every OOD set of the table that the data root
 holds (each preprocessed with ONE fixed draw) and prints AUROC / AUPRC / FPR80 of
 L, every L>k and every LLR>k, writes results.csv/json, roc.png and the learning
@@ -179,6 +180,9 @@ def main(argv=None) -> int:
                    help="train exactly this many epochs instead of fitting them to the budget")
     p.add_argument("--n_val", type=int, default=1000, help="images per validation set during training")
     p.add_argument("--free_nats", type=float, default=2.0, help="the seed's free nats (per latent, see training.py)")
+    p.add_argument("--free_nats_fraction", type=float, default=0.4,
+                   help="the free-nats schedule's length as a fraction of the epochs: held for its first half, "
+                        "annealed to 0 by its end (the seed's 400 of 1000 epochs); 2 holds them for the whole run")
     p.add_argument("--data_root", default=None, help="folder with the .npz files (default ../shared/data)")
     p.add_argument("--save_dir", default=None, help="where the run goes (default: a temporary folder)")
     p.add_argument("--device", default="auto")
@@ -202,6 +206,8 @@ def main(argv=None) -> int:
                    help="torch threads for scoring (two threads made every scoring call ~50x slower there)")
     p.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
+    if args.free_nats_fraction < 0:
+        p.error(f"--free_nats_fraction must be >= 0 (0: no free nats), got {args.free_nats_fraction}")
 
     t0 = time.time()
     table = TABLES[args.in_dist]
@@ -261,7 +267,8 @@ def main(argv=None) -> int:
     del probe
 
     training = TrainingConfig(epochs=guess, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              free_nats=args.free_nats, free_nats_epochs=0.4 * guess, warmup_epochs=0.2 * guess,
+                              free_nats=args.free_nats, free_nats_epochs=args.free_nats_fraction * guess,
+                              warmup_epochs=0.2 * guess,
                               precision=args.precision,
                               free_nats_mode=args.free_nats_mode or ("element" if paper else "layer"),
                               data_init=paper)
@@ -296,7 +303,8 @@ def main(argv=None) -> int:
               f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
               f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
               f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, "
-              f"log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} | "
+              f"log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} "
+              f"over {args.free_nats_fraction:g} of the epochs | "
               f"S = S' = {args.iw_samples}, up to {n_eval} "
               f"images per set" + (f"\n\n{table.data_note}" if table.data_note else ""))
     stats = ["L"] + [f"L>{k}" for k in range(1, n_latents)] + [f"LLR>{k}" for k in range(1, n_latents)]

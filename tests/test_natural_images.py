@@ -46,7 +46,7 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
         rc = _benchmark("ood_table").main([
             "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
             "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
-            "--log_scale_min", "-4",
+            "--log_scale_min", "-4", "--free_nats_fraction", "2",
             "--data_root", str(SHARED_DATA), "--save_dir", str(tmp_path / "runs"), "--markdown", str(table)])
     finally:
         torch.set_num_threads(threads)
@@ -58,7 +58,10 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
     assert all(0.0 <= float(v) <= 1.0 for v in rows.values())
     assert "log-scale floor -4.0" in text
     run = next((tmp_path / "runs").glob("*/run.json"))
-    assert json.loads(run.read_text())["log_scale_min"] == -4.0
+    assert "over 2 of the epochs" in text
+    config = json.loads(run.read_text())
+    assert config["log_scale_min"] == -4.0
+    assert config["free_nats_epochs"] == 2.0  # free nats held for the whole (one-epoch) run
     scores = next((tmp_path / "runs").glob("*/scores"))
     assert {"results.csv", "results.json", "roc.png", "learning_curve.json", "learning_curve.png"} <= {
         p.name for p in scores.iterdir()}
