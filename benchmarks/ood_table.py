@@ -12,11 +12,11 @@ binarised / dequantised) with the command line's run
 budget after the first epoch and the seed's schedules scaled with it (free nats
 2 held for the first 20% of the epochs and annealed to 0 by 40%, KL warm-up over
 the first 20%; the seed uses 1000 / 400 / 200 epochs; ``--free_nats_fraction``
-changes the 40%). Then it scores the
-in-distribution test set against every OOD set of the table that the data root
-holds (each preprocessed with ONE fixed draw) and prints AUROC / AUPRC / FPR80 of
-L, every L>k and every LLR>k, writes results.csv/json, roc.png and the learning
-curve (validation AUROC of L and of the best LLR>k against training minutes).
+changes the 40%). Then it scores the in-distribution test set against every OOD
+set of the table that the data root holds (each preprocessed with ONE fixed
+draw) and prints AUROC / AUPRC / FPR80 of L, every L>k and every LLR>k, writes
+results.csv/json, roc.png and the learning curve (validation AUROC of L and of
+the best LLR>k against training minutes).
 
 The budget covers everything (data loading, training, validation, scoring): the
 scoring time is estimated before training from a timed forward pass and kept

@@ -79,6 +79,13 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
     assert all(int(gain) - int(kl) - int(llr) in (-1, 0, 1) for _, _, gain, kl, llr in rows)  # rounded means
 
 
+def test_table_refuses_a_negative_free_nats_fraction(capsys):
+    with pytest.raises(SystemExit) as stop:
+        _benchmark("ood_table").main(["--in_dist", "CIFAR10Dequantized", "--free_nats_fraction", "-0.5"])
+    assert stop.value.code == 2
+    assert "--free_nats_fraction must be >= 0" in capsys.readouterr().err
+
+
 def test_estimator_keeps_its_log_scale_floor_through_save_and_load(tmp_path):
     from hvae_detect import HVAEOutlierDetector
     x = torch.Generator().manual_seed(0)
