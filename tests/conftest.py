@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,15 @@ def shared_path(*parts) -> Path | None:
 
 SHARED_DATA = shared_path("data")
 needs_shared_data = pytest.mark.skipif(SHARED_DATA is None, reason="../shared/data is not present")
+
+
+def load_benchmark(name: str):
+    """The script benchmarks/<name>.py as a module (registered in sys.modules: dataclasses look it up there)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_model(likelihood="bernoulli", shape=None, arch=TINY, seed=0) -> HierarchicalVAE:

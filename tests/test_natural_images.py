@@ -3,23 +3,13 @@ mixture, through the table benchmark (train, score every k, results table, learn
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, SHARED_DATA, needs_shared_data
-
-
-def _benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from conftest import SHARED_DATA, load_benchmark, needs_shared_data
 
 
 def _conv(ch):
@@ -43,7 +33,7 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
     table = tmp_path / "table.md"
     threads = torch.get_num_threads()  # the benchmark sets its own thread counts
     try:
-        rc = _benchmark("ood_table").main([
+        rc = load_benchmark("ood_table").main([
             "--in_dist", "CIFAR10Dequantized", "--epochs", "1", "--n_train", "300", "--n_eval", "200",
             "--n_val", "100", "--iw_samples", "2", "--batch_size", "50", "--architecture", json.dumps(TINY_NATURAL),
             "--log_scale_min", "-4", "--free_nats_fraction", "2",
@@ -71,7 +61,7 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
 
     # The decomposition of LLR>k into reconstruction gain and KL removed, on the same run.
     capsys.readouterr()
-    assert _benchmark("llr_terms").main(["--model", str(run.parent), "--n", "40", "--data_root", str(SHARED_DATA),
+    assert load_benchmark("llr_terms").main(["--model", str(run.parent), "--n", "40", "--data_root", str(SHARED_DATA),
                                          "--threads", str(threads)]) == 0
     out = capsys.readouterr().out
     rows = re.findall(r"^\| ([12]) \| (CIFAR10 test|SVHN test) \| (-?\d+) \| (-?\d+) \| (-?\d+) \|", out, flags=re.M)
@@ -81,7 +71,7 @@ def test_cifar10_against_svhn_table_end_to_end(tmp_path, capsys):
 
 def test_table_refuses_a_negative_free_nats_fraction(capsys):
     with pytest.raises(SystemExit) as stop:
-        _benchmark("ood_table").main(["--in_dist", "CIFAR10Dequantized", "--free_nats_fraction", "-0.5"])
+        load_benchmark("ood_table").main(["--in_dist", "CIFAR10Dequantized", "--free_nats_fraction", "-0.5"])
     assert stop.value.code == 2
     assert "--free_nats_fraction must be >= 0" in capsys.readouterr().err
 

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pytest
 
-from conftest import REPO
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("seed_equivalence", REPO / "benchmarks" / "seed_equivalence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_skips_cleanly_without_the_papers_code(monkeypatch, capsys):
-    script = _load_script()
+    script = load_benchmark("seed_equivalence")
     monkeypatch.delenv(script.PAPER_ENV, raising=False)
     assert script.main([]) == 0
     out = capsys.readouterr().out
@@ -27,7 +19,7 @@ def test_skips_cleanly_without_the_papers_code(monkeypatch, capsys):
 
 
 def test_a_folder_without_the_papers_code_is_an_error_naming_it(tmp_path, monkeypatch):
-    script = _load_script()
+    script = load_benchmark("seed_equivalence")
     monkeypatch.setenv(script.PAPER_ENV, str(tmp_path))
     with pytest.raises(SystemExit) as e:
         script.main([])
