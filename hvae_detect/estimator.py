@@ -223,23 +223,26 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         likelihood = self.likelihood if self.likelihood != "auto" else ("bernoulli" if c == 1 else "dlogmix")
         device = resolve_device(self.device)
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
+        # The global generator (initial weights, and the fresh directions of data_init) is seeded from
+        # random_state and the caller's own stream is left as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
             model = make_model(shape, self.architecture, likelihood, self.n_mix,
                                activation=self.activation, likelihood_head=self.likelihood_head,
                                log_scale_min=self.log_scale_min)
-        if self.k >= model.n_latents:
-            raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, got {self.k}")
-        model.to(device)
-        gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
-        if streamed:
-            data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
-                                 prepare=binarize_uniforms if likelihood == "bernoulli" else None)
-        else:
-            data = torch.from_numpy(x).to(device)
-        transform = binarize if likelihood == "bernoulli" else None
-        self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
-                                     verbose=self.verbose)
+            if self.k >= model.n_latents:
+                raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, "
+                                 f"got {self.k}")
+            model.to(device)
+            gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
+            if streamed:
+                data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
+                                     prepare=binarize_uniforms if likelihood == "bernoulli" else None)
+            else:
+                data = torch.from_numpy(x).to(device)
+            transform = binarize if likelihood == "bernoulli" else None
+            self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
+                                         verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
         self.train_score_samples_ = self.score_samples(x)
         contamination = 0.05 if self.contamination == "auto" else self.contamination
