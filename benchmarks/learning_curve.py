@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hvae_detect.atomic import atomic_write_text
-from hvae_detect.plots import plt, save_figure
+from hvae_detect.persistence.atomic import atomic_write_text
+from hvae_detect.reporting.plots import plt, save_figure
 
 
 def learning_curve(run_dir, ood_label: str) -> list[dict]:

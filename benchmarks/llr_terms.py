@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from hvae_detect.checkpoints import read_model_dir, resolve_model_dir
-from hvae_detect.datasets import load_dataset
+from hvae_detect.persistence.checkpoints import read_model_dir, resolve_model_dir
+from hvae_detect.data.datasets import load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ood_table import default_data_root  # noqa: E402

@@ -42,16 +42,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learning_curve  # noqa: E402
 
-from hvae_detect.atomic import atomic_write_text
-from hvae_detect.dataset_names import BASES
-from hvae_detect.datasets import DATA_ROOT_ENV, load_dataset
+from hvae_detect.persistence.atomic import atomic_write_text
+from hvae_detect.data.dataset_names import BASES
+from hvae_detect.data.datasets import DATA_ROOT_ENV, load_dataset
 from hvae_detect.devices import resolve_device
-from hvae_detect.families import make_model, with_family
-from hvae_detect.scoring import importance_bounds
+from hvae_detect.models.registry import make_model, with_family
+from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.commands.results import collect_results, write_results
 from hvae_detect.commands.score import score_run
 from hvae_detect.commands.train import make_run_config, train_run
-from hvae_detect.training import PRECISIONS, TrainingConfig, autocast, training_loss
+from hvae_detect.training.config import PRECISIONS, TrainingConfig
+from hvae_detect.training.loop import autocast, training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

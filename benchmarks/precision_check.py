@@ -5,7 +5,7 @@
 
 Trains two copies of one model (same initial weights, data order and random numbers) on
 dynamically binarised Fashion-MNIST, one in float32 and one with ``precision="bfloat16"``
-(``hvae_detect.training.autocast``), and after every epoch evaluates both in float32 on the
+(``hvae_detect.training.loop.autocast``), and after every epoch evaluates both in float32 on the
 same fixed-binarised test images: mean ELBO (S = 1, same noise) and seconds per epoch.
 A usable mixed precision ends within a fraction of a nat of float32 and faster.
 """
@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from hvae_detect.datasets import load_dataset
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingConfig, make_optimizer, train_epochs
+from hvae_detect.data.datasets import load_dataset
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import make_optimizer, train_epochs
 
 
 @torch.no_grad()

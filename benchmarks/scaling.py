@@ -27,11 +27,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hvae_detect.architectures import resolve_architecture
-from hvae_detect.batches import LoaderBatches, binarize_uniforms
-from hvae_detect.distributed import Context
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingConfig, train_epochs
+from hvae_detect.models.architectures import resolve_architecture
+from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.training.distributed import Context
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import train_epochs
 
 
 def _free_port() -> int:

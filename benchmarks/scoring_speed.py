@@ -8,7 +8,7 @@ interleaved repeat by repeat so that load from other processes hits both alike.
   model per importance sample and per statistic, weight norm recomputed in every
   pass, NCHW eager PyTorch (tests/reference_scoring.py: ``naive_ood_scores`` for the VAE,
   ``naive_family_scores``, whole ``model(x, k)`` passes, for LVAE and BIVA).
-- engine: ``hvae_detect.scoring.importance_bounds`` - x-only layers once per image, each
+- engine: ``hvae_detect.scoring.engine.importance_bounds`` - x-only layers once per image, each
   prefix once, weights once per call, samples batched into passes of a row budget.
 
     python benchmarks/scoring_speed.py                       # default grid (minutes on 2 CPU cores)
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect.architectures import PRESETS
-from hvae_detect.families import make_model
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import default_max_rows, importance_bounds
+from hvae_detect.models.architectures import PRESETS
+from hvae_detect.models.registry import make_model
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from peak_memory import peak_memory_mib  # noqa: E402  (the tests' measurement)

@@ -39,13 +39,14 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect.architectures import PRESETS
-from hvae_detect.datasets import DATA_ROOT_ENV, DatasetNotFound, load_dataset
-from hvae_detect.layers import data_dependent_init, weight_normed_layers
+from hvae_detect.models.architectures import PRESETS
+from hvae_detect.data.datasets import DATA_ROOT_ENV, DatasetNotFound, load_dataset
+from hvae_detect.models.layers import data_dependent_init, weight_normed_layers
 from hvae_detect.likelihoods import log_prob
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import importance_bounds
-from hvae_detect.training import SEED_TRAINING, elbo_loss, free_nats_kl, free_nats_at, kl_weight_at, training_loss
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.scoring.engine import importance_bounds
+from hvae_detect.training.config import SEED_TRAINING
+from hvae_detect.training.loop import elbo_loss, free_nats_kl, free_nats_at, kl_weight_at, training_loss
 
 PAPER_ENV = "HVAE_OODD_PATH"
 TOL = 1e-4  # "same up to float rounding": max |a - b| <= TOL * (1 + max |b|)

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvae_detect.batches import LoaderBatches, binarize_uniforms
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import TrainingConfig, train_epochs
+from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import train_epochs
 
 # Small on purpose: what is measured is the memory of the data path, not of the model.
 ARCH = {"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],

@@ -35,11 +35,11 @@ import time
 import torch
 
 from hvae_detect import likelihoods
-from hvae_detect.layers import standard_normal_log_prob
-from hvae_detect.architectures import PRESETS
-from hvae_detect.families import make_model
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.training import CHECK_EVERY, autocast, make_optimizer, training_loss
+from hvae_detect.models.layers import standard_normal_log_prob
+from hvae_detect.models.architectures import PRESETS
+from hvae_detect.models.registry import make_model
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.training.loop import CHECK_EVERY, autocast, make_optimizer, training_loss
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
 

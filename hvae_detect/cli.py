@@ -9,10 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from hvae_detect.architectures import PRESETS
+from hvae_detect.models.architectures import PRESETS
 from hvae_detect.commands import demo, results, score, train
-from hvae_detect.datasets import DATA_ROOT_ENV
-from hvae_detect.training import PRECISIONS, SEED_TRAINING, TrainingConfig
+from hvae_detect.data.datasets import DATA_ROOT_ENV
+from hvae_detect.training.config import PRECISIONS, SEED_TRAINING, TrainingConfig
 
 
 def _int_at_least(minimum: int, what: str):

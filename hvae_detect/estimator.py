@@ -12,18 +12,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect import checkpoints, randomness
-from hvae_detect.architectures import resolve_architecture
+from hvae_detect.persistence import checkpoints
+
+from hvae_detect.data import randomness
+from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
-from hvae_detect.batches import LoaderBatches, binarize_uniforms
-from hvae_detect.image_sources import streamed_images
-from hvae_detect.inputs import binarize, check_images, image_batches
+from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.data.image_sources import image_batches, streamed_images
+from hvae_detect.data.inputs import binarize, check_images
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.layers import ACTIVATIONS
-from hvae_detect.families import make_model
-from hvae_detect.model import HEADS
-from hvae_detect.scoring import default_max_rows, importance_bounds
-from hvae_detect.training import PRECISIONS, TrainingConfig, train_epochs
+from hvae_detect.models.layers import ACTIVATIONS
+from hvae_detect.models.registry import make_model
+from hvae_detect.models.base import HEADS
+from hvae_detect.scoring.engine import default_max_rows, importance_bounds
+from hvae_detect.training.config import PRECISIONS, TrainingConfig
+from hvae_detect.training.loop import train_epochs
 
 STATISTICS = ("llr", "elbo", "lk")
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
@@ -50,7 +53,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         A preset ("small", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
         "biva-cifar"; "lvae-small"), or a dict with the seed's "config_deterministic" and
         "config_stochastic" structures and optionally the model family, "model": "VAE" (the
-        default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.architectures``).
+        default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto" uses Bernoulli (dynamically binarised) for 1 channel and the
         discretized logistic mixture for 3 channels.
@@ -63,7 +66,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     iw_samples_lk : int, default=1
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
     epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision
-        Training settings (``hvae_detect.training.TrainingConfig``): Adam, the seed's
+        Training settings (``hvae_detect.training.loop.TrainingConfig``): Adam, the seed's
         free-nats and KL warm-up schedules. ``precision`` "bfloat16" runs convolutions in
         bfloat16 mixed precision with float32 weights and bound (faster on hardware with
         bfloat16 arithmetic, see benchmarks/RESULTS.md); "auto" picks it on CUDA. Scoring
@@ -83,7 +86,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         Combine them by log-mean-exp (importance-weighted bound) instead of the mean.
     activation : str, default="SiLU"
         Activation of the residual blocks and Gaussian layers (a name in
-        ``hvae_detect.layers.ACTIVATIONS``). The paper's command line uses "ReLU" (and so
+        ``hvae_detect.models.layers.ACTIVATIONS``). The paper's command line uses "ReLU" (and so
         does ``hvae-detect train``); the estimator keeps "SiLU", with which the CPU numbers
         in benchmarks/RESULTS.md were measured.
     likelihood_head : {"conv3x3", "paper"}, default="conv3x3"
@@ -207,7 +210,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         """Train the hierarchical VAE on in-distribution images X; y is ignored.
 
         X: an array as in ``score_samples``, held on the device for training; or data that need
-        not fit in memory, streamed through a DataLoader (``hvae_detect.batches.LoaderBatches``,
+        not fit in memory, streamed through a DataLoader (``hvae_detect.training.batches.LoaderBatches``,
         draws keyed by image): a memory-mapped array (np.memmap), the path of a .npy or
         uncompressed .npz file, or a map-style torch Dataset of images.
         """

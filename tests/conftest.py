@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hvae_detect.model import HierarchicalVAE
+from hvae_detect.models.vae import HierarchicalVAE
 
 REPO = Path(__file__).resolve().parents[1]
 

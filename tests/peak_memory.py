@@ -6,7 +6,7 @@ import ctypes
 
 import torch
 
-from hvae_detect.scoring import importance_bounds
+from hvae_detect.scoring.engine import importance_bounds
 
 
 class _Stop(Exception):

@@ -7,8 +7,10 @@ import math
 
 import torch
 
-from hvae_detect import likelihoods, randomness
-from hvae_detect.layers import standard_normal_log_prob
+from hvae_detect import likelihoods
+
+from hvae_detect.data import randomness
+from hvae_detect.models.layers import standard_normal_log_prob
 
 
 def naive_log_weight(model, x, k, sample=0, seed=0):

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 from conftest import shared_path
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.architectures import PRESETS
+from hvae_detect.models.architectures import PRESETS
 from hvae_detect.cli import build_parser, main
 from hvae_detect.commands import results, score, train
-from hvae_detect.datasets import load_dataset
-from hvae_detect.training import TrainingConfig
+from hvae_detect.data.datasets import load_dataset
+from hvae_detect.training.config import TrainingConfig
 
 SHARED = shared_path("data") if shared_path("data", "fashion_mnist.npz") else None
 SEED_FILES = sorted(shared_path("seeds").glob("*.txt")) if shared_path("seeds") else []

@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import shared_path
 
-from hvae_detect import dataset_files
-from hvae_detect import datasets as ds
-from hvae_detect.datasets import (DatasetNotFound, load_dataset, load_raw, parse_dataset_name,
+from hvae_detect.data import dataset_files
+from hvae_detect.data import datasets as ds
+from hvae_detect.data.datasets import (DatasetNotFound, load_dataset, load_raw, parse_dataset_name,
                                   parse_dataset_options, to_grey)
 
 SHARED = shared_path("data")

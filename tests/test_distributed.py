@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
 
-from hvae_detect.batches import LoaderBatches
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.cli import main
 from hvae_detect.commands.score import SHARD_IMAGES, shard_bounds
-from hvae_detect.distributed import SINGLE, Context
-from hvae_detect.training import TrainingConfig, train_epochs
+from hvae_detect.training.distributed import SINGLE, Context
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import train_epochs
 
 X = np.random.default_rng(0).integers(0, 256, size=(64, 12, 12), dtype=np.uint8)
 CONFIG = TrainingConfig(epochs=2, batch_size=16, learning_rate=1e-3, data_init=True, free_nats_mode="element",
@@ -112,7 +113,7 @@ def test_shards_cover_a_set_once_in_order_and_give_every_rank_work(n, world):
 # or its $KILL_AT-th shard; $SHARD_IMAGES makes shards small.
 LAUNCHED = r"""
 import os, signal, sys
-import hvae_detect.training as training
+import hvae_detect.training.loop as training
 from hvae_detect import HVAEOutlierDetector
 from hvae_detect.commands import score
 if "SHARD_IMAGES" in os.environ:
@@ -225,7 +226,7 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(noise_
 def _lose_a_rank(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       HVAE_DETECT_DIST_TIMEOUT="20")
-    from hvae_detect import distributed
+    from hvae_detect.training import distributed
 
     with distributed.session("cpu") as (ctx, _):
         distributed.barrier(ctx, "the start")

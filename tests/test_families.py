@@ -9,15 +9,15 @@ import torch
 from conftest import SHARED_DATA, TINY, gen, images_for, needs_shared_data
 from reference_scoring import naive_family_scores
 
-from hvae_detect import checkpoints
-from hvae_detect.architectures import PRESETS, family_of, resolve_architecture
-from hvae_detect.biva import BIVA
+from hvae_detect.persistence import checkpoints
+from hvae_detect.models.architectures import PRESETS, family_of, resolve_architecture
+from hvae_detect.models.biva import BIVA
 from hvae_detect.estimator import HVAEOutlierDetector
-from hvae_detect.families import make_model, with_family
-from hvae_detect.ladder import LadderVAE
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import importance_bounds
-from hvae_detect.training import training_loss
+from hvae_detect.models.registry import make_model, with_family
+from hvae_detect.models.lvae import LadderVAE
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.scoring.engine import importance_bounds
+from hvae_detect.training.loop import training_loss
 
 # Every family, BIVA with and without the conditional bottom-up prior.
 ARCHS = {"VAE": TINY, "LVAE": {"model": "LVAE", **TINY}, "BIVA": {"model": "BIVA", **TINY},

@@ -14,13 +14,13 @@ from conftest import REPO, TINY
 from safetensors.torch import load_file, save_file
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.atomic import atomic_write_text, verify_folder
+from hvae_detect.persistence.atomic import atomic_write_text, verify_folder
 from hvae_detect.cli import main
 
 # Runs the command line in a child that SIGKILLs itself at the N-th file operation or training step.
 KILLER = r"""
 import os, signal, sys
-import hvae_detect.atomic as atomic, hvae_detect.checkpoints as checkpoints, hvae_detect.training as training
+import hvae_detect.persistence.atomic as atomic, hvae_detect.persistence.checkpoints as checkpoints, hvae_detect.training.loop as training
 N, count = int(sys.argv[1]), [0]
 def tick():
     count[0] += 1
@@ -179,7 +179,7 @@ def test_tampered_files_are_refused_with_the_file_named(two_detectors, tmp_path)
 
 
 def _refresh_manifest(folder):
-    from hvae_detect.atomic import MANIFEST, sha256
+    from hvae_detect.persistence.atomic import MANIFEST, sha256
 
     names = json.loads((folder / MANIFEST).read_text())["files"]
     (folder / MANIFEST).write_text(json.dumps({"files": {n: sha256(folder / n) for n in names}}))

@@ -43,7 +43,7 @@ from hvae_detect.likelihoods import (  # noqa: E402
     discretized_logistic_mixture_log_prob,
     discretized_logistic_mixture_log_prob_reference,
 )
-from hvae_detect.scoring import StreamingLogMeanExp, logmeanexp  # noqa: E402
+from hvae_detect.scoring.engine import StreamingLogMeanExp, logmeanexp  # noqa: E402
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 FAST = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from hvae_detect.architectures import PRESETS, resolve_architecture
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect import randomness
-from hvae_detect.scoring import importance_bounds, importance_noise
-from hvae_detect.training import TrainingConfig, TrainingDiverged, free_nats_at, kl_weight_at, train_epochs
+from hvae_detect.models.architectures import PRESETS, resolve_architecture
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.data import randomness
+from hvae_detect.scoring.engine import importance_bounds, importance_noise
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import TrainingDiverged, free_nats_at, kl_weight_at, train_epochs
 
 # The seed's FashionMNIST command, pasted verbatim.
 SEED_MNIST_DETERMINISTIC = """[

@@ -1,4 +1,4 @@
-"""The scoring engine (hvae_detect.scoring.importance_bounds) against the paper's way, and its memory bound.
+"""The scoring engine (hvae_detect.scoring.engine.importance_bounds) against the paper's way, and its memory bound.
 
 The naive reference (tests/reference_scoring.py, also what the scoring benchmark times):
 one full pass of the model per importance sample and per statistic.
@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from peak_memory import peak_memory_mib
 from reference_scoring import naive_ood_scores
 
-from hvae_detect.model import HierarchicalVAE
-from hvae_detect.scoring import default_max_rows, importance_bounds
-from hvae_detect.training import TrainingConfig, TrainingDiverged, autocast, resolve_precision, train_epochs, training_loss
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.scoring.engine import default_max_rows, importance_bounds
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import TrainingDiverged, autocast, resolve_precision, train_epochs, training_loss
 
 _model, _images, _gen = tiny_model, images_for, gen
 

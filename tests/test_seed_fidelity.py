@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import TINY, images_for, tiny_model
 
-from hvae_detect.layers import weight_normed_layers
-from hvae_detect.model import HierarchicalVAE, init_from_data
-from hvae_detect.training import (SEED_TRAINING, TrainingConfig, elbo_loss, free_nats_kl, train_epochs,
-                                  training_loss)
+from hvae_detect.models.layers import weight_normed_layers
+from hvae_detect.models.base import init_from_data
+from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
+from hvae_detect.training.loop import elbo_loss, free_nats_kl, train_epochs, training_loss
 
 
 # ---- 1. free nats ---------------------------------------------------------------------
@@ -75,8 +76,8 @@ def test_importance_weighted_training_loss():
 # ---- 2. activation ------------------------------------------------------------------------
 
 def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
-    from hvae_detect import checkpoints
-    from hvae_detect.layers import ACTIVATIONS
+    from hvae_detect.persistence import checkpoints
+    from hvae_detect.models.layers import ACTIVATIONS
     torch.manual_seed(0)
     relu = HierarchicalVAE((1, 12, 12), TINY, "bernoulli", activation="ReLU")
     torch.manual_seed(0)
@@ -99,7 +100,7 @@ def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
 
 def test_model_configs_without_the_new_keys_build_silu_conv3x3():
     # What config.json of a folder written before these keys existed holds.
-    from hvae_detect import checkpoints
+    from hvae_detect.persistence import checkpoints
     model = tiny_model()
     old = {k: v for k, v in checkpoints.model_config(model).items()
            if k not in ("activation", "likelihood_head", "skip_stochastic", "log_scale_min")}
@@ -238,7 +239,7 @@ def test_command_line_defaults_are_the_papers():
 # ---- the mixture's log-scale floor --------------------------------------------------------
 
 def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_path):
-    from hvae_detect import checkpoints
+    from hvae_detect.persistence import checkpoints
     torch.manual_seed(0)
     sharp = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2)
     torch.manual_seed(0)

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.batches import LoaderBatches, binarize_uniforms, draw_keys
-from hvae_detect.image_sources import MemoryMappedImages, image_source
-from hvae_detect.training import TrainingConfig, train_epochs
+from hvae_detect.training.batches import LoaderBatches, binarize_uniforms, draw_keys
+from hvae_detect.data.image_sources import MemoryMappedImages, image_source
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import train_epochs
 
 X = np.random.default_rng(0).integers(0, 256, size=(40, 12, 12), dtype=np.uint8)
 

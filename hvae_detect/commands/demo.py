@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hvae_detect.atomic import atomic_write_json
-from hvae_detect.datasets import DATA_ROOT_ENV, default_data_root
+from hvae_detect.persistence.atomic import atomic_write_json
+from hvae_detect.data.datasets import DATA_ROOT_ENV, default_data_root
 from hvae_detect.estimator import HVAEOutlierDetector
-from hvae_detect.metrics import detection_metrics, ood_direction
+from hvae_detect.reporting.metrics import detection_metrics, ood_direction
 
 # The default demo's configuration, picked by measurement (issue 15; README "Two commands").
 DEMO_EPOCHS = 8
@@ -165,7 +165,7 @@ def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "L
     curves: {set: {label: (in, out)}} with higher = more OOD; scores: {set: (s_in, s_out)} ood_scores dicts."""
     import matplotlib.pyplot as plt
 
-    from hvae_detect.plots import draw_roc_curves, save_figure
+    from hvae_detect.reporting.plots import draw_roc_curves, save_figure
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 5), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves.items()):
@@ -192,7 +192,7 @@ def plot_examples(det, images: dict, out_dir: Path, n=10):
     import matplotlib.pyplot as plt
     import torch
 
-    from hvae_detect.plots import save_figure
+    from hvae_detect.reporting.plots import save_figure
 
     device = next(det.model_.parameters()).device
     fig, axes = plt.subplots(len(images), 1, figsize=(1.0 * n, 2.3 * len(images)), squeeze=False)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hvae_detect.atomic import atomic_write, atomic_write_text
-from hvae_detect.metrics import detection_metrics, ood_direction
-from hvae_detect.plots import draw_roc_curves, plt, save_figure
+from hvae_detect.persistence.atomic import atomic_write, atomic_write_text
+from hvae_detect.reporting.metrics import detection_metrics, ood_direction
+from hvae_detect.reporting.plots import draw_roc_curves, plt, save_figure
 
 
 def read_scores(path) -> dict:

@@ -22,7 +22,7 @@ written atomically to ``<save_dir>/.shards-<settings>/`` as it completes; a reru
 ``score`` reads the shards already there instead of scoring them again. Under torchrun the
 shards are dealt round-robin to the ranks and rank 0 gathers them (through the process group:
 no shared file system is needed) and writes the files; a score is a function of the image
-(``hvae_detect.scoring``), so they hold exactly what one process writes.
+(``hvae_detect.scoring.engine``), so they hold exactly what one process writes.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hvae_detect import checkpoints, distributed
-from hvae_detect.atomic import MANIFEST, atomic_write
+from hvae_detect.persistence import checkpoints
+
+from hvae_detect.training import distributed
+from hvae_detect.persistence.atomic import MANIFEST, atomic_write
 from hvae_detect.commands.train import log, parse_json
-from hvae_detect.datasets import default_data_root, load_dataset, parse_dataset_options
+from hvae_detect.data.datasets import default_data_root, load_dataset, parse_dataset_options
 from hvae_detect.estimator import HVAEOutlierDetector
 
 

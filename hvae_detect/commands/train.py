@@ -4,7 +4,7 @@ A run lives in ``<save_dir>/<FirstTrainDataset>-YYYY-MM-DD-hh-mm-ss.mmm/``:
 
     run.json              the data sets, architecture and training settings
     log.jsonl             one JSON line per epoch (and its validation)
-    checkpoints/last/     a model folder (hvae_detect.checkpoints) plus optimizer.safetensors
+    checkpoints/last/     a model folder (hvae_detect.persistence.checkpoints) plus optimizer.safetensors
     checkpoints/best/     the same at the best validation ELBO of the first validation set
 
 Every ``test_every`` epochs (and after the last one) the validation sets are scored:
@@ -24,17 +24,20 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect import checkpoints, distributed
-from hvae_detect.architectures import family_of, resolve_architecture
-from hvae_detect.families import make_model, with_family
-from hvae_detect.atomic import atomic_write_text, recover_folder
-from hvae_detect.batches import LoaderBatches
-from hvae_detect.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
+from hvae_detect.persistence import checkpoints
+
+from hvae_detect.training import distributed
+from hvae_detect.models.architectures import family_of, resolve_architecture
+from hvae_detect.models.registry import make_model, with_family
+from hvae_detect.persistence.atomic import atomic_write_text, recover_folder
+from hvae_detect.training.batches import LoaderBatches
+from hvae_detect.data.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min
-from hvae_detect.metrics import detection_metrics, ood_direction
-from hvae_detect.scoring import importance_bounds
-from hvae_detect.training import SEED_TRAINING, TrainingConfig, TrainingDiverged, make_optimizer, train_epochs
+from hvae_detect.reporting.metrics import detection_metrics, ood_direction
+from hvae_detect.scoring.engine import importance_bounds
+from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
+from hvae_detect.training.loop import TrainingDiverged, make_optimizer, train_epochs
 
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
                     "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
@@ -71,9 +74,9 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     lacks it. ``test_samples`` / ``test_importance_weighted`` are recorded; ``not_applied`` records
     the paper's flags that were given but have no effect here (see ``hvae-detect train --help``).
     """
-    from hvae_detect.architectures import json_text_or_file
-    from hvae_detect.layers import activation_fn
-    from hvae_detect.model import HEADS
+    from hvae_detect.models.architectures import json_text_or_file
+    from hvae_detect.models.layers import activation_fn
+    from hvae_detect.models.base import HEADS
 
     training.validate()
     if model is not None and (not isinstance(model, str) or model.upper() not in MODELS):
@@ -217,10 +220,10 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     first epoch to what the budget allows, scaling ``free_nats_epochs`` and
     ``warmup_epochs`` in proportion, so the schedules complete within the budget.
 
-    Under torchrun the ranks train one model (``hvae_detect.distributed``; ``batch_size`` is the
+    Under torchrun the ranks train one model (``hvae_detect.training.distributed``; ``batch_size`` is the
     global batch) and rank 0 alone writes and logs. Such a run, or one given ``data_workers``
     (DataLoader worker processes), streams its batches (run.json "batches": "loader", with draws keyed
-    by image: ``hvae_detect.batches``) and resumes that way at any world size; a plain run keeps
+    by image: ``hvae_detect.training.batches``) and resumes that way at any world size; a plain run keeps
     its training set on the device ("memory").
     """
     t_start = time.time()

@@ -5,7 +5,7 @@
 torch tensor, and any map-style torch Dataset (torchvision's, or your own) whose items are
 images or (image, label) pairs: PIL images, numpy arrays or tensors. Images are returned as
 stored (uint8 0..255 or floats in [0, 1], channels first); a batch is checked and scaled to
-[0, 1] on the device (:func:`hvae_detect.inputs.check_image_tensor`).
+[0, 1] on the device (:func:`hvae_detect.data.inputs.check_image_tensor`).
 
 Arrays are read a whole batch at a time (``__getitems__``, in sorted order: a memory-mapped
 file is then read forwards), and a memory-mapped source reopens its file in each worker
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hvae_detect.inputs import is_map_dataset, resolve_image_shape
+from hvae_detect.data.inputs import (check_image_tensor, check_images, check_shape, is_map_dataset,
+                                     resolve_image_shape, to_numpy)
 
 
 def _as_chw_shape(shape) -> tuple:
@@ -223,3 +224,36 @@ def collate(items):
         return items
     images, indices = zip(*items)
     return torch.stack(images), torch.as_tensor(indices, dtype=torch.int64)
+
+
+def image_batches(X, image_shape, expected_shape, batch_size: int, device):
+    """Validated float32 (b, C, H, W) batches of X on ``device``, one batch in memory at a time.
+
+    X: a numpy array (memory-mapped arrays are read a slice at a time), a torch tensor on
+    any device (kept there when it is already on ``device``), an array-like, a map-style
+    torch Dataset of images (read through a DataLoader), or an iterable of batches (items
+    may be (images, labels) pairs).
+    """
+    if is_map_dataset(X):
+        loader = torch.utils.data.DataLoader(image_source(X), batch_size=batch_size, collate_fn=collate)
+        X = (images for images, _ in loader)
+    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or isinstance(X, (list, tuple)):
+        sources = [X if isinstance(X, (np.ndarray, torch.Tensor)) else to_numpy(X)]
+        if len(sources[0]) < 1:
+            raise ValueError("expected at least 1 images, got 0")
+        check_shape(sources[0].shape, image_shape, expected_shape, 1)
+    elif hasattr(X, "__iter__"):
+        sources = (item[0] if isinstance(item, (tuple, list)) else item for item in X)
+    else:
+        raise ValueError(f"expected a numpy array, a torch tensor or an iterable of image batches, got {type(X).__name__}")
+    seen = 0
+    for source in sources:
+        for start in range(0, len(source), batch_size):
+            part = source[start:start + batch_size]
+            if isinstance(part, torch.Tensor):
+                yield check_image_tensor(part, image_shape, expected_shape).to(device)
+            else:
+                yield torch.from_numpy(check_images(part, image_shape, expected_shape)).to(device)
+            seen += len(part)
+    if not seen:
+        raise ValueError("expected at least 1 images, got 0")

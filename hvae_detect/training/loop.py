@@ -1,89 +1,31 @@
 """Training: the ELBO with free nats and a KL warm-up, in one plain epoch loop.
 
-``TrainingConfig`` holds every training setting with its one set of defaults (the
-estimator's; ``SEED_TRAINING`` is the seed's command line). ``train_epochs`` is the
-loop that both the estimator and ``hvae-detect train`` run.
+``train_epochs`` is the loop that both the estimator and ``hvae-detect train`` run, with the
+settings of a ``hvae_detect.training.config.TrainingConfig``.
 
 Schedules follow the seed: free nats stay at ``free_nats`` for the first half of
 ``free_nats_epochs`` and then fall linearly to 0; the KL weight rises linearly
 from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.
-
-Free nats come in two modes (``TrainingConfig.free_nats_mode``):
-  "element"  the paper's ``FreeNats(free_nats, shared_dims=1)``: every element of a latent's
-             per-image KL tensor (channels x H x W, or features) is floored at free_nats / C,
-             C its channels or features, and then summed; a C x H x W latent's floor is
-             free_nats * H * W nats per image;
-  "layer"    each latent's summed KL is floored at free_nats (this package's earlier objective).
+Free nats come in two modes (``TrainingConfig.free_nats_mode``, described there).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import numbers
 import time
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from hvae_detect.batches import LoaderBatches, TensorBatches, posterior_noise
-from hvae_detect.distributed import SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel, gather_objects
+from hvae_detect.training.batches import LoaderBatches, TensorBatches, posterior_noise
+from hvae_detect.training.config import FREE_NATS_MODES, PRECISIONS, TrainingConfig
+from hvae_detect.training.distributed import (SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel,
+                                              gather_objects)
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-FREE_NATS_MODES = ("element", "layer")
 CHECK_EVERY = 32  # steps between divergence checks on a GPU
-
-
-@dataclasses.dataclass
-class TrainingConfig:
-    """Every setting of a training run; ``validate`` says which one is wrong and why."""
-
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 3e-4
-    free_nats: float = 2.0
-    free_nats_epochs: float = 10
-    warmup_epochs: float = 5
-    precision: str = "float32"
-    free_nats_mode: str = "layer"      # "element" is the paper's; see the module docstring
-    data_init: bool = False            # data-dependent weight-norm initialisation on the first batch
-    train_samples: int = 1             # posterior samples per training image
-    train_importance_weighted: bool = False  # combine them by log-mean-exp (IWAE) instead of the mean
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "train_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        v = self.learning_rate
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 < v < math.inf:
-            raise ValueError(f"learning_rate must be a positive finite number, got {v!r}")
-        for name in ("free_nats", "free_nats_epochs", "warmup_epochs"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not 0 <= v < math.inf:
-                raise ValueError(f"{name} must be a non-negative finite number, got {v!r}")
-        if self.free_nats_mode not in FREE_NATS_MODES:
-            raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {self.free_nats_mode!r}")
-        for name in ("data_init", "train_importance_weighted"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-
-# The seed's training command (shared/seeds/): the command line's defaults.
-SEED_TRAINING = TrainingConfig(epochs=1000, batch_size=128, learning_rate=3e-4, free_nats=2.0,
-                               free_nats_epochs=400, warmup_epochs=200, free_nats_mode="element", data_init=True)
 
 
 def free_nats_at(epoch: float, free_nats: float, free_nats_epochs: float) -> float:
@@ -192,7 +134,7 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
 
     ``data``: a tensor (N, C, H, W) in [0, 1] on the model's device, batched in memory with
     ``transform(batch, generator)`` preparing each batch (e.g. a fresh Bernoulli draw per epoch);
-    or a ``hvae_detect.batches.LoaderBatches`` (streamed, possibly over the ranks of a
+    or a ``hvae_detect.training.batches.LoaderBatches`` (streamed, possibly over the ranks of a
     torchrun: the model is then wrapped in DistributedDataParallel and gradients are averaged),
     whose ``batch_size`` must be ``config.batch_size`` (the global batch).
     ``on_epoch_end(epoch, record)`` is called after every epoch, on every rank (checkpointing,

@@ -1,16 +1,16 @@
 """Where training batches come from, and the random numbers that prepare them.
 
-Two sources feed ``hvae_detect.training.train_epochs``:
+Two sources feed ``hvae_detect.training.loop.train_epochs``:
 
 ``TensorBatches``  images held in one tensor on the device (``fit`` and a plain ``hvae-detect
                    train``): one permutation per epoch and every draw (binarisation,
                    dequantisation, posterior samples) from one torch.Generator, as always.
-``LoaderBatches``  any image source of ``hvae_detect.image_sources`` (memory-mapped files,
+``LoaderBatches``  any image source of ``hvae_detect.data.image_sources`` (memory-mapped files,
                    torchvision or any map-style Dataset) read by a DataLoader (worker processes,
                    pinned memory on CUDA) and split over the ranks of a run by a
                    DistributedSampler. ``batch_size`` is the global batch: each of W ranks reads
                    batch_size / W of its images. Every draw is keyed by (seed, epoch, image
-                   index) through ``hvae_detect.randomness``, so an image gets the same draws
+                   index) through ``hvae_detect.data.randomness``, so an image gets the same draws
                    whichever rank reads it and however many ranks there are: W ranks with
                    averaged gradients take the step one process takes on the same global batch
                    (up to float rounding), and a run can resume at another world size.
@@ -23,10 +23,10 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from hvae_detect import randomness
-from hvae_detect.distributed import SINGLE, Context
-from hvae_detect.image_sources import collate, image_source
-from hvae_detect.inputs import check_image_tensor
+from hvae_detect.data import randomness
+from hvae_detect.training.distributed import SINGLE, Context
+from hvae_detect.data.image_sources import collate, image_source
+from hvae_detect.data.inputs import check_image_tensor
 
 PREPARE_STREAM = randomness.BINARIZE_STREAM  # uniforms of the binarisation / dequantisation draw
 _MASK63 = (1 << 63) - 1

@@ -1,8 +1,8 @@
 """Data sets by the paper's names, preprocessed as the paper's code does: the variants (Binarized,
 Quantized, Dequantized, Grey), fixed draws for evaluation sets, and ``load_dataset``.
 
-Names, variants and sources are described in ``hvae_detect.dataset_names``; the file readers
-are in ``hvae_detect.dataset_files``.
+Names, variants and sources are described in ``hvae_detect.data.dataset_names``; the file readers
+are in ``hvae_detect.data.dataset_files``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hvae_detect.dataset_files import load_raw
-from hvae_detect.dataset_names import (BASES, DATA_ROOT_ENV, SPLITS, VARIANTS, DatasetNotFound, DatasetSpec,
+from hvae_detect.data.dataset_files import load_raw
+from hvae_detect.data.dataset_names import (BASES, DATA_ROOT_ENV, SPLITS, VARIANTS, DatasetNotFound, DatasetSpec,
                                        default_data_root, parse_dataset_name, parse_dataset_options)
-from hvae_detect.inputs import binarize
+from hvae_detect.data.inputs import binarize
 
 __all__ = ["BASES", "DATA_ROOT_ENV", "SPLITS", "VARIANTS", "DatasetNotFound", "DatasetSpec", "LoadedDataset",
            "default_data_root", "fixed_seed", "load_dataset", "load_raw", "parse_dataset_name",
@@ -50,7 +50,7 @@ def preprocess(x01: torch.Tensor, variant: str, generator: torch.Generator | Non
     ``levels`` (Dequantized only): 256 gives (k + u) / 256; 3 gives the paper's Omniglot and SmallNORB28x28
     (2 x + u) / 3. ``grey`` then applies :func:`to_grey` (the paper's CIFAR10/SVHN ``DequantizedGrey``).
     ``uniforms`` (x's shape, in (0, 1)) gives the draw instead of ``generator`` (streamed training keys
-    them by image: ``hvae_detect.batches``): a pixel is 1 where u < x, or dequantised with u.
+    them by image: ``hvae_detect.training.batches``): a pixel is 1 where u < x, or dequantised with u.
     """
     if variant == "Binarized":
         out = binarize(x01, generator) if uniforms is None else (uniforms < x01).to(x01.dtype)
@@ -107,7 +107,7 @@ class LoadedDataset:
         return self._preprocess(batch, generator)
 
     def prepare(self, batch: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        """Per-batch preprocessing with the draw given as uniforms (``hvae_detect.batches.LoaderBatches``)."""
+        """Per-batch preprocessing with the draw given as uniforms (``hvae_detect.training.batches.LoaderBatches``)."""
         return preprocess(batch, self.spec.variant, levels=self.spec.info.dequant_levels, grey=self.spec.grey,
                           uniforms=uniforms)
 

@@ -30,10 +30,10 @@ import math
 import torch
 from torch import nn
 
-from hvae_detect.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
+from hvae_detect.models.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.model import BoundTerms, HierarchicalModel, draw
-from hvae_detect.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
+from hvae_detect.models.base import BoundTerms, HierarchicalModel, draw
+from hvae_detect.models.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
 
 def _log_q(q, z, elements):
@@ -41,7 +41,7 @@ def _log_q(q, z, elements):
 
 
 class LadderVAE(HierarchicalModel):
-    """Ladder VAE with the options of ``hvae_detect.model.HierarchicalVAE`` (activation, likelihood
+    """Ladder VAE with the options of ``hvae_detect.models.vae.HierarchicalVAE`` (activation, likelihood
     head, skip_stochastic: the generative skips g_{i+1}, q_dropout / p_dropout: dropout in the
     inference stacks / in the generative stacks and merge blocks, as the paper's stage)."""
 

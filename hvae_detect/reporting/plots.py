@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from hvae_detect.atomic import atomic_write  # noqa: E402
+from hvae_detect.persistence.atomic import atomic_write  # noqa: E402
 
 
 def draw_roc_curves(ax, curves: dict, title=""):

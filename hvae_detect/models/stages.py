@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hvae_detect.layers import STOCHASTIC, ResBlockConv2d, ResBlockDense
+from hvae_detect.models.layers import STOCHASTIC, ResBlockConv2d, ResBlockDense
 
 
 def build_block(in_shape, cfg, out_shape=None, activation="SiLU", dropout=0.0):

@@ -8,7 +8,7 @@ reduced with a streaming logmeanexp, so peak memory is set by the row budget and
 by the number of samples.
 
 A score is a function of the image: every random number comes from
-``hvae_detect.randomness`` keyed by (seed, image, k, latent, sample), every pass has the
+``hvae_detect.data.randomness`` keyed by (seed, image, k, latent, sample), every pass has the
 same shape (the last one is padded), and samples are folded in blocks that depend on S
 only, so an image's bounds do not depend on its batch, its position or its neighbours.
 
@@ -23,9 +23,9 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from hvae_detect import randomness
+from hvae_detect.data import randomness
 from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
-from hvae_detect.layers import Gaussian
+from hvae_detect.models.layers import Gaussian
 
 __all__ = ["ROW_BUDGET_BYTES", "MAX_ROWS", "FOLD_SAMPLES", "StreamingLogMeanExp", "default_max_rows",
            "importance_bounds", "importance_noise", "logmeanexp"]
@@ -85,7 +85,7 @@ def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0,
     """L (k = 0) and L>k (k in ``ks``, default 1..L-1) of images x: {k: (N,)} in nats per image.
 
     ``n_samples`` importance samples S for L, ``n_samples_lk`` S' (default: the same) for L>k;
-    the random numbers are keyed by ``seed`` and each image (``hvae_detect.randomness``).
+    the random numbers are keyed by ``seed`` and each image (``hvae_detect.data.randomness``).
     """
     ks = sorted({0, *(range(1, model.n_latents) if ks is None else ks)})
     for k in ks:

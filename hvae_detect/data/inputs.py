@@ -2,10 +2,9 @@
 
 Images arrive as numpy arrays (memory-mapped too) or torch tensors on any device,
 uint8 in 0..255 or floats in [0, 1], shaped (n, H, W), (n, C, H, W) with C in
-{1, 3}, or (n, d) with an ``image_shape``; for scoring also as any iterable of such
-batches (a generator, a DataLoader yielding images or (images, labels)) or a map-style
-torch Dataset of images (``hvae_detect.image_sources``). Everything else is a ValueError
-that says what was expected.
+{1, 3}, or (n, d) with an ``image_shape``. Everything else is a ValueError that says what was
+expected. Batches of any source (iterables, Datasets) are read by
+``hvae_detect.data.image_sources.image_batches``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch.utils.data
 _FLOATS = (np.float16, np.float32, np.float64)
 
 
-def _to_numpy(X):
+def to_numpy(X):
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
         raise ValueError("sparse input is not supported: pass a dense array of images")
     if isinstance(X, torch.Tensor):
@@ -55,7 +54,7 @@ def resolve_image_shape(shape, image_shape=None):
     raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got an array of shape {tuple(shape)}")
 
 
-def _check_shape(shape, image_shape, expected_shape, min_samples):
+def check_shape(shape, image_shape, expected_shape, min_samples):
     """(C, H, W) of one image of an array of ``shape``, after every shape check."""
     if len(shape) < 2:
         raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got shape {tuple(shape)}")
@@ -75,12 +74,12 @@ def _check_shape(shape, image_shape, expected_shape, min_samples):
 
 def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.ndarray:
     """Validate images and return them as float32 (n, C, H, W) in [0, 1]."""
-    arr = _to_numpy(X)
+    arr = to_numpy(X)
     if np.iscomplexobj(arr):
         raise ValueError("Complex data not supported: expected uint8 or float images")
     if arr.dtype.type in _FLOATS and arr.size and not np.all(np.isfinite(arr)):
         raise ValueError("images contain NaN or infinite values")
-    shape = _check_shape(arr.shape, image_shape, expected_shape, min_samples)
+    shape = check_shape(arr.shape, image_shape, expected_shape, min_samples)
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     elif arr.dtype.type in _FLOATS:
@@ -97,7 +96,7 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.
 
 def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1) -> torch.Tensor:
     """``check_images`` for a torch tensor, on its own device: float32 (n, C, H, W) in [0, 1]."""
-    shape = _check_shape(x.shape, image_shape, expected_shape, min_samples)
+    shape = check_shape(x.shape, image_shape, expected_shape, min_samples)
     if x.dtype == torch.uint8:
         out = x.float() / 255.0
     elif x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -110,42 +109,6 @@ def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, m
     else:
         raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {x.dtype}")
     return out.reshape(x.shape[0], *shape)
-
-
-def image_batches(X, image_shape, expected_shape, batch_size: int, device):
-    """Validated float32 (b, C, H, W) batches of X on ``device``, one batch in memory at a time.
-
-    X: a numpy array (memory-mapped arrays are read a slice at a time), a torch tensor on
-    any device (kept there when it is already on ``device``), an array-like, a map-style
-    torch Dataset of images (read through a DataLoader), or an iterable of batches (items
-    may be (images, labels) pairs).
-    """
-    if is_map_dataset(X):
-        # image_sources sits above this module (it reads shapes with resolve_image_shape).
-        from hvae_detect.image_sources import collate, image_source
-
-        loader = torch.utils.data.DataLoader(image_source(X), batch_size=batch_size, collate_fn=collate)
-        X = (images for images, _ in loader)
-    if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or isinstance(X, (list, tuple)):
-        sources = [X if isinstance(X, (np.ndarray, torch.Tensor)) else _to_numpy(X)]
-        if len(sources[0]) < 1:
-            raise ValueError("expected at least 1 images, got 0")
-        _check_shape(sources[0].shape, image_shape, expected_shape, 1)
-    elif hasattr(X, "__iter__"):
-        sources = (item[0] if isinstance(item, (tuple, list)) else item for item in X)
-    else:
-        raise ValueError(f"expected a numpy array, a torch tensor or an iterable of image batches, got {type(X).__name__}")
-    seen = 0
-    for source in sources:
-        for start in range(0, len(source), batch_size):
-            part = source[start:start + batch_size]
-            if isinstance(part, torch.Tensor):
-                yield check_image_tensor(part, image_shape, expected_shape).to(device)
-            else:
-                yield torch.from_numpy(check_images(part, image_shape, expected_shape)).to(device)
-            seen += len(part)
-    if not seen:
-        raise ValueError("expected at least 1 images, got 0")
 
 
 def is_map_dataset(X) -> bool:

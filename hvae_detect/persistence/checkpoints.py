@@ -10,7 +10,7 @@
     model.safetensors         the state dict
     optimizer.safetensors     Adam moments and the training generator (training checkpoints only)
     manifest.json             SHA-256 of each file above, written last; the folder is written and
-                              replaced as one unit (hvae_detect.atomic.write_folder) and checked on load
+                              replaced as one unit (hvae_detect.persistence.atomic.write_folder) and checked on load
 
 A training run keeps such folders as <run>/checkpoints/best and <run>/checkpoints/last
 beside run.json (the run's data and settings). Nothing is pickled: tensors go through
@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hvae_detect.atomic import recover_folder, verify_folder, write_folder
-from hvae_detect.families import make_model
+from hvae_detect.persistence.atomic import recover_folder, verify_folder, write_folder
+from hvae_detect.models.registry import make_model
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.model import HierarchicalModel
-from hvae_detect.training import TrainingConfig
+from hvae_detect.models.base import HierarchicalModel
+from hvae_detect.training.config import TrainingConfig
 
 FORMAT_VERSION = 2
 CHECKPOINTS = ("best", "last")
@@ -54,7 +54,7 @@ def build_model(config: dict) -> HierarchicalModel:
 
 def write_model_dir(folder, model: HierarchicalModel, sections: dict, extra_tensors: dict | None = None) -> Path:
     """Write model.safetensors, config.json (the model section plus ``sections``) and, when given,
-    optimizer.safetensors as one unit with a manifest of checksums (``hvae_detect.atomic.write_folder``)."""
+    optimizer.safetensors as one unit with a manifest of checksums (``hvae_detect.persistence.atomic.write_folder``)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config = {"format_version": FORMAT_VERSION, "model": model_config(model), **sections}
     text = json.dumps(config, indent=2, allow_nan=False)

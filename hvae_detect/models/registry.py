@@ -1,15 +1,16 @@
 """The model families by name: one call builds a VAE, LVAE or BIVA from an architecture.
 
-The family is the architecture's "model" key (``hvae_detect.architectures``; absent means
+The family is the architecture's "model" key (``hvae_detect.models.architectures``; absent means
 the VAE, so every model saved before the key existed rebuilds as it was).
 """
 
 from __future__ import annotations
 
-from hvae_detect.architectures import family_of, model_family, resolve_architecture
-from hvae_detect.biva import BIVA
-from hvae_detect.ladder import LadderVAE
-from hvae_detect.model import HierarchicalModel, HierarchicalVAE
+from hvae_detect.models.architectures import family_of, model_family, resolve_architecture
+from hvae_detect.models.biva import BIVA
+from hvae_detect.models.lvae import LadderVAE
+from hvae_detect.models.base import HierarchicalModel
+from hvae_detect.models.vae import HierarchicalVAE
 
 FAMILIES = {"VAE": HierarchicalVAE, "LVAE": LadderVAE, "BIVA": BIVA}
 

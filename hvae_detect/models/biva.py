@@ -44,10 +44,10 @@ import math
 import torch
 from torch import nn
 
-from hvae_detect.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
+from hvae_detect.models.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.model import BoundTerms, HierarchicalModel, draw
-from hvae_detect.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
+from hvae_detect.models.base import BoundTerms, HierarchicalModel, draw
+from hvae_detect.models.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
 
 def _halves(noise):
@@ -56,7 +56,7 @@ def _halves(noise):
 
 
 class BIVA(HierarchicalModel):
-    """BIVA with the options of ``hvae_detect.model.HierarchicalVAE`` (activation, likelihood head,
+    """BIVA with the options of ``hvae_detect.models.vae.HierarchicalVAE`` (activation, likelihood head,
     skip_stochastic, q_dropout in the inference stacks and the top merge, p_dropout in the
     generative stacks and the other merges) and the architecture's ``conditional_bu``."""
 

@@ -1,5 +1,5 @@
 """Where a data set's raw images come from: local .npz files, torchvision's files or download,
-the official small NORB .mat files (names and sources: ``hvae_detect.dataset_names``)."""
+the official small NORB .mat files (names and sources: ``hvae_detect.data.dataset_names``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvae_detect.dataset_names import (DATA_ROOT_ENV, SPLITS, DatasetNotFound, DatasetSpec,
+from hvae_detect.data.dataset_names import (DATA_ROOT_ENV, SPLITS, DatasetNotFound, DatasetSpec,
                                        default_data_root, parse_dataset_name)
 
 # the paper's torchvision folders below its data root

@@ -1,0 +1,1 @@
+"""Writing and reading what outlives a process: atomic files and folders, model folders."""
