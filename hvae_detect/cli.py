@@ -1,17 +1,20 @@
 """Command line: ``hvae-detect demo | train | score | results``.
 
-Every flag is declared here; each command's work lives in ``hvae_detect.commands``.
+Every flag is declared here; each command's work lives in ``hvae_detect.commands``, imported only
+when that command runs, so that ``--help`` and usage errors are answered without torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import sys
 from pathlib import Path
 
 from hvae_detect.models.architectures import PRESETS
-from hvae_detect.commands import demo, results, score, train
-from hvae_detect.data.datasets import DATA_ROOT_ENV
+from hvae_detect.commands import defaults
+from hvae_detect.data.dataset_names import DATA_ROOT_ENV
 from hvae_detect.training.config import PRECISIONS, SEED_TRAINING, TrainingConfig
 
 
@@ -32,11 +35,21 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
+def _module_doc(name: str) -> str | None:
+    """The docstring of module ``name``, read from its source without running it."""
+    try:
+        return ast.get_docstring(ast.parse(Path(importlib.util.find_spec(name).origin).read_text()))
+    except (OSError, TypeError, SyntaxError):  # no source (a byte-compiled install): no description
+        return None
+
+
 def _cmd_demo(args) -> int:
+    from hvae_detect.commands import demo
     return demo.run(args)
 
 
 def _cmd_train(args) -> int:
+    from hvae_detect.commands import train
     if args.resume:  # --epochs (or --epochs_override) extends the run to that many epochs in total
         extend = args.epochs_override if args.epochs_override is not None else args.epochs
         train.train_run(resume=args.resume, device=args.device, download=not args.no_download,
@@ -72,6 +85,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_score(args) -> int:
+    from hvae_detect.commands import score
     score.score_run(args.model, ks=args.n_latents_skip, iw_samples_elbo=args.iw_samples_elbo,
                     iw_samples_lk=args.iw_samples_Lk, batch_size=args.batch_size,
                     n_eval_examples=args.n_eval_examples, save_dir=args.save_dir, device=args.device,
@@ -85,6 +99,7 @@ def _cmd_results(args) -> int:
     args.scores_dir = [*args.scores_dir, *args.source_dir]
     if not args.scores_dir:
         raise ValueError("name at least one folder of score files (positionally or with --source_dir)")
+    from hvae_detect.commands import results
     rows, curves = results.collect_results(args.scores_dir)
     print(results.format_table(rows))
     first = Path(args.scores_dir[0])
@@ -96,15 +111,15 @@ def _cmd_results(args) -> int:
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="train on bundled MNIST digits 0-4; detect erased digits and digits 5-9 as OOD",
-                       description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_module_doc("hvae_detect.commands.demo"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help=f"training epochs (default {demo.DEMO_EPOCHS}; with --paper {demo.PAPER_EPOCHS})")
+                   help=f"training epochs (default {defaults.DEMO_EPOCHS}; with --paper {defaults.PAPER_EPOCHS})")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--architecture", default="small", help="small, paper-mnist or paper-cifar (default small)")
-    p.add_argument("--iw-samples", type=_positive_int, default=demo.DEMO_IW_SAMPLES,
-                   help=f"importance samples S for L (default {demo.DEMO_IW_SAMPLES})")
-    p.add_argument("--iw-samples-lk", type=_positive_int, default=demo.DEMO_IW_SAMPLES_LK,
-                   help=f"importance samples S' for L>k (default {demo.DEMO_IW_SAMPLES_LK})")
+    p.add_argument("--iw-samples", type=_positive_int, default=defaults.DEMO_IW_SAMPLES,
+                   help=f"importance samples S for L (default {defaults.DEMO_IW_SAMPLES})")
+    p.add_argument("--iw-samples-lk", type=_positive_int, default=defaults.DEMO_IW_SAMPLES_LK,
+                   help=f"importance samples S' for L>k (default {defaults.DEMO_IW_SAMPLES_LK})")
     p.add_argument("--seed", type=int, default=0, help="random seed for the split, training and scoring")
     p.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
                    help="train on only the first N images (quick checks)")
@@ -166,14 +181,14 @@ def _add_train(sub, fmt):
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="training arithmetic: bfloat16 mixed precision (float32 bound) or auto (bfloat16 on CUDA)")
     p.add_argument("--test_every", type=int, default=10, help="validate every this many epochs")
-    p.add_argument("--train_datasets", default=train.SEED_TRAIN, help='JSON {"Name": {"dynamic": bool, "split": ...}}')
-    p.add_argument("--val_datasets", default=train.SEED_VAL,
+    p.add_argument("--train_datasets", default=defaults.SEED_TRAIN, help='JSON {"Name": {"dynamic": bool, "split": ...}}')
+    p.add_argument("--val_datasets", default=defaults.SEED_VAL,
                    help="JSON like --train_datasets; the first is in-distribution")
     p.add_argument("--model", default=None, type=str.upper,
-                   help=f"one of {train.MODELS}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
+                   help=f"one of {defaults.MODELS}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
                         "LVAE the ladder VAE; BIVA bidirectional inference); default: the --architecture preset's "
                         "(VAE for the paper-* presets, BIVA for biva-*)")
-    p.add_argument("--likelihood", "--likelihood_module", default=None, choices=sorted(train.LIKELIHOOD_FLAGS),
+    p.add_argument("--likelihood", "--likelihood_module", default=None, choices=sorted(defaults.LIKELIHOOD_FLAGS),
                    help="default: Bernoulli for Binarized data, discretized logistic mixture otherwise")
     p.add_argument("--config_deterministic", default=None,
                    help="the seed's JSON list of block lists, as JSON text or the path of a JSON file")

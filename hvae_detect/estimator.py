@@ -24,17 +24,23 @@ from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.models.layers import ACTIVATIONS
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.base import HEADS
+from hvae_detect.scoring import statistics
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 from hvae_detect.training.config import PRECISIONS, TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
-STATISTICS = ("llr", "elbo", "lk")
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
 _THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk")
 
 
 def _positive(kind):
     return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
+
+
+def _positive_count(value, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} (importance samples) must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -51,14 +57,16 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     ----------
     architecture : str or dict, default="small"
         A preset ("small", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
-        "biva-cifar"; "lvae-small"), or a dict with the seed's "config_deterministic" and
+        "biva-cifar"; "lvae-small"), or a dict with the paper's "config_deterministic" and
         "config_stochastic" structures and optionally the model family, "model": "VAE" (the
         default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto" uses Bernoulli (dynamically binarised) for 1 channel and the
         discretized logistic mixture for 3 channels.
-    statistic : {"llr", "elbo", "lk"}, default="llr"
-        Statistic behind ``score_samples``: -LLR>k, L or L>k (higher = more normal).
+    statistic : str, default="llr"
+        Statistic behind ``score_samples``, a name in the statistics table
+        (``hvae_detect.scoring.statistics``): "llr" (-LLR>k, the paper's), "elbo" (L), "lk" (L>k);
+        oriented so that higher = more normal.
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
     iw_samples : int, default=1
@@ -66,7 +74,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     iw_samples_lk : int, default=1
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
     epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision
-        Training settings (``hvae_detect.training.loop.TrainingConfig``): Adam, the seed's
+        Training settings (``hvae_detect.training.config.TrainingConfig``): Adam, the paper's
         free-nats and KL warm-up schedules. ``precision`` "bfloat16" runs convolutions in
         bfloat16 mixed precision with float32 weights and bound (faster on hardware with
         bfloat16 arithmetic, see benchmarks/RESULTS.md); "auto" picks it on CUDA. Scoring
@@ -130,12 +138,32 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     versions); ``pickle``/``joblib`` work too (the model goes through its state dict), as
     scikit-learn's tools (``cross_validate(n_jobs=2)``, ``GridSearchCV``) need, but
     unpickling runs code, so only unpickle files you trust.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hvae_detect import HVAEOutlierDetector
+    >>> X = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    >>> det = HVAEOutlierDetector(epochs=1, random_state=0).fit(X)
+    >>> labels = det.predict(X[:4])             # +1 inlier, -1 outlier
+    >>> normality = det.score_samples(X[:4])    # higher = more normal (-LLR>1 by default)
+    >>> sorted(det.ood_scores(X[:4]))           # every statistic, in nats per image
+    ['L', 'L>1', 'L>2', 'LLR>1', 'LLR>2']
+
+    References
+    ----------
+    .. [1] J. D. Havtorn, J. Frellsen, S. Hauberg and L. Maaløe, "Hierarchical VAEs Know What They
+           Don't Know", ICML 2021.
+    .. [2] L. Maaløe, M. Fraccaro, V. Liévin and O. Winther, "BIVA: A Very Deep Hierarchy of Latent
+           Variables for Generative Modeling", NeurIPS 2019.
+    .. [3] C. K. Sønderby, T. Raiko, L. Maaløe, S. K. Sønderby and O. Winther, "Ladder Variational
+           Autoencoders", NeurIPS 2016.
     """
 
     _parameter_constraints = {
         "architecture": [str, dict],
         "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
-        "statistic": [StrOptions(set(STATISTICS))],
+        "statistic": [str],  # a name in the statistics table, checked against it (statistics.get)
         "k": [_positive(Integral)],
         "iw_samples": [_positive(Integral)],
         "iw_samples_lk": [_positive(Integral)],
@@ -202,6 +230,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def _check_params(self):
         self._validate_params()
+        statistics.get(self.statistic)
         self._training_config()  # finite values
         resolve_architecture(self.architecture)
 
@@ -247,7 +276,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
                                          verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
-        self.train_score_samples_ = self.score_samples(x)
+        self.train_score_samples_ = self._score_samples(x)
         contamination = 0.05 if self.contamination == "auto" else self.contamination
         self._set_offset(np.percentile(self.train_score_samples_, 100.0 * contamination), "the training images")
         return self
@@ -273,58 +302,65 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         Use it after changing the statistic, k or the importance samples, or for a model
         loaded from a training run. Returns self.
         """
+        check_is_fitted(self, "model_")
         if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
             raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
-        self._set_offset(np.percentile(self.score_samples(X), 100.0 * fpr), "the held-out inliers")
+        self._set_offset(np.percentile(self._score_samples(X), 100.0 * fpr), "the held-out inliers")
         return self
 
-    # ---- scoring ----------------------------------------------------------------
-    def _bounds(self, X, ks, batch_size=None):
-        """{k: (n,) float64} for k = 0 (L) and ``ks``, scored batch by batch."""
-        check_is_fitted(self, "model_")
+    # ---- scoring (the public methods check the fitted state once; the private ones assume it) ----
+    def _engine_outputs(self, X, ks, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
+        """L (k = 0) and L>k (k in ``ks``) of every image, named as the statistics table names them
+        ("L", "L>k"): (n,) float64 arrays in nats, scored batch by batch."""
         self._validate_params()
+        iw_samples = self.iw_samples if iw_samples is None else _positive_count(iw_samples, "iw_samples")
+        iw_samples_lk = self.iw_samples_lk if iw_samples_lk is None else _positive_count(iw_samples_lk, "iw_samples_lk")
         device = next(self.model_.parameters()).device
         batch_size = batch_size or 4 * default_max_rows(self.model_, device)  # whole passes at S = 1
         parts = []
         for x in image_batches(X, self.image_shape, self.image_shape_, batch_size, device):
             if self.likelihood_ == "bernoulli":  # the paper's evaluation sets: one fixed draw per image
                 x = randomness.binarize(x, randomness.image_keys(x, self.scoring_seed_))
-            b = importance_bounds(self.model_, x, ks, self.iw_samples, self.iw_samples_lk, seed=self.scoring_seed_)
+            b = importance_bounds(self.model_, x, ks, iw_samples, iw_samples_lk, seed=self.scoring_seed_)
             parts.append({k: v.double().cpu().numpy() for k, v in b.items()})
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return statistics.engine_outputs({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
     def _check_k(self):
         if not 1 <= self.k < self.n_latents_:
             raise ValueError(f"k must be in 1..{self.n_latents_ - 1} for this model, got {self.k}")
 
-    def ood_scores(self, X, batch_size=None):
-        """L, and L>k and LLR>k for every k in 1..n_latents-1, in nats per image.
+    def ood_scores(self, X, batch_size=None, iw_samples=None, iw_samples_lk=None):
+        """Every statistic of the table (``hvae_detect.scoring.statistics``) for every k in 1..n_latents-1.
 
         X: images as in ``fit`` (numpy, memory-mapped or torch arrays on any device, or an
-        iterable of such batches). Returns a dict of (n,) arrays with keys "L", "L>1", "LLR>1", ...
+        iterable of such batches). ``iw_samples`` / ``iw_samples_lk`` override the detector's
+        importance samples S / S' for this call. Returns a dict of (n,) arrays, each statistic in its
+        own units and direction: "L", "L>1", "LLR>1", ... in nats per image (LLR>k is large for outliers).
         """
         check_is_fitted(self, "model_")
-        b = self._bounds(X, range(1, self.n_latents_), batch_size)
-        out = {"L": b[0]}
-        for k in range(1, self.n_latents_):
-            out[f"L>{k}"] = b[k]
-            out[f"LLR>{k}"] = b[0] - b[k]
-        return out
+        ks = range(1, self.n_latents_)
+        out = self._engine_outputs(X, statistics.outputs_needed(statistics.keys(ks)), batch_size, iw_samples,
+                                   iw_samples_lk)
+        return statistics.scores(out, ks)
 
     def score_samples(self, X):
-        """Normality score of each image (higher = more normal): -LLR>k, L or L>k per ``statistic``."""
+        """Normality score of each image (higher = more normal): ``statistic`` at ``k``, oriented so
+        (-LLR>k for "llr", L for "elbo", L>k for "lk")."""
         check_is_fitted(self, "model_")
+        return self._score_samples(X)
+
+    def _score_samples(self, X):
         self._check_k()
-        b = self._bounds(X, [self.k] if self.statistic != "elbo" else [])
-        if self.statistic == "elbo":
-            return b[0]
-        if self.statistic == "lk":
-            return b[self.k]
-        return -(b[0] - b[self.k])
+        statistic = statistics.get(self.statistic)
+        out = self._engine_outputs(X, statistics.outputs_needed([statistic.key_for(self.k)]))
+        return statistic.normality(statistic.compute(out, self.k))
 
     def decision_function(self, X):
         """score_samples - offset_: negative for outliers."""
         check_is_fitted(self, "model_")
+        return self._decision_function(X)
+
+    def _decision_function(self, X):
         if self.offset_ is None:
             raise ValueError("this detector has no threshold (offset_ is None: it was loaded from a training "
                              "run); set one with set_threshold(X_inliers, fpr=...)")
@@ -332,15 +368,17 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         if now != self.threshold_params_:
             raise ValueError(f"offset_ was set for {self.threshold_params_}, but the detector now uses {now}; "
                              "set a threshold for the new setting with set_threshold(X_inliers, fpr=...) or fit again")
-        return self.score_samples(X) - self.offset_
+        return self._score_samples(X) - self.offset_
 
     def predict(self, X):
         """+1 for inliers, -1 for outliers."""
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        check_is_fitted(self, "model_")
+        return np.where(self._decision_function(X) < 0, -1, 1)
 
     def score(self, X, y=None):
         """Mean ELBO L per image in nats (as GaussianMixture.score): higher = the data fit the model better."""
-        return float(np.mean(self._bounds(X, [])[0]))
+        check_is_fitted(self, "model_")
+        return float(np.mean(self._engine_outputs(X, [0])["L"]))
 
     # ---- persistence ------------------------------------------------------------
     def __getstate__(self):

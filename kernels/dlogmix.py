@@ -28,13 +28,18 @@ import triton
 import triton.language as tl
 
 from hvae_detect.kernels import layout
-from hvae_detect.kernels.layout import check_dlogmix_inputs
 
 LOG_SCALE_MIN: tl.constexpr = tl.constexpr(layout.LOG_SCALE_MIN)
 HALF_BIN: tl.constexpr = tl.constexpr(1.0 / (layout.N_BINS - 1))  # bins are 2/255 wide on [-1, 1]
 LOG_HALF_N_BINS: tl.constexpr = tl.constexpr(math.log((layout.N_BINS - 1) / 2.0))
 EDGE: tl.constexpr = tl.constexpr(0.999)
 TINY_BIN: tl.constexpr = tl.constexpr(1e-5)
+# The parameter layout, from layout.py: block (channel, quantity) = FIRST_CHANNEL_BLOCK + channel * Q + quantity.
+LOGITS_BLOCK: tl.constexpr = tl.constexpr(layout.LOGITS_BLOCK)
+FIRST_CHANNEL_BLOCK: tl.constexpr = tl.constexpr(layout.FIRST_CHANNEL_BLOCK)
+MEAN: tl.constexpr = tl.constexpr(layout.MEAN)
+LOG_SCALE: tl.constexpr = tl.constexpr(layout.LOG_SCALE)
+COEFF: tl.constexpr = tl.constexpr(layout.COEFF)
 
 
 @triton.jit
@@ -118,8 +123,19 @@ def _channel_log_prob_grad(xs, mu, log_scale, GRAD_AT_CLAMP: tl.constexpr):
 
 
 @triton.jit
-def _load_param(base, k, HW, offs, mask):
-    return tl.load(base + k * HW + offs, mask=mask, other=0.0).to(tl.float32)
+def _param_offsets(channel: tl.constexpr, quantity: tl.constexpr, Q: tl.constexpr, m, M, HW, offs):
+    """Offsets, in one image's parameters, of component m's ``quantity`` of image ``channel`` (layout.param_block)."""
+    return ((FIRST_CHANNEL_BLOCK + channel * Q + quantity) * M + m) * HW + offs
+
+
+@triton.jit
+def _load_param(p_base, channel: tl.constexpr, quantity: tl.constexpr, Q: tl.constexpr, m, M, HW, offs, mask):
+    return tl.load(p_base + _param_offsets(channel, quantity, Q, m, M, HW, offs), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_logit(p_base, m, M, HW, offs, mask):
+    return tl.load(p_base + (LOGITS_BLOCK * M + m) * HW + offs, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -135,35 +151,34 @@ def _load_pixels(x_base, HW, offs, mask, C: tl.constexpr):
 
 
 @triton.jit
-def _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr):
+def _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, Q: tl.constexpr):
     """log p_m(x) summed over channels, with the PixelCNN++ channel coupling for C == 3."""
     if C == 1:
-        lp = _channel_log_prob(x0, _load_param(p_base, M + m, HW, offs, mask),
-                               _load_param(p_base, 2 * M + m, HW, offs, mask))
+        lp = _channel_log_prob(x0, _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
+                               _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask))
     else:
-        # Channel c's block starts at M + 3Mc: [means, log-scales, coefficients].
-        t0 = _tanh(_load_param(p_base, 3 * M + m, HW, offs, mask))
-        t1 = _tanh(_load_param(p_base, 6 * M + m, HW, offs, mask))
-        t2 = _tanh(_load_param(p_base, 9 * M + m, HW, offs, mask))
-        mu0 = _load_param(p_base, M + m, HW, offs, mask)
-        mu1 = _load_param(p_base, 4 * M + m, HW, offs, mask) + t0 * x0
-        mu2 = _load_param(p_base, 7 * M + m, HW, offs, mask) + t1 * x0 + t2 * x1
-        lp = _channel_log_prob(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask))
-        lp += _channel_log_prob(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask))
-        lp += _channel_log_prob(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask))
+        t0 = _tanh(_load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask))
+        t1 = _tanh(_load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask))
+        t2 = _tanh(_load_param(p_base, 2, COEFF, Q, m, M, HW, offs, mask))
+        mu0 = _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask)
+        mu1 = _load_param(p_base, 1, MEAN, Q, m, M, HW, offs, mask) + t0 * x0
+        mu2 = _load_param(p_base, 2, MEAN, Q, m, M, HW, offs, mask) + t1 * x0 + t2 * x1
+        lp = _channel_log_prob(x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp += _channel_log_prob(x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp += _channel_log_prob(x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask))
     return lp
 
 
 @triton.jit
-def _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, BLOCK: tl.constexpr):
+def _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, Q: tl.constexpr, BLOCK: tl.constexpr):
     """Per-pixel logsumexp_m(logit_m + log p_m(x)) and logsumexp_m(logit_m), one sweep."""
     joint_max = tl.full([BLOCK], float("-inf"), tl.float32)
     joint_sum = tl.zeros([BLOCK], tl.float32)
     logit_max = tl.full([BLOCK], float("-inf"), tl.float32)
     logit_sum = tl.zeros([BLOCK], tl.float32)
     for m in range(M):
-        logit = _load_param(p_base, m, HW, offs, mask)
-        lp = _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C)
+        logit = _load_logit(p_base, m, M, HW, offs, mask)
+        lp = _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C, Q)
         joint_max, joint_sum = _lse_update(joint_max, joint_sum, lp + logit)
         logit_max, logit_sum = _lse_update(logit_max, logit_sum, logit)
     return joint_max + tl.log(joint_sum), logit_max + tl.log(logit_sum)
@@ -171,21 +186,22 @@ def _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, BLOCK: 
 
 @triton.jit
 def _dlogmix_fwd_kernel(x_ptr, p_ptr, partial_ptr, HW, M, n_blocks,
-                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
+                        C: tl.constexpr, Q: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
     blk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     mask = offs < HW
     x0, x1, x2 = _load_pixels(x_ptr + n * C * HW, HW, offs, mask, C)
     p_base = p_ptr + n * (P_PER_MIX * M) * HW
-    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, BLOCK)
+    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, Q, BLOCK)
     ll = tl.where(mask, lse_joint - lse_logit, 0.0)
     tl.store(partial_ptr + n * n_blocks + blk, tl.sum(ll, axis=0))
 
 
 @triton.jit
 def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
-                        C: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr, GRAD_AT_CLAMP: tl.constexpr):
+                        C: tl.constexpr, Q: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr,
+                        GRAD_AT_CLAMP: tl.constexpr):
     blk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -194,45 +210,53 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
     p_base = p_ptr + n * (P_PER_MIX * M) * HW
     g_base = grad_p_ptr + n * (P_PER_MIX * M) * HW
     out_ty = grad_p_ptr.dtype.element_ty
-    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, BLOCK)
+    lse_joint, lse_logit = _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C, Q, BLOCK)
     g = tl.load(grad_out_ptr + n)
 
     for m in range(M):
-        logit = _load_param(p_base, m, HW, offs, mask)
+        logit = _load_logit(p_base, m, M, HW, offs, mask)
         if C == 1:
-            lp, d_mu, d_ls = _channel_log_prob_grad(x0, _load_param(p_base, M + m, HW, offs, mask),
-                                                    _load_param(p_base, 2 * M + m, HW, offs, mask),
+            lp, d_mu, d_ls = _channel_log_prob_grad(x0, _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
+                                                    _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
                                                     GRAD_AT_CLAMP)
             resp = tl.exp(lp + logit - lse_joint)  # posterior responsibility of component m
             r = g * resp
-            tl.store(g_base + (M + m) * HW + offs, (r * d_mu).to(out_ty), mask=mask)
-            tl.store(g_base + (2 * M + m) * HW + offs, (r * d_ls).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(0, MEAN, Q, m, M, HW, offs), (r * d_mu).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(0, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls).to(out_ty), mask=mask)
         else:
-            c0 = _load_param(p_base, 3 * M + m, HW, offs, mask)
-            c1 = _load_param(p_base, 6 * M + m, HW, offs, mask)
-            c2 = _load_param(p_base, 9 * M + m, HW, offs, mask)
+            c0 = _load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask)
+            c1 = _load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask)
+            c2 = _load_param(p_base, 2, COEFF, Q, m, M, HW, offs, mask)
             t0 = _tanh(c0)
             t1 = _tanh(c1)
             t2 = _tanh(c2)
-            mu0 = _load_param(p_base, M + m, HW, offs, mask)
-            mu1 = _load_param(p_base, 4 * M + m, HW, offs, mask) + t0 * x0
-            mu2 = _load_param(p_base, 7 * M + m, HW, offs, mask) + t1 * x0 + t2 * x1
-            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(x0, mu0, _load_param(p_base, 2 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
-            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(x1, mu1, _load_param(p_base, 5 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
-            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(x2, mu2, _load_param(p_base, 8 * M + m, HW, offs, mask), GRAD_AT_CLAMP)
+            mu0 = _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask)
+            mu1 = _load_param(p_base, 1, MEAN, Q, m, M, HW, offs, mask) + t0 * x0
+            mu2 = _load_param(p_base, 2, MEAN, Q, m, M, HW, offs, mask) + t1 * x0 + t2 * x1
+            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(
+                x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
+            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(
+                x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
+            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(
+                x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
             resp = tl.exp(lp0 + lp1 + lp2 + logit - lse_joint)
             r = g * resp
-            tl.store(g_base + (M + m) * HW + offs, (r * d_mu0).to(out_ty), mask=mask)
-            tl.store(g_base + (2 * M + m) * HW + offs, (r * d_ls0).to(out_ty), mask=mask)
-            tl.store(g_base + (3 * M + m) * HW + offs, (r * d_mu1 * x0 * (1.0 - t0 * t0)).to(out_ty), mask=mask)
-            tl.store(g_base + (4 * M + m) * HW + offs, (r * d_mu1).to(out_ty), mask=mask)
-            tl.store(g_base + (5 * M + m) * HW + offs, (r * d_ls1).to(out_ty), mask=mask)
-            tl.store(g_base + (6 * M + m) * HW + offs, (r * d_mu2 * x0 * (1.0 - t1 * t1)).to(out_ty), mask=mask)
-            tl.store(g_base + (7 * M + m) * HW + offs, (r * d_mu2).to(out_ty), mask=mask)
-            tl.store(g_base + (8 * M + m) * HW + offs, (r * d_ls2).to(out_ty), mask=mask)
-            tl.store(g_base + (9 * M + m) * HW + offs, (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty), mask=mask)
+            # Channel k's mean is means_k + sum_j tanh(coeff) * x_j: its gradient reaches the coefficients too.
+            tl.store(g_base + _param_offsets(0, MEAN, Q, m, M, HW, offs), (r * d_mu0).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(0, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls0).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(0, COEFF, Q, m, M, HW, offs),
+                     (r * d_mu1 * x0 * (1.0 - t0 * t0)).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(1, MEAN, Q, m, M, HW, offs), (r * d_mu1).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(1, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls1).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(1, COEFF, Q, m, M, HW, offs),
+                     (r * d_mu2 * x0 * (1.0 - t1 * t1)).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(2, MEAN, Q, m, M, HW, offs), (r * d_mu2).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(2, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls2).to(out_ty), mask=mask)
+            tl.store(g_base + _param_offsets(2, COEFF, Q, m, M, HW, offs),
+                     (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty), mask=mask)
         # d/d logit_m of [logsumexp(logit + lp) - logsumexp(logit)] = responsibility - softmax.
-        tl.store(g_base + m * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
+        tl.store(g_base + (LOGITS_BLOCK * M + m) * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty),
+                 mask=mask)
 
 
 @functools.cache
@@ -255,10 +279,10 @@ def _block_size(hw: int) -> int:
 
 def _launch_geometry(x: torch.Tensor, params: torch.Tensor):
     n, c, h, w = x.shape
-    per_mix = 3 if c == 1 else 10
+    per_mix = layout.params_per_component(c)
     hw = h * w
     block = _block_size(hw)
-    return n, c, hw, params.shape[1] // per_mix, per_mix, block, triton.cdiv(hw, block)
+    return n, c, layout.quantities_per_channel(c), hw, params.shape[1] // per_mix, per_mix, block, triton.cdiv(hw, block)
 
 
 def _device_guard(t: torch.Tensor):
@@ -271,14 +295,14 @@ class _DLogMixLogProb(torch.autograd.Function):
     def forward(ctx, x, params):
         x = x.contiguous()
         params = params.contiguous()
-        n, c, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
+        n, c, q, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
         ctx.save_for_backward(x, params)
         if n == 0 or hw == 0 or m == 0:
             return torch.zeros(n, device=params.device, dtype=torch.float32)
         partial = torch.empty((n, n_blocks), device=params.device, dtype=torch.float32)
         with _device_guard(params):
             _dlogmix_fwd_kernel[(n_blocks, n)](x, params, partial, hw, m, n_blocks,
-                                               C=c, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
+                                               C=c, Q=q, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
         return partial.sum(dim=1)  # fixed-shape reduction: deterministic
 
     @staticmethod
@@ -286,12 +310,12 @@ class _DLogMixLogProb(torch.autograd.Function):
         x, params = ctx.saved_tensors
         if not ctx.needs_input_grad[1]:
             return None, None
-        n, c, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
+        n, c, q, hw, m, per_mix, block, n_blocks = _launch_geometry(x, params)
         grad = torch.empty_like(params)  # the kernel writes every element
         if grad.numel():
             with _device_guard(params):
                 _dlogmix_bwd_kernel[(n_blocks, n)](x, params, grad_out.float().contiguous(), grad, hw, m,
-                                                   C=c, P_PER_MIX=per_mix, BLOCK=block,
+                                                   C=c, Q=q, P_PER_MIX=per_mix, BLOCK=block,
                                                    GRAD_AT_CLAMP=_clamp_passes_grad_at_min(), num_warps=4)
         return None, grad  # x is data: no gradient
 
@@ -300,8 +324,9 @@ def dlogmix_log_prob_triton(x: torch.Tensor, params: torch.Tensor) -> torch.Tens
     """Discretized logistic mixture log p(x), (N,) float32 nats, via the fused Triton kernels.
 
     x: (N, C, H, W) in [0, 1], C = 1 or 3; params: (N, 3M, H, W) for C = 1 or
-    (N, 10M, H, W) for C = 3 in the DESIGN.md layout, float32/float16/bfloat16
-    (accumulation is float32; the gradient comes back in params' dtype).
+    (N, 10M, H, W) for C = 3 in the layout of ``kernels/layout.py``, float32/float16/bfloat16
+    (accumulation is float32; the gradient comes back in params' dtype). The inputs are
+    not checked here: ``hvae_detect.kernels.dispatch.dlogmix_log_prob``, the one public
+    entry point, checks them once for either path.
     """
-    check_dlogmix_inputs(x, params)
     return _DLogMixLogProb.apply(x, params)

@@ -90,13 +90,8 @@ class _LogMeanExp(torch.autograd.Function):
 
 
 def logmeanexp_triton(log_w: torch.Tensor) -> torch.Tensor:
-    """log(mean_s exp(log_w[s, n])) for (S, N) log-weights -> (N,); exact for -inf entries."""
-    if log_w.dim() != 2:
-        raise ValueError(f"expected (S, N) log-weights, got shape {tuple(log_w.shape)}")
-    if log_w.shape[0] == 0:
-        raise ValueError("logmeanexp over zero samples is undefined")
-    if not log_w.is_floating_point():
-        raise ValueError(f"expected floating-point log-weights, got {log_w.dtype}")
+    """log(mean_s exp(log_w[s, n])) for (S, N) floating-point log-weights, S >= 1 -> (N,); exact
+    for -inf entries. Unchecked: ``hvae_detect.kernels.dispatch.logmeanexp`` checks the inputs."""
     return _LogMeanExp.apply(log_w.contiguous())
 
 
@@ -104,8 +99,6 @@ def streaming_update_triton(run_max: torch.Tensor, run_sum: torch.Tensor, chunk:
     """Fold a (s, N) chunk into the running (max, sum of exp(x - max)) state -> (new_max, new_sum).
 
     Same contract and -inf handling as ``hvae_detect.kernels.reference.streaming_update_reference``.
+    Unchecked: ``hvae_detect.kernels.dispatch.streaming_update`` checks the inputs.
     """
-    if chunk.dim() != 2 or run_max.shape != (chunk.shape[1],) or run_sum.shape != run_max.shape:
-        raise ValueError(f"expected chunk (s, N) and states (N,), got {tuple(chunk.shape)}, "
-                         f"{tuple(run_max.shape)}, {tuple(run_sum.shape)}")
     return _launch(chunk.contiguous(), run_max.contiguous(), run_sum.contiguous(), finalize=False)

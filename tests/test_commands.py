@@ -163,8 +163,9 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
     with np.load(next(scores.glob("*k2-iw_elbo4*.npz")), allow_pickle=False) as f:
         labels = list(f["datasets"])
         assert str(f["in_distribution"]) == labels[0] and labels[-1].endswith(" train") and len(labels) == 3
-        np.testing.assert_allclose(f["LLR_1"], f["L_1"] - f["Lk_1"])
-        assert f["L_0"].shape == (16,) and np.isfinite(f["L_0"]).all()
+        assert int(f["iw_samples"]) == 4 and int(f["iw_samples_lk"]) == 4
+        np.testing.assert_array_equal(f["set1:LLR>2"], f["set1:L"] - f["set1:L>2"])
+        assert f["set0:L"].shape == (16,) and np.isfinite(f["set0:L"]).all()
 
     # The run opens as a detector, and its ood_scores are the score command's numbers.
     det = HVAEOutlierDetector.load(run, device="cpu").set_params(iw_samples=4, iw_samples_lk=4)
@@ -173,8 +174,8 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
     x = load_dataset(ind, {"dynamic": False, "split": "validation"}, root, False, 16, cfg["seed"]).fixed()
     mine = det.ood_scores(x, batch_size=8)
     with np.load(next(scores.glob("*k2-iw_elbo4*.npz")), allow_pickle=False) as f:
-        np.testing.assert_array_equal(f["L_0"], mine["L"])
-        np.testing.assert_array_equal(f["LLR_0"], mine["LLR>2"])
+        np.testing.assert_array_equal(f["set0:L"], mine["L"])
+        np.testing.assert_array_equal(f["set0:LLR>2"], mine["LLR>2"])
     with pytest.raises(ValueError, match="no threshold"):
         det.predict(x)
 
@@ -183,7 +184,7 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "AUROC" in printed and "LLR>2" in printed
     rows = json.loads((scores / "results.json").read_text())
-    stats = {(r["statistic"], r["iw_elbo"], r["iw_lk"]) for r in rows}
+    stats = {(r["statistic"], r["iw_samples"], r["iw_samples_lk"]) for r in rows}
     for s in (1, 4):
         assert {("L", s, ""), ("L>1", "", s), ("L>2", "", s), ("LLR>1", s, s), ("LLR>2", s, s)} <= stats
     assert all(0 <= r["auroc"] <= 1 and 0 <= r["fpr80"] <= 1 for r in rows)
@@ -246,7 +247,7 @@ def test_score_command_scores_a_saved_detector(grey_root, tiny_arch, tmp_path):
     fixed = load_dataset(ood, {"dynamic": False, "split": "validation"}, root, False, 12).fixed()
     with np.load(path, allow_pickle=False) as f:
         assert list(f["datasets"]) == [f"{ind[:-9]} test", f"{ood[:-9]} test"]
-        np.testing.assert_array_equal(f["LLR_1"], HVAEOutlierDetector.load(tmp_path / "det").ood_scores(
+        np.testing.assert_array_equal(f["set1:LLR>1"], HVAEOutlierDetector.load(tmp_path / "det").ood_scores(
             fixed, batch_size=6)["LLR>1"])
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -54,7 +55,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy overf
 # ---------------------------------------------------------------- discretized logistic mixture
 
 def make_inputs(seed, n, c, m, h, w, regime, dtype=torch.float32):
-    """x on the 256-level grid and params in the DESIGN.md layout, for one numerical regime.
+    """x on the 256-level grid and params in the layout of kernels/layout.py, for one numerical regime.
 
     regime: "random" (moderate scales), "edges" (half the pixels at 0 or 255),
     "clamp" (log-scales at or below -7, means on or near the pixel, so both the
@@ -176,12 +177,13 @@ def test_dlogmix_regimes_are_exercised(c):
     """The regimes really hit the edge bins, the -7 clamp and the tiny-bin branch."""
     x, params = make_inputs(0, 2, c, 10, 5, 5, "clamp")
     assert ((x == 0).any() and (x == 1).any())
-    log_scales = params[:, 2 * 10:3 * 10] if c == 1 else params[:, 10 + 10:10 + 20]
+    _, _, log_scales, _ = split_dlogmix_params(params, c)
     assert (log_scales == -7).any() and (log_scales < -7).any()
     for regime in ("clamp", "tiny"):
         x, params = make_inputs(1, 1, 1, 10, 5, 5, regime)
         xs = (2 * x - 1).cpu()
-        means, ls = params[:, 10:20].cpu(), params[:, 20:30].cpu().clamp(min=-7)
+        _, means, ls, _ = split_dlogmix_params(params.cpu(), 1)
+        means, ls = means[:, 0], ls[:, 0].clamp(min=-7)
         inv = torch.exp(-ls)
         delta = torch.sigmoid(inv * (xs - means + 1 / 255)) - torch.sigmoid(inv * (xs - means - 1 / 255))
         interior = (xs > -0.999) & (xs < 0.999)
@@ -345,3 +347,65 @@ def test_importing_the_package_does_not_import_triton():
     ) % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.expanduser("~"), env=env)
+
+
+# ---------------------------------------------------------------- the one input check
+
+def _zeros(*shape, dtype=torch.float32, device=None):
+    return torch.zeros(shape, dtype=dtype, device=device or DEVICE)
+
+
+BAD_INPUTS = [  # (entry point, arguments, what the message must say)
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 4, 2, 2)), "3*M parameter channels"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 0, 2, 2)), "M >= 1"),
+    ("dlogmix", lambda: (_zeros(1, 2, 2, 2), _zeros(1, 6, 2, 2)), "1 or 3 channels"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(2, 3, 2, 2)), "do not match x"),
+    ("dlogmix", lambda: (_zeros(1, 1, 4), _zeros(1, 3, 4)), "(N, C, H, W)"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2, dtype=torch.uint8), _zeros(1, 3, 2, 2)), "x must be float16"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 3, 2, 2, dtype=torch.int64)), "got torch.int64"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 3, 2, 2, device="meta")), "one device"),
+    ("dlogmix", lambda: (_zeros(1, 1, 2, 2).numpy(), _zeros(1, 3, 2, 2)) if DEVICE == "cpu"
+     else (_zeros(1, 1, 2, 2).tolist(), _zeros(1, 3, 2, 2)), "x must be a torch.Tensor"),
+    ("logmeanexp", lambda: (_zeros(0, 3),), "zero samples"),
+    ("logmeanexp", lambda: (_zeros(4, 3, dtype=torch.int32),), "log_w must be"),
+    ("logmeanexp", lambda: (_zeros(4, 3), 2), "out of range"),
+    ("streaming", lambda: (_zeros(3), _zeros(3), _zeros(2, 4)), "states (N,)"),
+    ("streaming", lambda: (_zeros(3), _zeros(3), _zeros(3)), "chunk (s, N)"),
+    ("streaming", lambda: (_zeros(3), _zeros(3, dtype=torch.float64), _zeros(2, 3)), "one dtype"),
+    ("streaming", lambda: (_zeros(3), _zeros(3), _zeros(2, 3, dtype=torch.bool)), "chunk must be"),
+]
+ENTRY_POINTS = {"dlogmix": dispatch.dlogmix_log_prob, "logmeanexp": dispatch.logmeanexp,
+                "streaming": dispatch.streaming_update}
+
+
+@pytest.mark.parametrize("entry, make, expected", BAD_INPUTS,
+                         ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(BAD_INPUTS)])
+def test_bad_inputs_get_one_error_whichever_path_runs(monkeypatch, entry, make, expected):
+    """dispatch.py checks every input once, before choosing: the same one-line ValueError on either
+    path, and neither the kernel nor the reference is reached."""
+    reached = []
+    for module, name in ((dlogmix, "dlogmix_log_prob_triton"), (lse, "logmeanexp_triton"),
+                         (lse, "streaming_update_triton"), (dispatch, "dlogmix_log_prob_reference"),
+                         (dispatch, "logmeanexp_reference"), (dispatch, "streaming_update_reference")):
+        monkeypatch.setattr(module, name, lambda *a, _name=name, **k: reached.append(_name))
+    messages = {}
+    for mode in ("reference", "triton", "auto"):
+        monkeypatch.setenv(dispatch.ENV_VAR, mode)
+        with pytest.raises(ValueError, match=re.escape(expected)) as err:
+            ENTRY_POINTS[entry](*make())
+        messages[mode] = str(err.value)
+    assert len(set(messages.values())) == 1 and "\n" not in messages["reference"], messages
+    assert not reached
+
+
+def test_good_inputs_pass_the_check_on_every_path(monkeypatch):
+    """The check lets through what both paths compute: 1 and 3 channels, every float dtype, empty batches."""
+    for c, dtype, n in ((1, torch.float32, 2), (3, torch.bfloat16, 1), (3, torch.float64, 0)):
+        x, params = make_inputs(9, max(n, 1), c, 2, 2, 3, "random", dtype)
+        x, params = x[:n].to(dtype), params[:n]
+        outs = []
+        for mode in ("reference", "triton"):
+            monkeypatch.setenv(dispatch.ENV_VAR, mode)
+            outs.append(dispatch.dlogmix_log_prob(x, params))
+        assert outs[0].shape == outs[1].shape == (n,)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=5e-3)

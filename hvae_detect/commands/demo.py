@@ -31,14 +31,13 @@ import numpy as np
 from hvae_detect.persistence.atomic import atomic_write_json
 from hvae_detect.data.datasets import DATA_ROOT_ENV, default_data_root
 from hvae_detect.estimator import HVAEOutlierDetector
-from hvae_detect.reporting.metrics import detection_metrics, ood_direction
+from hvae_detect.reporting.metrics import detection_metrics
+from hvae_detect.scoring import statistics
 
-# The default demo's configuration, picked by measurement (issue 15; README "Two commands").
-DEMO_EPOCHS = 8
+# The default demo's configuration, picked by measurement (issue 15; README "Two commands"); the
+# values that --help shows live in commands/defaults.py.
+from hvae_detect.commands.defaults import DEMO_EPOCHS, DEMO_IW_SAMPLES, DEMO_IW_SAMPLES_LK, PAPER_EPOCHS
 DEMO_LEARNING_RATE = 1e-3  # reaches in 8 epochs what 3e-4 does not in 20 (measured)
-DEMO_IW_SAMPLES = 1      # S, importance samples of L
-DEMO_IW_SAMPLES_LK = 1   # S', importance samples of L>k
-PAPER_EPOCHS = 10
 RECOMMENDED = "LLR>1"    # what score_samples returns with the estimator's defaults (statistic="llr", k=1)
 
 FAR_SETS = ("right-half-erased", "lower-rows-erased")
@@ -86,8 +85,8 @@ def ood_sets(held_in, digits_5_9, seed=0):
 # ---- scores and metrics --------------------------------------------------------------
 
 def evaluate(scores_in: dict, scores_out: dict) -> dict:
-    """Metrics per statistic; bounds are negated so that higher always means more OOD."""
-    return {stat: _metrics(ood_direction(stat) * scores_in[stat], ood_direction(stat) * scores_out[stat])
+    """Metrics per statistic of two ``ood_scores`` dicts (each oriented as a normality score)."""
+    return {stat: _metrics(statistics.normality(stat, scores_in[stat]), statistics.normality(stat, scores_out[stat]))
             for stat in scores_in}
 
 
@@ -97,7 +96,8 @@ def _metrics(s_in, s_out) -> dict:
 
 
 def baseline_scores(train, held_in, sets: dict, seed):
-    """IsolationForest and LocalOutlierFactor on raw pixels: {name: (in, {set: out})}, higher = more OOD."""
+    """IsolationForest and LocalOutlierFactor on raw pixels: {name: (in, {set: out})}, their score_samples
+    (higher = more normal)."""
     from sklearn.ensemble import IsolationForest
     from sklearn.neighbors import LocalOutlierFactor
 
@@ -105,8 +105,8 @@ def baseline_scores(train, held_in, sets: dict, seed):
     out = {}
     for est in (IsolationForest(random_state=seed), LocalOutlierFactor(novelty=True)):
         est.fit(flat(train))
-        out[type(est).__name__] = (-est.score_samples(flat(held_in)),
-                                   {name: -est.score_samples(flat(x)) for name, x in sets.items()})
+        out[type(est).__name__] = (est.score_samples(flat(held_in)),
+                                   {name: est.score_samples(flat(x)) for name, x in sets.items()})
     return out
 
 
@@ -126,7 +126,11 @@ def format_table(table: dict, recommended: str = RECOMMENDED, paper: dict | None
 
 
 def _is_hvae_statistic(name: str) -> bool:
-    return name == "L" or name.startswith(("L>", "LLR>"))
+    try:
+        statistics.of_key(name)
+        return True
+    except ValueError:  # a baseline's name
+        return False
 
 
 def best_llr(table: dict) -> tuple[str, float]:
@@ -162,7 +166,7 @@ def verdict(name: str, table: dict) -> str:
 
 def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "LLR>2")):
     """roc_curves.png (one panel per set) and score_histograms.png (a row per set, a column per statistic).
-    curves: {set: {label: (in, out)}} with higher = more OOD; scores: {set: (s_in, s_out)} ood_scores dicts."""
+    curves: {set: {label: (in, out)}} normality scores (higher = more normal); scores: {set: (s_in, s_out)} ood_scores dicts."""
     import matplotlib.pyplot as plt
 
     from hvae_detect.reporting.plots import draw_roc_curves, save_figure
@@ -180,8 +184,9 @@ def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "L
             lo, hi = np.percentile(v, [0.5, 99.5])
             for values, label in ((s_in[stat], "held-out 0-4 (in)"), (s_out[stat], f"{name} (OOD)")):
                 ax.hist(np.clip(values, lo, hi), bins=40, range=(lo, hi), alpha=0.5, density=True, label=label)
-            auroc = detection_metrics(ood_direction(stat) * s_in[stat], ood_direction(stat) * s_out[stat])["auroc"]
-            direction = "low = OOD" if ood_direction(stat) < 0 else "high = OOD"
+            auroc = detection_metrics(statistics.normality(stat, s_in[stat]),
+                                      statistics.normality(stat, s_out[stat]))["auroc"]
+            direction = "low = OOD" if statistics.of_key(stat)[0].higher_is_normal else "high = OOD"
             ax.set_title(f"{stat} (nats, {direction}): AUROC {auroc:.2f}", fontsize=8)
         row[0].legend(fontsize=7)
     save_figure(fig, out_dir / "score_histograms.png")
@@ -241,7 +246,7 @@ def run(args) -> int:
     tables, curves = {}, {}
     for name in sets:
         tables[name] = evaluate(s_in, s_out[name])
-        curves[name] = {stat: (ood_direction(stat) * s_in[stat], ood_direction(stat) * s_out[name][stat])
+        curves[name] = {stat: (statistics.normality(stat, s_in[stat]), statistics.normality(stat, s_out[name][stat]))
                         for stat in s_in}
         for b, (b_in, b_out) in baselines.items():
             tables[name][b] = _metrics(b_in, b_out[name])

@@ -1,8 +1,8 @@
 """``hvae-detect results``: AUROC / AUPRC / FPR80 / FPR95 tables and ROC curves from score files.
 
 Reads one or more folders of ``scores-*.npz`` (written by ``hvae-detect score``) and
-reports, per in-distribution set and per OOD set, every statistic and sample count
-found; writes results.csv, results.json and roc.png.
+reports, per in-distribution set and per OOD set, every statistic (``hvae_detect.scoring.statistics``)
+and sample count found; writes results.csv, results.json and roc.png.
 """
 
 from __future__ import annotations
@@ -16,66 +16,74 @@ from pathlib import Path
 import numpy as np
 
 from hvae_detect.persistence.atomic import atomic_write, atomic_write_text
-from hvae_detect.reporting.metrics import detection_metrics, ood_direction
+from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.reporting.plots import draw_roc_curves, plt, save_figure
+from hvae_detect.scoring import statistics
 
 
 def read_scores(path) -> dict:
-    """One score file as {"in_distribution", "k", "iw_elbo", "iw_lk", "sets": {label: {"L", "L>k", "LLR>k"}}}."""
+    """One score file as {"in_distribution", "k", "counts": {"iw_samples", "iw_samples_lk"},
+    "sets": {label: {statistic key: values}}}; files of the earlier format (L_i, Lk_i, LLR_i) too."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            k = int(f["k"])
-            sets = {str(lab): {"L": f[f"L_{i}"], f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]}
-                    for i, lab in enumerate(f["datasets"])}
-            return {"in_distribution": str(f["in_distribution"]), "k": k, "iw_elbo": int(f["iw_elbo"]),
-                    "iw_lk": int(f["iw_lk"]), "sets": sets}
+            k, labels = int(f["k"]), [str(lab) for lab in f["datasets"]]
+            if "iw_samples" in f.files:
+                counts = {"iw_samples": int(f["iw_samples"]), "iw_samples_lk": int(f["iw_samples_lk"])}
+                sets = {lab: {name.split(":", 1)[1]: f[name] for name in f.files if name.startswith(f"set{i}:")}
+                        for i, lab in enumerate(labels)}
+            else:  # written before the statistics table
+                counts = {"iw_samples": int(f["iw_elbo"]), "iw_samples_lk": int(f["iw_lk"])}
+                sets = {lab: {"L": f[f"L_{i}"], **({f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]} if k else {})}
+                        for i, lab in enumerate(labels)}
+            return {"in_distribution": str(f["in_distribution"]), "k": k, "counts": counts, "sets": sets}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} cannot be read as a score file ({type(e).__name__}: {e})") from None
 
 
+def _order(key: str) -> tuple:
+    """Rows in the statistics table's order, then by k."""
+    statistic, k = statistics.of_key(key)
+    return list(statistics.TABLE).index(statistic.name), k
+
+
 def collect_results(score_dirs) -> tuple[list[dict], dict]:
-    """Metric rows for every (in-dist, OOD set, statistic, sample counts) and the ROC inputs."""
+    """Metric rows for every (in-dist, OOD set, statistic, sample counts) and the ROC inputs
+    (normality scores: higher = more normal)."""
     files = []
     for d in ([score_dirs] if isinstance(score_dirs, (str, Path)) else score_dirs):
         d = Path(d)
         files += sorted(d.glob("scores-*.npz")) if d.is_dir() else [d]
     if not files:
         raise FileNotFoundError(f"no scores-*.npz files in {score_dirs}")
-    rows, curves, seen = [], {}, set()
+    rows, curves = [], {}
     for path in files:
         s = read_scores(path)
-        ind, k = s["in_distribution"], s["k"]
-        stats = [("L", s["iw_elbo"], None)]
-        if k > 0:
-            stats += [(f"L>{k}", None, s["iw_lk"]), (f"LLR>{k}", s["iw_elbo"], s["iw_lk"])]
-        for ood, vals in s["sets"].items():
+        ind = s["in_distribution"]
+        for ood, values in s["sets"].items():
             if ood == ind:
                 continue
-            for stat, iw_e, iw_k in stats:
-                key = (ind, ood, stat, iw_e, iw_k)
-                if key in seen:
+            for key in values:
+                counts = statistics.sample_counts(key, s["counts"])
+                samples = (counts.get("iw_samples", ""), counts.get("iw_samples_lk", ""))
+                if (ind, ood, key, *samples) in curves:  # "L" is in the file of every k
                     continue
-                seen.add(key)
-                sign = ood_direction(stat)
-                s_in, s_out = sign * s["sets"][ind][stat], sign * vals[stat]
-                m = detection_metrics(s_in, s_out)
-                rows.append({"in_distribution": ind, "ood": ood, "statistic": stat,
-                             "iw_elbo": iw_e if iw_e is not None else "", "iw_lk": iw_k if iw_k is not None else "",
-                             "n_in": int(s_in.size), "n_out": int(s_out.size), **m})
-                curves[key] = (s_in, s_out)
-    order = {"L": 0}
-    rows.sort(key=lambda r: (r["in_distribution"], r["ood"].endswith(" train"), r["ood"],
-                             order.get(r["statistic"], 1 if r["statistic"].startswith("LLR") else 2),
-                             r["statistic"], str(r["iw_elbo"]), str(r["iw_lk"])))
+                s_in = statistics.normality(key, s["sets"][ind][key])
+                s_out = statistics.normality(key, values[key])
+                rows.append({"in_distribution": ind, "ood": ood, "statistic": key, "iw_samples": samples[0],
+                             "iw_samples_lk": samples[1], "n_in": int(s_in.size), "n_out": int(s_out.size),
+                             **detection_metrics(s_in, s_out)})
+                curves[(ind, ood, key, *samples)] = (s_in, s_out)
+    rows.sort(key=lambda r: (r["in_distribution"], r["ood"].endswith(" train"), r["ood"], _order(r["statistic"]),
+                             str(r["iw_samples"]), str(r["iw_samples_lk"])))
     return rows, curves
 
 
 def _stat_label(r):
     parts = []
-    if r["iw_elbo"] != "":
-        parts.append(f"S={r['iw_elbo']}")
-    if r["iw_lk"] != "":
-        parts.append(f"S'={r['iw_lk']}")
+    if r["iw_samples"] != "":
+        parts.append(f"S={r['iw_samples']}")
+    if r["iw_samples_lk"] != "":
+        parts.append(f"S'={r['iw_samples_lk']}")
     return f"{r['statistic']} ({', '.join(parts)})"
 
 

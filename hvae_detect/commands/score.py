@@ -9,13 +9,15 @@ split; a detector folder on the sets given with ``--val_datasets``. One file per
 
     <save_dir>/scores-<InDist>-k{k}-iw_elbo{S}-iw_lk{S'}.npz   (loads with allow_pickle=False)
 
-        datasets            (D,) str   set labels, e.g. "FashionMNIST test", "MNIST test"
-        in_distribution     ()   str   the in-distribution label
-        k, iw_elbo, iw_lk   ()   int
-        checkpoint_epoch    ()   int   (-1 for a detector folder)
-        L_<i>               (N_i,)     L (ELBO, S importance samples), nats per image
-        Lk_<i>              (N_i,)     L>k (S' samples); for k = 0, L>0 is L itself
-        LLR_<i>             (N_i,)     LLR>k = L - L>k (all zero for k = 0)
+        datasets                     (D,) str   set labels, e.g. "FashionMNIST test", "MNIST test"
+        in_distribution              ()   str   the in-distribution label
+        k, iw_samples, iw_samples_lk ()   int   k, S and S'
+        checkpoint_epoch             ()   int   (-1 for a detector folder)
+        set<i>:<key>                 (N_i,)     every statistic of ``hvae_detect.scoring.statistics`` for
+                                                this k (and those of no k), as ``ood_scores`` keys them:
+                                                set0:L, set0:L>2, set0:LLR>2, ... (k = 0: those of no k)
+
+    ``hvae-detect results`` also reads the earlier format (L_<i>, Lk_<i>, LLR_<i>, iw_elbo, iw_lk).
 
 Sets are scored in shards (at most ``SHARD_IMAGES`` images, at least one per rank), each
 written atomically to ``<save_dir>/.shards-<settings>/`` as it completes; a rerun of a killed
@@ -39,9 +41,10 @@ from hvae_detect.persistence import checkpoints
 
 from hvae_detect.training import distributed
 from hvae_detect.persistence.atomic import MANIFEST, atomic_write
-from hvae_detect.commands.train import log, parse_json
+from hvae_detect.commands.common import log, parse_json
 from hvae_detect.data.datasets import default_data_root, load_dataset, parse_dataset_options
 from hvae_detect.estimator import HVAEOutlierDetector
+from hvae_detect.scoring import statistics
 
 
 def score_sets(datasets: dict, train_name=None, extra_val=None, n_eval_examples=None, data_root=None,
@@ -94,7 +97,6 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
     folder = checkpoints.resolve_model_dir(model_dir, checkpoint)
     run = checkpoints.run_config_of(folder)
     det = HVAEOutlierDetector.load(model_dir, device=device, checkpoint=checkpoint)
-    det.set_params(iw_samples=iw_samples_elbo, iw_samples_lk=iw_samples_lk)
     if seed is not None:
         det.scoring_seed_ = int(seed)
     ks = [int(k) for k in ks]
@@ -122,20 +124,20 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
         f"S'={iw_samples_lk} on {[s.label for s in sets]}", quiet)
     shard_dir = save_dir / f".shards-{label}-{_model_tag(folder, epoch)}-S{iw_samples_elbo}-Sk{iw_samples_lk}" \
         f"-seed{det.scoring_seed_}-n{'all' if n_eval_examples is None else n_eval_examples}"
-    results = _score_sets(det, sets, shard_dir, batch_size, ctx, quiet)
+    counts = {"iw_samples": iw_samples_elbo, "iw_samples_lk": iw_samples_lk}
+    results = _score_sets(det, sets, shard_dir, batch_size, counts, ctx, quiet)
     if not ctx.is_main:
         return []
     save_dir.mkdir(parents=True, exist_ok=True)
     labels = [d.label for d in sets]
     files = []
     for k in ks:
-        iw_lk = iw_samples_lk if k > 0 else iw_samples_elbo
         arrays = {"datasets": np.array(labels), "in_distribution": np.array(in_dist), "k": np.array(k),
-                  "iw_elbo": np.array(iw_samples_elbo), "iw_lk": np.array(iw_lk), "checkpoint_epoch": np.array(epoch)}
+                  "iw_samples": np.array(iw_samples_elbo), "iw_samples_lk": np.array(iw_samples_lk),
+                  "checkpoint_epoch": np.array(epoch)}
         for i, lab in enumerate(labels):
-            L = results[lab]["L"]
-            Lk = results[lab][f"L>{k}"] if k > 0 else L
-            arrays[f"L_{i}"], arrays[f"Lk_{i}"], arrays[f"LLR_{i}"] = L, Lk, L - Lk
+            for key in statistics.keys([k] if k else []):
+                arrays[f"set{i}:{key}"] = results[lab][key]
         path = save_dir / names[ks.index(k)]
         atomic_write(path, lambda tmp: _savez(tmp, arrays))
         files.append(path)
@@ -152,7 +154,7 @@ def _model_tag(folder: Path, epoch: int) -> str:
         return f"epoch{epoch}"
 
 
-def _score_sets(det, sets, shard_dir: Path, batch_size, ctx, quiet) -> dict:
+def _score_sets(det, sets, shard_dir: Path, batch_size, counts, ctx, quiet) -> dict:
     """{label: ood_scores} of every set, on rank 0 (None on the others); this rank's shards are read
     from ``shard_dir`` when a previous run wrote them, else scored and written there."""
     jobs = [(j, start, end) for j, d in enumerate(sets) for start, end in shard_bounds(len(d), ctx.world_size)]
@@ -162,11 +164,12 @@ def _score_sets(det, sets, shard_dir: Path, batch_size, ctx, quiet) -> dict:
         for j, start, end in mine:
             d = sets[j]
             path = shard_dir / f"set{j}-{start}-{end}.npz"
-            meta = {"set": d.label, "start": start, "end": end, "n": len(d)}
+            # Shards of another statistics table are scored again, not read.
+            meta = {"set": d.label, "start": start, "end": end, "n": len(d), "statistics": list(statistics.TABLE)}
             arrays = _read_shard(path, meta)
             if arrays is None:
                 t0 = time.time()
-                arrays = det.ood_scores(d.fixed()[start:end], batch_size=batch_size)
+                arrays = det.ood_scores(d.fixed()[start:end], batch_size=batch_size, **counts)
                 seconds += time.time() - t0
                 scored += end - start
                 atomic_write(path, lambda tmp: _savez(tmp, {**arrays, "meta": np.array(json.dumps(meta))}))

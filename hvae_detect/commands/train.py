@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from hvae_detect.commands.common import log, parse_json
 from hvae_detect.persistence import checkpoints
 
 from hvae_detect.training import distributed
@@ -34,31 +35,14 @@ from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.data.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
 from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min
-from hvae_detect.reporting.metrics import detection_metrics, ood_direction
+from hvae_detect.reporting.metrics import detection_metrics
+from hvae_detect.scoring import statistics
 from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 from hvae_detect.training.loop import TrainingDiverged, make_optimizer, train_epochs
 
-LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
-                    "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
-MODELS = ("VAE", "HVAE", "LVAE", "BIVA")  # the paper's --model; HVAE is VAE
-SEED_TRAIN = '{"FashionMNISTBinarized": {"dynamic": true, "split": "train"}}'
-SEED_VAL = ('{"FashionMNISTBinarized": {"dynamic": false, "split": "validation"}, '
-            '"MNISTBinarized": {"dynamic": false, "split": "validation"}}')
-
-
-def log(msg, quiet=False):
-    if not quiet:
-        print(msg, flush=True)
-
-
-def parse_json(value, flag):
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{flag}: invalid JSON ({e})") from None
-    return value
+# The seed's flag values, kept where --help reads them without importing this module.
+from hvae_detect.commands.defaults import LIKELIHOOD_FLAGS, MODELS, SEED_TRAIN, SEED_VAL
 
 
 def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL,
@@ -183,8 +167,8 @@ def evaluate_elbo(model, x, batch_size=500, seed=0):
 
 def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
     """ELBO, log p(x|z), KL per latent for each validation set, and, as the paper's validation, the
-    AUROC of L, every L>k and every LLR>k of the first set (in-distribution) against each other one
-    (one importance sample each, keyed per image as in scoring)."""
+    AUROC of every statistic (``hvae_detect.scoring.statistics``) of the first set (in-distribution)
+    against each other one (one importance sample each, keyed per image as in scoring)."""
     out, stats = {}, {}
     for d in vals:
         x = d.fixed()
@@ -193,14 +177,13 @@ def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
         if len(vals) > 1:
             parts = [importance_bounds(model, x[i:i + batch_size], seed=seed) for i in range(0, len(x), batch_size)]
             bounds = {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
-            stats[d.label] = {"L": bounds[0], **{f"L>{k}": b for k, b in bounds.items() if k},
-                              **{f"LLR>{k}": bounds[0] - b for k, b in bounds.items() if k}}
+            stats[d.label] = statistics.scores(statistics.engine_outputs(bounds), range(1, model.n_latents))
     first = vals[0].label
     for d in vals[1:]:
         for name, values in stats[d.label].items():
-            sign = ood_direction(name)
             key = "auroc_" + name.replace(">", "gt")
-            out[d.label][key] = detection_metrics(sign * stats[first][name], sign * values)["auroc"]
+            out[d.label][key] = detection_metrics(statistics.normality(name, stats[first][name]),
+                                                  statistics.normality(name, values))["auroc"]
     return out
 
 

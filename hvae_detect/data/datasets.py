@@ -53,7 +53,7 @@ def preprocess(x01: torch.Tensor, variant: str, generator: torch.Generator | Non
     them by image: ``hvae_detect.training.batches``): a pixel is 1 where u < x, or dequantised with u.
     """
     if variant == "Binarized":
-        out = binarize(x01, generator) if uniforms is None else (uniforms < x01).to(x01.dtype)
+        out = binarize(x01, generator, uniforms=uniforms)
     elif variant == "Quantized":
         out = x01
     elif variant == "Dequantized":

@@ -117,6 +117,18 @@ def is_map_dataset(X) -> bool:
             and hasattr(X, "__len__") and not isinstance(X, (np.ndarray, torch.Tensor)))
 
 
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One Bernoulli draw per pixel with the grey level as probability (the paper's "Binarized")."""
-    return torch.bernoulli(x, generator=generator)
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None, *,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """One Bernoulli draw per pixel with the grey level as probability (the paper's "Binarized").
+
+    The draw comes from ``generator`` through torch.bernoulli (training batches held in memory,
+    the data sets' fixed draws), or, given ``uniforms`` (x's shape, in (0, 1)), a pixel is 1
+    where u < x (draws keyed by the image: streamed training batches, scoring).
+    """
+    if uniforms is None:
+        return torch.bernoulli(x, generator=generator)
+    if generator is not None:
+        raise ValueError("binarize draws from a generator or from given uniforms, not both")
+    if uniforms.shape != x.shape:
+        raise ValueError(f"uniforms of shape {tuple(uniforms.shape)} for images of shape {tuple(x.shape)}")
+    return (uniforms.to(x.dtype) < x).to(x.dtype)

@@ -20,7 +20,7 @@ import torch
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
-BINARIZE_STREAM = 1  # stream ids of importance noise are >= 2 (see noise_stream)
+BINARIZE_STREAM = 1  # the uniforms of a binarisation draw; stream ids of importance noise are >= 2 (noise_stream)
 
 
 def _i64(v: int) -> int:
@@ -79,9 +79,3 @@ def normal(keys: torch.Tensor, streams, shape) -> torch.Tensor:
     u1, u2 = _unit(_shr(h, 40)), _unit(_shr(h, 16) & 0xFFFFFF)
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
     return z.view(keys.shape[0], *shape)
-
-
-def binarize(x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """One Bernoulli draw per pixel with the grey level as probability, keyed by the image."""
-    u = uniform(keys, BINARIZE_STREAM, x.shape[1:]).to(x.dtype)
-    return (u < x).to(x.dtype)

@@ -1,11 +1,12 @@
-"""Architectures: the seed's JSON structures, presets, and their validation.
+"""Architectures: the seed's JSON structures and their validation (the presets are in
+``hvae_detect.models.registry``, with the families).
 
 An architecture is a dict with two keys, exactly as the paper's command line
 takes them, and optionally the model family:
-  "model": "VAE" (alias "HVAE"; the default when absent: the bottom-up hierarchical VAE),
-      "LVAE" (ladder VAE) or "BIVA" (bidirectional inference), as the paper's --model;
-  "conditional_bu": true | false (BIVA only, default false as the paper's code: the bottom-up
-      latent's prior also reads the top-down latent of its stage);
+  "model": a registered family, as the paper's --model: "VAE" (alias "HVAE"; the default when
+      absent: the bottom-up hierarchical VAE), "LVAE" (ladder VAE) or "BIVA" (bidirectional inference);
+  a family's own true/false keys (its ``architecture_flags``): "conditional_bu" (BIVA, default
+      false as the paper's code: the bottom-up latent's prior also reads the top-down latent of its stage);
   "config_deterministic": one list of block dicts per stage, e.g.
       {"block": "ResBlockConv2d", "out_channels": 64, "kernel_size": 5,
        "stride": 2, "weightnorm": true, "gated": false}
@@ -20,92 +21,44 @@ import copy
 import json
 from pathlib import Path
 
+from hvae_detect.models.registry import PRESETS, family_class, family_names, model_family
+
 _CONV = {"block", "out_channels", "kernel_size", "stride", "weightnorm", "gated"}
 _DENSE = {"block", "out_features", "weightnorm", "gated"}
 _STOCH = {"block", "latent_features", "weightnorm"}
-_TOP = {"config_deterministic", "config_stochastic", "model", "conditional_bu"}
+_TOP = {"config_deterministic", "config_stochastic", "model"}
 
-# Model families as the paper's --model names them; "HVAE" is this package's name for "VAE".
-MODEL_FAMILIES = ("VAE", "LVAE", "BIVA")
-_FAMILY_ALIASES = {"VAE": "VAE", "HVAE": "VAE", "LVAE": "LVAE", "BIVA": "BIVA"}
-
-
-def _conv(ch, k, s):
-    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": k, "stride": s,
-            "weightnorm": True, "gated": False}
-
-
-def _seed_deterministic(ch, last_stride):
-    return [
-        [_conv(ch, 5, 1), _conv(ch, 5, 1), _conv(ch, 5, 2)],
-        [_conv(ch, 3, 1), _conv(ch, 3, 1), _conv(ch, 3, 2)],
-        [_conv(ch, 3, 1), _conv(ch, 3, 1), _conv(ch, 3, last_stride)],
-    ]
-
-
-PRESETS = {
-    # The seed's FashionMNIST/MNIST command.
-    "paper-mnist": {
-        "config_deterministic": _seed_deterministic(64, 1),
-        "config_stochastic": [
-            {"block": "GaussianConv2d", "latent_features": 8, "weightnorm": True},
-            {"block": "GaussianDense", "latent_features": 16, "weightnorm": True},
-            {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
-        ],
-    },
-    # The seed's CIFAR10/SVHN command.
-    "paper-cifar": {
-        "config_deterministic": _seed_deterministic(256, 2),
-        "config_stochastic": [
-            {"block": "GaussianConv2d", "latent_features": 128, "weightnorm": True},
-            {"block": "GaussianConv2d", "latent_features": 64, "weightnorm": True},
-            {"block": "GaussianDense", "latent_features": 32, "weightnorm": True},
-        ],
-    },
-    # The seed's shape (conv latent, then two dense latents) at a width and depth
-    # that trains in minutes on two CPU cores.
-    "small": {
-        "config_deterministic": [
-            [_conv(32, 5, 1), _conv(32, 5, 2)],
-            [_conv(32, 3, 1), _conv(32, 3, 2)],
-            [_conv(32, 3, 1)],
-        ],
-        "config_stochastic": [
-            {"block": "GaussianConv2d", "latent_features": 8, "weightnorm": True},
-            {"block": "GaussianDense", "latent_features": 16, "weightnorm": True},
-            {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
-        ],
-    },
-}
-# The paper's code builds BIVA from the same --config_* structures (--model BIVA): the seed's
-# stage configurations run through BIVA stages, and the "small" one for CPU budgets.
-for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),
-                     ("lvae-small", "small")):
-    PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
-# BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the seed's three
-# stages and latents, one 3x3 block per stage, 16/32/32 channels): the HVAE row's model as BIVA.
-PRESETS["biva-reduced-grey"] = {
-    "model": "BIVA",
-    "config_deterministic": [[_conv(16, 3, 2)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
-    "config_stochastic": [
-        {"block": "GaussianConv2d", "latent_features": 8, "weightnorm": True},
-        {"block": "GaussianDense", "latent_features": 16, "weightnorm": True},
-        {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
-    ],
-}
-
-
-def model_family(name) -> str:
-    """The canonical family ("VAE", "LVAE" or "BIVA") of a model name, case-insensitive ("HVAE" is "VAE")."""
-    family = _FAMILY_ALIASES.get(name.upper()) if isinstance(name, str) else None
-    if family is None:
-        raise ValueError(f"model must be one of {sorted(_FAMILY_ALIASES)} (case-insensitive), got {name!r}")
-    return family
+__all__ = ["PRESETS", "family_of", "json_text_or_file", "model_family", "resolve_architecture",
+           "validate_architecture", "with_family"]
 
 
 def family_of(architecture: dict) -> str:
     """The family of a resolved architecture: its "model" key, "VAE" when absent (every older saved model)."""
     return model_family(architecture.get("model", "VAE"))
+
+
+def with_family(architecture, model: str | None) -> dict:
+    """``architecture`` resolved, its family set to ``model`` (a --model value) when given; a preset or
+    dict that already names another family is refused rather than silently changed."""
+    arch = resolve_architecture(architecture)
+    if model is None:
+        return arch
+    family = model_family(model)
+    if "model" in arch and arch["model"] != family:
+        raise ValueError(f"the architecture is a {arch['model']} model but the model asked for is {family}; "
+                         "give one of them")
+    if family != "VAE" or "model" in arch:
+        arch = {"model": family, **{k: v for k, v in arch.items() if k != "model"}}
+    return resolve_architecture(arch)
+
+
+def _family_flags() -> dict[str, list[str]]:
+    """{architecture key: the families that take it} of the families' own true/false keys."""
+    flags: dict[str, list[str]] = {}
+    for family in family_names():
+        for flag in family_class(family).architecture_flags:
+            flags.setdefault(flag, []).append(family)
+    return flags
 
 
 def json_text_or_file(value, flag: str):
@@ -146,20 +99,21 @@ def resolve_architecture(architecture) -> dict:
     missing = {"config_deterministic", "config_stochastic"} - set(architecture)
     if missing:
         raise ValueError(f"architecture dict is missing {sorted(missing)}")
-    _check_keys(architecture, _TOP, "architecture")
+    flags = _family_flags()
+    _check_keys(architecture, _TOP | set(flags), "architecture")
     arch = {
         "config_deterministic": copy.deepcopy(architecture["config_deterministic"]),
         "config_stochastic": copy.deepcopy(architecture["config_stochastic"]),
     }
     if "model" in architecture:  # kept only when given: older saved architectures stay as they were
         arch = {"model": model_family(architecture["model"]), **arch}
-    if "conditional_bu" in architecture:
-        if family_of(arch) != "BIVA":
-            raise ValueError(f"architecture: 'conditional_bu' applies to the BIVA model only, not {family_of(arch)}")
-        if not isinstance(architecture["conditional_bu"], bool):
-            raise ValueError("architecture: 'conditional_bu' must be true or false, got "
-                             f"{architecture['conditional_bu']!r}")
-        arch["conditional_bu"] = architecture["conditional_bu"]
+    for flag in sorted(set(architecture) & set(flags)):
+        if family_of(arch) not in flags[flag]:
+            raise ValueError(f"architecture: '{flag}' applies to the {' and '.join(flags[flag])} model only, "
+                             f"not {family_of(arch)}")
+        if not isinstance(architecture[flag], bool):
+            raise ValueError(f"architecture: '{flag}' must be true or false, got {architecture[flag]!r}")
+        arch[flag] = architecture[flag]
     validate_architecture(arch)
     return arch
 
@@ -185,7 +139,7 @@ def validate_architecture(arch: dict) -> None:
     for i, stage in enumerate(det):
         if not isinstance(stage, list):
             raise ValueError(f"config_deterministic[{i}] must be a list of block dicts")
-        if not stage and family_of(arch) != "VAE":  # their merge blocks copy a stage's last block
+        if not stage and family_class(family_of(arch)).stage_blocks_required:
             raise ValueError(f"config_deterministic[{i}] is empty: the {family_of(arch)} model needs at least one "
                              "block per stage")
         for j, blk in enumerate(stage):

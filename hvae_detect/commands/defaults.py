@@ -1,0 +1,20 @@
+"""The commands' defaults that the command line's help shows, in a module that imports nothing.
+
+``hvae-detect --help`` and its usage errors are answered from these without importing the
+commands themselves (they import torch, scikit-learn and matplotlib); the commands read them
+from here too, so each value has one home.
+"""
+
+# ``hvae-detect demo``: the configuration picked by measurement (issue 15; README "Two commands").
+DEMO_EPOCHS = 8
+DEMO_IW_SAMPLES = 1      # S, importance samples of L
+DEMO_IW_SAMPLES_LK = 1   # S', importance samples of L>k
+PAPER_EPOCHS = 10
+
+# ``hvae-detect train``: the seed's flags and their values.
+LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
+                    "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
+MODELS = ("VAE", "HVAE", "LVAE", "BIVA")  # the paper's --model; HVAE is VAE
+SEED_TRAIN = '{"FashionMNISTBinarized": {"dynamic": true, "split": "train"}}'
+SEED_VAL = ('{"FashionMNISTBinarized": {"dynamic": false, "split": "validation"}, '
+            '"MNISTBinarized": {"dynamic": false, "split": "validation"}}')
