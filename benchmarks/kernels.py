@@ -22,6 +22,8 @@ import sys
 
 import torch
 
+from hvae_detect.kernels.layout import dlogmix_param_channels  # imports no triton: TRITON_INTERPRET can follow
+
 # Peak memory bandwidth in GB/s by device-name substring, most specific first.
 PEAK_GBPS = [
     ("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
@@ -38,9 +40,8 @@ def peak_gbps(name: str, override: float | None) -> float | None:
 
 def make_dlogmix_inputs(n, c, m, h, w, device, dtype=torch.float32, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
-    per_mix = 3 if c == 1 else 10
     x = torch.randint(0, 256, (n, c, h, w), generator=g).float().div(255)
-    params = torch.randn(n, per_mix * m, h, w, generator=g)
+    params = torch.randn(n, dlogmix_param_channels(c, m), h, w, generator=g)
     return x.to(device), params.to(device=device, dtype=dtype)
 
 

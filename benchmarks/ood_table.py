@@ -46,11 +46,14 @@ from hvae_detect.persistence.atomic import atomic_write_text
 from hvae_detect.data.dataset_names import BASES
 from hvae_detect.data.datasets import DATA_ROOT_ENV, load_dataset
 from hvae_detect.devices import resolve_device
-from hvae_detect.models.registry import make_model, with_family
+from hvae_detect.models.architectures import with_family
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.registry import make_model
 from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.commands.results import collect_results, write_results
 from hvae_detect.commands.score import score_run
-from hvae_detect.commands.train import make_run_config, train_run
+from hvae_detect.commands.run_config import make_run_config
+from hvae_detect.commands.train import train_run
 from hvae_detect.training.config import PRECISIONS, TrainingConfig
 from hvae_detect.training.loop import autocast, training_loss
 
@@ -239,7 +242,7 @@ def main(argv=None) -> int:
     probe_x = probe_set.fixed().to(dev)
     torch.manual_seed(args.seed)
     likelihood = "bernoulli" if table.likelihood.startswith("Bernoulli") else "dlogmix"
-    probe = make_model(tuple(probe_x.shape[1:]), arch, likelihood, **options).to(dev)
+    probe = make_model(ModelConfig(tuple(probe_x.shape[1:]), arch, likelihood, **options)).to(dev)
     train_s = _time_per_image(probe, probe_x, 5, True, precision=args.precision)
     torch.set_num_threads(max(1, args.score_threads))
     score_s = _time_per_image(probe, probe_x, 3, False, n_samples=args.iw_samples)

@@ -19,7 +19,8 @@ import time
 import torch
 
 from hvae_detect.data.datasets import load_dataset
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.vae import VAE
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import make_optimizer, train_epochs
 
@@ -51,7 +52,7 @@ def main(argv=None):
                         download=False, max_examples=args.n_test).to(args.device)
     x_test = test.fixed()
     torch.manual_seed(0)
-    base = HierarchicalVAE(train.image_shape, args.arch, "bernoulli").to(args.device)
+    base = VAE(ModelConfig(train.image_shape, args.arch, "bernoulli")).to(args.device)
     print(f"{args.arch} on {args.device}, {len(train)} training images, batch {args.batch}, "
           f"{args.epochs} epochs; ELBO on {x_test.shape[0]} test images (float32 evaluation)")
     print("| precision | epoch | s/epoch | test ELBO (nats) |\n|---|---|---|---|")

@@ -28,9 +28,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hvae_detect.models.architectures import resolve_architecture
-from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.likelihoods import Bernoulli
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.distributed import Context
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.vae import VAE
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
@@ -54,8 +56,8 @@ def _worker(rank, world, port, args, out):
         batch = args.batch_per_rank * world
         x = np.random.default_rng(0).integers(0, 256, size=(batch * args.steps, 1, 28, 28), dtype=np.uint8)
         torch.manual_seed(0)
-        model = HierarchicalVAE((1, 28, 28), resolve_architecture(args.architecture), "bernoulli").to(device)
-        data = LoaderBatches(x, batch, prepare=binarize_uniforms, seed=0, ctx=Context(rank, world, rank),
+        model = VAE(ModelConfig((1, 28, 28), resolve_architecture(args.architecture), "bernoulli")).to(device)
+        data = LoaderBatches(x, batch, prepare=Bernoulli().keyed_draw, seed=0, ctx=Context(rank, world, rank),
                              device=device, workers=args.workers)
         config = TrainingConfig(epochs=2, batch_size=batch, learning_rate=1e-4, precision=args.precision)
         history = train_epochs(model, data, config)  # epoch 1 warms up; epoch 2 is measured

@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 from hvae_detect.models.architectures import PRESETS
+from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -69,7 +70,7 @@ def summary(values):
 def time_scoring(arch, s, n, repeats, device, max_rows, seed=0, family="VAE"):
     shape, likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    model = make_model(shape, {"model": family, **PRESETS[arch]}, likelihood).to(device).eval()
+    model = make_model(ModelConfig(shape, {"model": family, **PRESETS[arch]}, likelihood)).to(device).eval()
     naive_scores = naive_family_scores if family != "VAE" else naive_ood_scores
     x = make_batch(arch, n, device, seed)
     ks = range(1, model.n_latents)
@@ -100,7 +101,7 @@ def time_scoring(arch, s, n, repeats, device, max_rows, seed=0, family="VAE"):
 # ---- memory ----------------------------------------------------------------------------
 def memory_report(device, n=500, samples=(1, 1000), max_passes=4):
     torch.manual_seed(0)
-    model = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli").to(device).eval()
+    model = VAE(ModelConfig((1, 28, 28), "paper-mnist", "bernoulli")).to(device).eval()
     x = make_batch("paper-mnist", n, device)
     rows = default_max_rows(model, device)
     print(f"\npeak memory above resident, paper-mnist, batch {n}, L + L>1 + L>2, row budget {rows} (default)")
@@ -121,7 +122,7 @@ def profile_engine(device, n=16, s=16):
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
-    model = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli").to(device).eval()
+    model = VAE(ModelConfig((1, 28, 28), "paper-mnist", "bernoulli")).to(device).eval()
     x = make_batch("paper-mnist", n, device)
     importance_bounds(model, x, None, 2)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

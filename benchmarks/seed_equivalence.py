@@ -5,7 +5,7 @@ copy of the paper's code (github JakobHavtorn/hvae-oodd; not part of this reposi
     HVAE_OODD_PATH=PATH python benchmarks/seed_equivalence.py
 
 Without the paper's code it prints why and exits with status 0. With it, it builds the paper's VAE
-and this package's HierarchicalVAE from the seed's Fashion-MNIST configuration (the "paper-mnist"
+and this package's VAE from the seed's Fashion-MNIST configuration (the "paper-mnist"
 preset; ReLU, the paper's likelihood head, Bernoulli), initialises the paper's model as the paper
 does (lazily, data-dependent, on the first batch of binarised Fashion-MNIST), copies every weight-
 normalised layer (g, v, bias) into the layer of ours that plays the same role and has the same
@@ -42,8 +42,8 @@ import torch
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.data.datasets import DATA_ROOT_ENV, DatasetNotFound, load_dataset
 from hvae_detect.models.layers import data_dependent_init, weight_normed_layers
-from hvae_detect.likelihoods import log_prob
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.config import SEED_TRAINING
 from hvae_detect.training.loop import elbo_loss, free_nats_kl, free_nats_at, kl_weight_at, training_loss
@@ -255,7 +255,7 @@ def check_components(oodd, paper, ours, x, captured, seed):
                 print(f"  DIFFERS  p_proj.{i}, q_skip.{i}: paper identity (conv latent), ours 1x1 conv")
         g = captured[id(paper.stages[0].p_deterministic)]
         params = ours.head(ours.act(g) if ours.head_activation else g)
-        line("likelihood log p(x | decoder output)", close(log_prob("bernoulli", x, params), paper.likelihood(g, x)[0]))
+        line("likelihood log p(x | decoder output)", close(ours.observation.log_prob(x, params), paper.likelihood(g, x)[0]))
 
 
 def capture(paper):
@@ -309,8 +309,8 @@ def main(argv=None) -> int:
                 (False, True, "the paper's effective inference wiring (no skips); copied v, own g and b"))
     for skip, renormalise, what in variants:
         torch.manual_seed(seed)
-        ours = HierarchicalVAE((1, 28, 28), arch, "bernoulli", activation="ReLU", likelihood_head="paper",
-                               skip_stochastic=skip).eval()
+        ours = VAE(ModelConfig((1, 28, 28), arch, "bernoulli", activation="ReLU", likelihood_head="paper",
+                               skip_stochastic=skip)).eval()
         pairs = correspondence(paper, ours)
         copy_weights(pairs)
         copied = [o for *_, o in pairs]
@@ -376,7 +376,8 @@ def compare_loss(oodd, paper, ours, x, seed):
     loss, elbo, lik, kls, sds = paper_bound(oodd, paper, x, 0, seed, free_nats=fn, beta=beta)
     noise = our_noise(ours, x.shape[0], 0, seed)
     eps = [(sd.q.z - sd.q.mean) / sd.q.dist.scale for sd in sds]
-    terms, elements = ours(x, 0, noise=noise, kl_elements=True)
+    terms = ours(x, 0, noise=noise, kl_elements=True)
+    elements = terms.kl_elements
     o_loss = elbo_loss(terms.log_px, free_nats_kl(elements, fn), beta)
     t_loss, _, _ = training_loss(ours, x, beta, fn, torch.Generator().manual_seed(seed), "element")
     eps_diff = max((a - b).abs().max().item() for a, b in zip(eps, noise))

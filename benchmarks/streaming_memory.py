@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.likelihoods import Bernoulli
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.training.batches import LoaderBatches
+from hvae_detect.models.vae import VAE
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
@@ -76,8 +78,8 @@ def main() -> None:
         size_gb = path.stat().st_size / 1e9
         print(f"wrote {args.n:,} images ({size_gb:.2f} GB) in {time.time() - t0:.0f} s", flush=True)
         torch.manual_seed(0)
-        model = HierarchicalVAE((1, 28, 28), ARCH, "bernoulli")
-        batches = LoaderBatches(path, args.batch_size, prepare=binarize_uniforms, seed=0, workers=args.workers)
+        model = VAE(ModelConfig((1, 28, 28), ARCH, "bernoulli"))
+        batches = LoaderBatches(path, args.batch_size, prepare=Bernoulli().keyed_draw, seed=0, workers=args.workers)
         config = TrainingConfig(epochs=1, batch_size=args.batch_size, learning_rate=1e-3)
         steps = [0]
         inner = model.forward

@@ -34,11 +34,11 @@ import time
 
 import torch
 
-from hvae_detect import likelihoods
 from hvae_detect.models.layers import standard_normal_log_prob
 from hvae_detect.models.architectures import PRESETS
+from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.vae import VAE
 from hvae_detect.training.loop import CHECK_EVERY, autocast, make_optimizer, training_loss
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
@@ -60,15 +60,16 @@ def naive_elbo_terms(model, x, generator=None):
         g = model.p_det[i](h if g is None else h + g)
         if i > 0:
             kls.insert(0, qs[i - 1].log_prob(zs[i - 1]) - model.p_z[i - 1](g).log_prob(zs[i - 1]))
-    return likelihoods.log_prob(model.likelihood, x, model.head(g)), kls
+    return model.observation.log_prob(x, model.head(g)), kls
 
 
 def naive_step(model, optimizer, x, generator):
-    if isinstance(model, HierarchicalVAE):
+    if isinstance(model, VAE):
         log_px, kls = naive_elbo_terms(model, x, generator)
         kl = torch.stack(kls)
     else:  # LVAE, BIVA: their one full pass (one KL row per stage)
-        log_px, kl, _ = model(x, 0, generator=generator)
+        terms = model(x, 0, generator=generator)
+        log_px, kl = terms.log_px, terms.kl
     loss = -(log_px - 0.5 * kl.clamp(min=0.1).sum(0)).mean()
     if not torch.isfinite(loss):  # a host sync on a GPU
         raise FloatingPointError("diverged")
@@ -113,7 +114,7 @@ def variants(device):
 def time_training(arch, n, steps, repeats, device, seed=0, family="VAE"):
     shape, likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    base = make_model(shape, {"model": family, **PRESETS[arch]}, likelihood).to(device).train()
+    base = make_model(ModelConfig(shape, {"model": family, **PRESETS[arch]}, likelihood)).to(device).train()
     batches = make_batches(arch, n, steps + 1, device, seed)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     runs = {}

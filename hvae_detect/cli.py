@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from hvae_detect.models.architectures import PRESETS
+from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
 from hvae_detect.data.dataset_names import DATA_ROOT_ENV
 from hvae_detect.training.config import PRECISIONS, SEED_TRAINING, TrainingConfig
@@ -49,7 +50,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from hvae_detect.commands import train
+    from hvae_detect.commands import run_config, train
     if args.resume:  # --epochs (or --epochs_override) extends the run to that many epochs in total
         extend = args.epochs_override if args.epochs_override is not None else args.epochs
         train.train_run(resume=args.resume, device=args.device, download=not args.no_download,
@@ -68,7 +69,7 @@ def _cmd_train(args) -> int:
     if not_applied and not args.quiet:
         print("accepted, not applied here: " + "; ".join(f"--{flag} {value!r} ({why})"
                                                          for flag, (value, why) in not_applied.items()), flush=True)
-    cfg = train.make_run_config(
+    cfg = run_config.make_run_config(
         training, train_datasets=args.train_datasets, val_datasets=args.val_datasets, architecture=args.architecture,
         config_deterministic=args.config_deterministic, config_stochastic=args.config_stochastic,
         likelihood=args.likelihood, model=args.model, n_mix=args.n_mix, test_every=args.test_every, seed=args.seed,
@@ -185,7 +186,7 @@ def _add_train(sub, fmt):
     p.add_argument("--val_datasets", default=defaults.SEED_VAL,
                    help="JSON like --train_datasets; the first is in-distribution")
     p.add_argument("--model", default=None, type=str.upper,
-                   help=f"one of {defaults.MODELS}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
+                   help=f"one of {model_names()}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
                         "LVAE the ladder VAE; BIVA bidirectional inference); default: the --architecture preset's "
                         "(VAE for the paper-* presets, BIVA for biva-*)")
     p.add_argument("--likelihood", "--likelihood_module", default=None, choices=sorted(defaults.LIKELIHOOD_FLAGS),

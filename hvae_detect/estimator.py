@@ -14,18 +14,19 @@ from sklearn.utils.validation import check_is_fitted
 
 from hvae_detect.persistence import checkpoints
 
-from hvae_detect.data import randomness
 from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.devices import resolve_device
-from hvae_detect.training.batches import LoaderBatches, binarize_uniforms
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.data.image_sources import image_batches, streamed_images
-from hvae_detect.data.inputs import binarize, check_images
+from hvae_detect.data.inputs import check_images
+from hvae_detect.likelihoods import resolve_likelihood
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.models.layers import ACTIVATIONS
+from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.base import HEADS
 from hvae_detect.scoring import statistics
-from hvae_detect.scoring.engine import default_max_rows, importance_bounds
+from hvae_detect.scoring.engine import default_max_rows, importance_outputs
 from hvae_detect.training.config import PRECISIONS, TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
@@ -120,7 +121,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
-    model_ : HierarchicalModel (HierarchicalVAE, LadderVAE or BIVA: the architecture's family)
+    model_ : HierarchicalModel (VAE, LVAE or BIVA: the architecture's family)
     offset_ : float or None
         Threshold of ``decision_function``; None for a model loaded from a training run.
     threshold_params_ : dict
@@ -251,30 +252,28 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             x = check_images(X, self.image_shape, min_samples=2)
             shape = x.shape[1:]
-        c = shape[0]
-        likelihood = self.likelihood if self.likelihood != "auto" else ("bernoulli" if c == 1 else "dlogmix")
+        config = ModelConfig(shape, self.architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
+                             self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
         device = resolve_device(self.device)
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
         # The global generator (initial weights, and the fresh directions of data_init) is seeded from
         # random_state and the caller's own stream is left as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
-            model = make_model(shape, self.architecture, likelihood, self.n_mix,
-                               activation=self.activation, likelihood_head=self.likelihood_head,
-                               log_scale_min=self.log_scale_min)
+            model = make_model(config)
             if self.k >= model.n_latents:
                 raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, "
                                  f"got {self.k}")
             model.to(device)
             gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
-            if streamed:
+            observation = model.observation  # its training draw: the Bernoulli's dynamic binarisation
+            if streamed:  # (a likelihood that draws nothing needs no keyed uniforms)
                 data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
-                                     prepare=binarize_uniforms if likelihood == "bernoulli" else None)
+                                     prepare=observation.keyed_draw if observation.draws_input else None)
             else:
                 data = torch.from_numpy(x).to(device)
-            transform = binarize if likelihood == "bernoulli" else None
-            self.history_ = train_epochs(model, data, self._training_config(), transform=transform, generator=gen,
-                                         verbose=self.verbose)
+            self.history_ = train_epochs(model, data, self._training_config(), transform=observation.training_draw,
+                                         generator=gen, verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
         self.train_score_samples_ = self._score_samples(x)
         contamination = 0.05 if self.contamination == "auto" else self.contamination
@@ -309,21 +308,22 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         return self
 
     # ---- scoring (the public methods check the fitted state once; the private ones assume it) ----
-    def _engine_outputs(self, X, ks, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
-        """L (k = 0) and L>k (k in ``ks``) of every image, named as the statistics table names them
-        ("L", "L>k"): (n,) float64 arrays in nats, scored batch by batch."""
+    def _engine_outputs(self, X, needed, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
+        """The engine outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL..."; see
+        ``hvae_detect.scoring.statistics``) of every image: (n,) float64 arrays in nats, batch by batch."""
         self._validate_params()
         iw_samples = self.iw_samples if iw_samples is None else _positive_count(iw_samples, "iw_samples")
         iw_samples_lk = self.iw_samples_lk if iw_samples_lk is None else _positive_count(iw_samples_lk, "iw_samples_lk")
         device = next(self.model_.parameters()).device
         batch_size = batch_size or 4 * default_max_rows(self.model_, device)  # whole passes at S = 1
+        ks, terms = statistics.bounds_needed(needed), statistics.terms_needed(needed)
         parts = []
         for x in image_batches(X, self.image_shape, self.image_shape_, batch_size, device):
-            if self.likelihood_ == "bernoulli":  # the paper's evaluation sets: one fixed draw per image
-                x = randomness.binarize(x, randomness.image_keys(x, self.scoring_seed_))
-            b = importance_bounds(self.model_, x, ks, iw_samples, iw_samples_lk, seed=self.scoring_seed_)
-            parts.append({k: v.double().cpu().numpy() for k, v in b.items()})
-        return statistics.engine_outputs({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+            x = self.model_.observation.evaluation_draw(x, self.scoring_seed_)  # one fixed draw per image
+            out = importance_outputs(self.model_, x, ks, iw_samples, iw_samples_lk, seed=self.scoring_seed_,
+                                     with_terms=terms)
+            parts.append({name: v.double().cpu().numpy() for name, v in out.items()})
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _check_k(self):
         if not 1 <= self.k < self.n_latents_:
@@ -378,7 +378,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     def score(self, X, y=None):
         """Mean ELBO L per image in nats (as GaussianMixture.score): higher = the data fit the model better."""
         check_is_fitted(self, "model_")
-        return float(np.mean(self._engine_outputs(X, [0])["L"]))
+        return float(np.mean(self._engine_outputs(X, {"L"})["L"]))
 
     # ---- persistence ------------------------------------------------------------
     def __getstate__(self):
@@ -395,7 +395,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         super().__setstate__(state)
         if saved is not None:
             config, weights, device_type = saved
-            model = checkpoints.build_model({"model": config})
+            model = make_model(ModelConfig.from_json(config))
             model.load_state_dict(weights)
             device = device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu"
             self.model_ = model.to(device).eval()

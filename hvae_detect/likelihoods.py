@@ -19,6 +19,7 @@ the reference elsewhere, ``HVAE_DETECT_KERNELS`` forces a path).
 
 from __future__ import annotations
 
+import abc
 import numbers
 
 import torch
@@ -47,7 +48,7 @@ def bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return ll.flatten(1).sum(1)
 
 
-class Likelihood:
+class Likelihood(abc.ABC):
     """What a model's observation model provides; the input draws default to the images as they are.
 
     ``paper_kernel_size`` and ``paper_activation`` describe the paper's likelihood head for it
@@ -59,14 +60,17 @@ class Likelihood:
     paper_kernel_size = 3
     paper_activation = False
 
+    @abc.abstractmethod
     def param_channels(self, n_channels: int) -> int:
-        raise NotImplementedError
+        """Channels of the likelihood head's output for images of ``n_channels`` channels."""
 
+    @abc.abstractmethod
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """log p(x | params) in nats per image, (N,)."""
 
+    @abc.abstractmethod
     def mean(self, params: torch.Tensor, n_channels: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Expected pixel values under p(x | params), in [0, 1]."""
 
     def training_draw(self, x01: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x01

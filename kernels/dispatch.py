@@ -86,7 +86,8 @@ def check_dlogmix_inputs(x: torch.Tensor, params: torch.Tensor) -> None:
     """Raise ValueError unless x (N, C, H, W) and params (N, P, H, W) fit the layout of ``kernels/layout.py``."""
     _check_tensors(x=x, params=params)
     if x.dim() != 4 or params.dim() != 4:
-        raise ValueError(f"expected x (N, C, H, W) and params (N, P, H, W), got {tuple(x.shape)} and {tuple(params.shape)}")
+        raise ValueError(f"expected x (N, C, H, W) and params (N, P, H, W), "
+                         f"got {tuple(x.shape)} and {tuple(params.shape)}")
     n, c, h, w = x.shape
     if params.shape[0] != n or params.shape[2:] != (h, w):
         raise ValueError(f"params {tuple(params.shape)} do not match x {tuple(x.shape)} in N, H or W")

@@ -282,7 +282,8 @@ def _launch_geometry(x: torch.Tensor, params: torch.Tensor):
     per_mix = layout.params_per_component(c)
     hw = h * w
     block = _block_size(hw)
-    return n, c, layout.quantities_per_channel(c), hw, params.shape[1] // per_mix, per_mix, block, triton.cdiv(hw, block)
+    q = layout.quantities_per_channel(c)
+    return n, c, q, hw, params.shape[1] // per_mix, per_mix, block, triton.cdiv(hw, block)
 
 
 def _device_guard(t: torch.Tensor):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.vae import VAE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,10 @@ def load_benchmark(name: str):
     return module
 
 
-def tiny_model(likelihood="bernoulli", shape=None, arch=TINY, seed=0) -> HierarchicalVAE:
+def tiny_model(likelihood="bernoulli", shape=None, arch=TINY, seed=0, **options) -> VAE:
     torch.manual_seed(seed)
     shape = shape or ((1, 12, 12) if likelihood == "bernoulli" else (3, 8, 8))
-    return HierarchicalVAE(shape, arch, likelihood, n_mix=2).eval()
+    return VAE(ModelConfig(shape, arch, likelihood, n_mix=2, **options)).eval()
 
 
 def images_for(model, n, seed=1) -> torch.Tensor:

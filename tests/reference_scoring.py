@@ -7,8 +7,6 @@ import math
 
 import torch
 
-from hvae_detect import likelihoods
-
 from hvae_detect.data import randomness
 from hvae_detect.models.layers import standard_normal_log_prob
 
@@ -42,7 +40,7 @@ def naive_log_weight(model, x, k, sample=0, seed=0):
                 kl = kl + qs[i - 1].log_prob(zs[i - 1]) - p.log_prob(zs[i - 1])
             else:
                 zs[i - 1] = p.mean
-    return likelihoods.log_prob(model.likelihood, x, model.head(g)) - kl
+    return model.observation.log_prob(x, model.head(g)) - kl
 
 
 @torch.no_grad()

@@ -69,13 +69,12 @@ def _subparser(name):
 
 
 def test_help_texts_show_what_the_commands_use():
-    from hvae_detect.commands import demo, train
+    from hvae_detect.commands import demo, run_config
 
     assert _subparser("demo").description == demo.__doc__.strip()
     assert (demo.DEMO_EPOCHS, demo.PAPER_EPOCHS, demo.DEMO_IW_SAMPLES, demo.DEMO_IW_SAMPLES_LK) == (
         defaults.DEMO_EPOCHS, defaults.PAPER_EPOCHS, defaults.DEMO_IW_SAMPLES, defaults.DEMO_IW_SAMPLES_LK)
-    assert (train.SEED_TRAIN, train.SEED_VAL, train.MODELS) == (defaults.SEED_TRAIN, defaults.SEED_VAL,
-                                                                defaults.MODELS)
+    assert (run_config.SEED_TRAIN, run_config.SEED_VAL) == (defaults.SEED_TRAIN, defaults.SEED_VAL)
     demo_help = _subparser("demo").format_help()
     assert f"default {defaults.DEMO_EPOCHS}; with --paper {defaults.PAPER_EPOCHS}" in demo_help
-    assert _subparser("train").get_default("train_datasets") == train.SEED_TRAIN
+    assert _subparser("train").get_default("train_datasets") == run_config.SEED_TRAIN

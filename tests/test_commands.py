@@ -17,7 +17,7 @@ from conftest import shared_path
 from hvae_detect import HVAEOutlierDetector
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.cli import build_parser, main
-from hvae_detect.commands import results, score, train
+from hvae_detect.commands import results, run_config, score, train
 from hvae_detect.data.datasets import load_dataset
 from hvae_detect.training.config import TrainingConfig
 
@@ -68,7 +68,7 @@ def test_seed_commands_parse(i):
     args = build_parser().parse_args(argv)
     assert args.model == "VAE" and args.batch_size == 128 and args.free_nats == 2 and args.test_every == 10
     training = TrainingConfig(**{name: getattr(args, name) for name in TrainingConfig.field_names()})
-    cfg = train.make_run_config(
+    cfg = run_config.make_run_config(
         training, train_datasets=args.train_datasets, val_datasets=args.val_datasets,
         config_deterministic=args.config_deterministic, config_stochastic=args.config_stochastic,
         likelihood=args.likelihood, model=args.model, test_every=args.test_every)
@@ -96,7 +96,7 @@ def test_bad_flags():
     for kw in ({"model": "PixelCNN"}, {"likelihood": "Gaussian"}, {"config_deterministic": "[]"},
                {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'}, {"test_every": 0}):
         with pytest.raises(ValueError):
-            train.make_run_config(**kw)
+            run_config.make_run_config(**kw)
     for kw in ({"precision": "float16"}, {"epochs": 0}, {"learning_rate": float("nan")}, {"free_nats": -1}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             TrainingConfig(**kw)

@@ -1,5 +1,5 @@
 """The model families (VAE, LVAE, BIVA) through one interface: shapes, bounds, gradients, the
-scoring engine, saving, and a short fit on real images."""
+scoring engine, saving, a short fit on real images, and a family added through the registry alone."""
 
 import pickle
 
@@ -9,13 +9,15 @@ import torch
 from conftest import SHARED_DATA, TINY, gen, images_for, needs_shared_data
 from reference_scoring import naive_family_scores
 
-from hvae_detect.persistence import checkpoints
-from hvae_detect.models.architectures import PRESETS, family_of, resolve_architecture
-from hvae_detect.models.biva import BIVA
 from hvae_detect.estimator import HVAEOutlierDetector
-from hvae_detect.models.registry import make_model, with_family
-from hvae_detect.models.lvae import LadderVAE
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models import registry
+from hvae_detect.models.architectures import PRESETS, family_of, resolve_architecture, with_family
+from hvae_detect.models.biva import BIVA
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.lvae import LVAE
+from hvae_detect.models.registry import make_model
+from hvae_detect.models.vae import VAE
+from hvae_detect.persistence import checkpoints
 from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.loop import training_loss
 
@@ -28,7 +30,7 @@ families = pytest.mark.parametrize("name", sorted(ARCHS))
 def _model(name, likelihood="bernoulli", seed=0, **options):
     torch.manual_seed(seed)
     shape = (1, 12, 12) if likelihood == "bernoulli" else (3, 8, 8)
-    return make_model(shape, ARCHS[name], likelihood, n_mix=2, **options).eval()
+    return make_model(ModelConfig(shape, ARCHS[name], likelihood, n_mix=2, **options)).eval()
 
 
 def _noise(model, x, k, n_samples=1, seed=5):
@@ -54,7 +56,7 @@ def test_biva_stage_latents_hold_both_directions():
     model = _model("BIVA")
     assert model.latent_shapes == [(4, 6, 6), (8,), (2,)]  # [z_TD, z_BU] per stage below the top
     x = images_for(model, 2)
-    _, elements = model(x, 0, generator=gen(), kl_elements=True)
+    elements = model(x, 0, generator=gen(), kl_elements=True).kl_elements
     assert [tuple(e.shape[1:]) for e in elements] == [(2, 6, 6), (2, 6, 6), (4,), (4,), (2,)]
 
 
@@ -161,8 +163,10 @@ def test_estimator_fits_saves_and_loads_biva(tmp_path):
 
 
 def test_choosing_a_family():
-    assert isinstance(make_model((1, 12, 12), {"model": "HVAE", **TINY}), HierarchicalVAE)
-    assert isinstance(make_model((1, 12, 12), {"model": "lvae", **TINY}), LadderVAE)
+    assert type(make_model(ModelConfig((1, 12, 12), {"model": "HVAE", **TINY}))) is VAE
+    assert type(make_model(ModelConfig((1, 12, 12), {"model": "lvae", **TINY}))) is LVAE
+    assert resolve_architecture({"model": "hvae", **TINY})["model"] == "VAE"  # the alias on input only
+    assert registry.model_names() == ("VAE", "HVAE", "LVAE", "BIVA")
     assert resolve_architecture("biva-mnist")["model"] == "BIVA"
     assert {k: v for k, v in PRESETS["biva-cifar"].items() if k != "model"} == PRESETS["paper-cifar"]
     assert "model" not in resolve_architecture("paper-mnist")  # saved VAEs keep their architecture
@@ -174,14 +178,58 @@ def test_choosing_a_family():
     with pytest.raises(ValueError, match="BIVA model but the model asked for is LVAE"):
         with_family("biva-small", "LVAE")
     with pytest.raises(ValueError, match="make_model"):
-        HierarchicalVAE((1, 12, 12), {"model": "BIVA", **TINY})
+        VAE(ModelConfig((1, 12, 12), {"model": "BIVA", **TINY}))
     with pytest.raises(ValueError, match="at least one block"):
-        make_model((1, 12, 12), {"model": "LVAE", "config_deterministic": [[], [], []],
-                                 "config_stochastic": TINY["config_stochastic"]})
+        ModelConfig((1, 12, 12), {"model": "LVAE", "config_deterministic": [[], [], []],
+                                  "config_stochastic": TINY["config_stochastic"]})
+
+
+class Toy(VAE):
+    """A family added from outside: the VAE with its top latent's KL counted twice (a different bound)."""
+
+    def stage_terms(self, x, k, start, noise, generator, elements):
+        log_px, params, stages = super().stage_terms(x, k, start, noise, generator, elements)
+        return log_px, params, [*stages[:-1], (*stages[-1], stages[-1][0])]
+
+
+@pytest.fixture
+def toy_family():
+    registry.register_family("Toy", Toy)
+    try:
+        yield Toy
+    finally:
+        registry.unregister_family("Toy")
+
+
+def test_a_family_added_through_the_registry_alone_fits_scores_saves_and_loads(toy_family, tmp_path):
+    assert "Toy" in registry.model_names() and Toy.family == "Toy"
+    x = (np.random.default_rng(0).random((24, 12, 12)) * 255).astype(np.uint8)
+    det = HVAEOutlierDetector(architecture={"model": "toy", **TINY}, epochs=1, batch_size=8, device="cpu",
+                              random_state=0).fit(x)
+    assert type(det.model_) is Toy and det.model_.architecture["model"] == "Toy"
+    vae = HVAEOutlierDetector(architecture=TINY, epochs=1, batch_size=8, device="cpu", random_state=0).fit(x)
+    assert not np.array_equal(det.score_samples(x), vae.score_samples(x))  # its own bound
+    det.save(tmp_path / "toy")
+    loaded = HVAEOutlierDetector.load(tmp_path / "toy", device="cpu")
+    assert type(loaded.model_) is Toy
+    np.testing.assert_array_equal(loaded.ood_scores(x)["LLR>1"], det.ood_scores(x)["LLR>1"])
+    with pytest.raises(ValueError, match="taken"):
+        registry.register_family("TOY", Toy)
+
+
+def test_the_registry_refuses_what_is_not_a_family():
+    with pytest.raises(ValueError, match="subclass of HierarchicalModel"):
+        registry.register_family("Thing", object)
+    with pytest.raises(ValueError, match="taken"):
+        registry.register_family("hvae", type("Other", (VAE,), {}))
+    with pytest.raises(ValueError, match="stays registered"):
+        registry.unregister_family("BIVA")
+    with pytest.raises(ValueError, match="model must be one of"):
+        registry.family_class("Toy")  # not registered outside the fixture
 
 
 def test_train_command_builds_the_family():
-    from hvae_detect.commands.train import make_run_config
+    from hvae_detect.commands.run_config import make_run_config
     cfg = make_run_config(model="BIVA")
     assert cfg["model"] == "BIVA" and cfg["architecture"]["model"] == "BIVA"
     assert make_run_config(architecture="biva-small")["model"] == "BIVA"
@@ -206,6 +254,6 @@ def test_one_epoch_on_fashion_mnist(name):
     assert set(scores) == {"L", "L>1", "LLR>1", "L>2", "LLR>2"}
     assert all(np.isfinite(v).all() for v in scores.values()) and np.isfinite(det.offset_)
     x = torch.from_numpy(test[:, None] / 255.0).float().round()  # a fixed binarisation of the same images
-    untrained = make_model((1, 28, 28), arch, "bernoulli").eval()
+    untrained = make_model(ModelConfig((1, 28, 28), arch, "bernoulli")).eval()
     before, after = (importance_bounds(m, x, [], 1, seed=0)[0].mean() for m in (untrained, det.model_))
     assert after > before + 25  # nats per image (measured: LVAE +64, BIVA +122)

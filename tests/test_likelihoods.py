@@ -1,4 +1,5 @@
-"""Properties of the observation models (PyTorch reference path)."""
+"""Properties of the observation models (PyTorch reference path) and of the likelihood objects:
+their input draws, the mixture's floor, and the one decision of "auto"."""
 
 import math
 
@@ -8,8 +9,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvae_detect.likelihoods import (bernoulli_log_prob, discretized_logistic_mixture_log_prob,
-                                     discretized_logistic_mixture_log_prob_reference)
+from hvae_detect.data import randomness
+from hvae_detect.data.inputs import binarize
+from hvae_detect.likelihoods import (Bernoulli, DiscretizedLogisticMixture, bernoulli_log_prob,
+                                     discretized_logistic_mixture_log_prob,
+                                     discretized_logistic_mixture_log_prob_reference, make_likelihood,
+                                     resolve_likelihood)
 
 GRID = torch.arange(256, dtype=torch.float32) / 255
 
@@ -129,3 +134,71 @@ def test_a_log_scale_floor_caps_how_sharp_a_pixel_can_be():
     sharp = math.log(1 / (1 + math.exp(-d7)) - 1 / (1 + math.exp(d7)))
     assert sharp > math.log(0.97)
     assert discretized_logistic_mixture_log_prob(x, params).item() == pytest.approx(sharp, rel=1e-4)
+
+
+# ---- the likelihood objects ---------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), h=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_bernoulli_draws_from_a_generator_or_from_uniforms(n, h, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, h, h, generator=g)
+    expected = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed + 1))
+    assert torch.equal(Bernoulli().training_draw(x, torch.Generator().manual_seed(seed + 1)), expected)
+    u = torch.rand(x.shape, generator=g)
+    assert torch.equal(Bernoulli().keyed_draw(x, u), (u < x).float())
+    with pytest.raises(ValueError, match="not both"):
+        binarize(x, torch.Generator(), uniforms=u)
+
+
+def test_bernoulli_evaluation_draw_is_a_function_of_the_image_and_the_seed():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, generator=g)
+    one = Bernoulli().evaluation_draw(x, 7)
+    assert set(one.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(Bernoulli().evaluation_draw(x.flip(0), 7), one.flip(0))  # not the batch or the order
+    assert torch.equal(Bernoulli().evaluation_draw(x[2:3], 7), one[2:3])
+    assert not torch.equal(Bernoulli().evaluation_draw(x, 8), one)
+    keys = randomness.image_keys(x, 7)
+    assert torch.equal(one, (randomness.uniform(keys, randomness.BINARIZE_STREAM, x.shape[1:]) < x).float())
+    # A pixel is 1 with its grey level as probability.
+    grey = torch.full((4000, 1, 1, 1), 0.3) + torch.arange(4000).view(-1, 1, 1, 1) * 1e-7  # distinct images
+    assert abs(Bernoulli().evaluation_draw(grey, 0).mean().item() - 0.3) < 0.03
+
+
+def test_the_mixture_reads_images_as_they_are_and_floors_its_log_scales():
+    x = torch.randint(0, 256, (3, 3, 4, 4)).float() / 255
+    mixture = DiscretizedLogisticMixture(n_mix=2, log_scale_min=-2.0)
+    assert not mixture.draws_input and Bernoulli().draws_input
+    for draw in (mixture.training_draw(x, torch.Generator()), mixture.keyed_draw(x, torch.rand(x.shape)),
+                 mixture.evaluation_draw(x, 0)):
+        assert draw is x
+    assert mixture.param_channels(3) == 20 and mixture.param_channels(1) == 6 and Bernoulli().param_channels(3) == 3
+    from hvae_detect.kernels.layout import clamp_log_scales
+    params = torch.randn(3, 20, 4, 4) * 4
+    torch.testing.assert_close(mixture.log_prob(x, params),
+                               discretized_logistic_mixture_log_prob(x, clamp_log_scales(params, 3, -2.0)))
+    assert torch.equal(DiscretizedLogisticMixture(2).log_prob(x, params), discretized_logistic_mixture_log_prob(x, params))
+    mean = mixture.mean(params, 3)
+    assert mean.shape == x.shape and mean.min() >= 0 and mean.max() <= 1
+    for bad in ({"n_mix": 0}, {"n_mix": 2.5}, {"log_scale_min": -9.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DiscretizedLogisticMixture(**bad)
+
+
+def test_make_and_resolve_likelihoods():
+    assert isinstance(make_likelihood("bernoulli"), Bernoulli)
+    mixture = make_likelihood("dlogmix", n_mix=3, log_scale_min=-4.0)
+    assert (mixture.name, mixture.n_mix, mixture.log_scale_min) == ("dlogmix", 3, -4.0)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        make_likelihood("gaussian")
+    # "auto": the data set's variant decides when it is known, else the images' channels.
+    assert resolve_likelihood("auto", n_channels=1) == "bernoulli" and resolve_likelihood("auto", n_channels=3) == "dlogmix"
+    assert resolve_likelihood("auto", variant="Binarized") == "bernoulli"
+    assert resolve_likelihood("auto", n_channels=1, variant="Quantized") == "dlogmix"
+    assert resolve_likelihood("dlogmix", n_channels=1) == "dlogmix"
+    with pytest.raises(ValueError, match="variant or the images' channels"):
+        resolve_likelihood("auto")
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        resolve_likelihood("Gaussian", n_channels=1)

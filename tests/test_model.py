@@ -1,15 +1,21 @@
-"""The hierarchical VAE: seed configurations, shapes, and the bounds' properties."""
+"""The hierarchical VAE: seed configurations, shapes, the model options (``ModelConfig``), sample
+tiling and the bounds' properties."""
 
 import json
 import math
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import TINY, tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hvae_detect.models.architectures import PRESETS, resolve_architecture
-from hvae_detect.models.vae import HierarchicalVAE
 from hvae_detect.data import randomness
+from hvae_detect.models.architectures import PRESETS, resolve_architecture
+from hvae_detect.models.base import BoundTerms, tile
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.layers import ACTIVATIONS, Gaussian
+from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import importance_bounds, importance_noise
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import TrainingDiverged, free_nats_at, kl_weight_at, train_epochs
@@ -61,24 +67,25 @@ def test_presets_are_the_seed_configurations_verbatim():
 def test_seed_mnist_configuration_builds_the_right_shapes():
     arch = {"config_deterministic": json.loads(SEED_MNIST_DETERMINISTIC),
             "config_stochastic": json.loads(SEED_MNIST_STOCHASTIC)}
-    model = HierarchicalVAE((1, 28, 28), arch, "bernoulli")
+    model = VAE(ModelConfig((1, 28, 28), arch, "bernoulli"))
     assert model.latent_shapes == [(8, 14, 14), (16,), (8,)]
     x = torch.bernoulli(torch.full((2, 1, 28, 28), 0.3))
-    log_px, kls, params = model(x, 0)
-    assert params.shape == (2, 1, 28, 28)
-    assert log_px.shape == (2,) and len(kls) == 3 and all(kl.shape == (2,) for kl in kls)
+    terms = model(x, 0)
+    assert isinstance(terms, BoundTerms) and terms.kl_elements is None  # one return type
+    assert terms.params.shape == (2, 1, 28, 28)
+    assert terms.log_px.shape == (2,) and terms.kl.shape == (3, 2)
 
 
 def test_seed_cifar_configuration_builds_the_right_shapes():
     arch = {"config_deterministic": _seed_cifar_deterministic(),
             "config_stochastic": json.loads(SEED_CIFAR_STOCHASTIC)}
-    model = HierarchicalVAE((3, 32, 32), arch, "dlogmix", n_mix=10)
+    model = VAE(ModelConfig((3, 32, 32), arch, "dlogmix", n_mix=10))
     assert model.latent_shapes == [(128, 16, 16), (64, 8, 8), (32,)]
     x = torch.randint(0, 256, (1, 3, 32, 32)).float() / 255
     with torch.no_grad():
-        log_px, _, params = model(x, 0)
-    assert params.shape == (1, 100, 32, 32)
-    assert torch.isfinite(log_px).all()
+        terms = model(x, 0)
+    assert terms.params.shape == (1, 100, 32, 32)
+    assert torch.isfinite(terms.log_px).all()
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -173,3 +180,74 @@ def test_training_improves_the_elbo_and_stops_on_nan():
         model.head.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss became nan"):
         train_epochs(model, data, TrainingConfig(epochs=1, batch_size=16))
+
+
+# ---- the model options -------------------------------------------------------------------
+
+OPTIONS = ("architecture", "likelihood", "n_mix", "activation", "likelihood_head", "skip_stochastic", "q_dropout",
+           "p_dropout", "log_scale_min")
+
+
+def test_model_config_defaults_are_the_earlier_model_and_older_folders_get_them():
+    config = ModelConfig((1, 12, 12))
+    assert (config.architecture, config.likelihood, config.n_mix, config.activation, config.likelihood_head,
+            config.skip_stochastic, config.q_dropout, config.p_dropout, config.log_scale_min) == (
+        PRESETS["small"], "bernoulli", 10, "SiLU", "conv3x3", True, 0.0, 0.0, -7.0)
+    # config.json of a folder saved before the options existed holds the first four keys only;
+    # a run.json holds the run's other settings beside them.
+    old = {"input_shape": [1, 12, 12], "architecture": TINY, "likelihood": "bernoulli", "n_mix": 2}
+    assert ModelConfig.from_json({**old, "epochs": 3, "model": "VAE"}) == ModelConfig((1, 12, 12), TINY, n_mix=2)
+    with pytest.raises(ValueError, match="input_shape"):
+        ModelConfig.from_json({"architecture": TINY})
+
+
+@settings(max_examples=40, deadline=None)
+@given(likelihood=st.sampled_from(["bernoulli", "dlogmix"]), n_mix=st.integers(1, 12),
+       activation=st.sampled_from(sorted(ACTIVATIONS)), head=st.sampled_from(["paper", "conv3x3"]),
+       skip=st.booleans(), q=st.floats(0, 0.99), p=st.floats(0, 0.99), floor=st.floats(-7, -0.01),
+       family=st.sampled_from(["VAE", "LVAE", "BIVA"]))
+def test_model_config_json_round_trip(likelihood, n_mix, activation, head, skip, q, p, floor, family):
+    config = ModelConfig((3, 8, 8), {"model": family, **TINY}, likelihood, n_mix, activation, head, skip, q, p, floor)
+    saved = json.loads(json.dumps(config.to_json()))
+    assert set(saved) == {"input_shape", *OPTIONS}
+    assert ModelConfig.from_json(saved) == config and config.family == family
+
+
+@pytest.mark.parametrize("option, bad", [
+    ("input_shape", (12, 12)), ("input_shape", (1, 0, 12)), ("likelihood", "auto"), ("likelihood", "gaussian"),
+    ("n_mix", 0), ("n_mix", True), ("activation", "Mish"), ("likelihood_head", "conv1x1"),
+    ("skip_stochastic", 1), ("q_dropout", 1.0), ("p_dropout", -0.1), ("q_dropout", float("nan")),
+    ("log_scale_min", -8.0), ("log_scale_min", 0.0), ("log_scale_min", "-4"),
+])
+def test_a_bad_model_option_is_named(option, bad):
+    with pytest.raises(ValueError, match=f"^{option} "):
+        ModelConfig(**{"input_shape": (1, 12, 12), "architecture": TINY, option: bad})
+
+
+def test_a_config_is_frozen_and_holds_its_architecture_resolved():
+    config = ModelConfig([1, 28, 28], "paper-mnist")
+    assert config.input_shape == (1, 28, 28) and config.architecture == PRESETS["paper-mnist"]
+    assert config.architecture is not PRESETS["paper-mnist"]  # a copy: changing it changes no preset
+    with pytest.raises(AttributeError):
+        config.likelihood = "dlogmix"
+    model = tiny_model()
+    assert model.config.to_json()["architecture"] == resolve_architecture(TINY)
+    assert (model.likelihood, model.observation.name, model.n_mix) == ("bernoulli", "bernoulli", 2)
+
+
+# ---- sample tiling --------------------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), samples=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_tiling_repeats_every_part_sample_major(n, samples, seed):
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(n, 2, 3, 3, generator=g)
+    q = Gaussian(torch.randn(n, 4, generator=g), torch.rand(n, 4, generator=g) + 0.1)
+    tiled_d, (tiled_hs, tiled_q) = tile((d, ([d, d[:, :1]], q)), samples)
+    for s in range(samples):
+        rows = slice(s * n, (s + 1) * n)  # row s*N + i is image i
+        assert torch.equal(tiled_d[rows], d) and torch.equal(tiled_hs[1][rows], d[:, :1])
+        assert torch.equal(tiled_q.mean[rows], q.mean) and torch.equal(tiled_q.std[rows], q.std)
+    assert isinstance(tiled_hs, list) and tiled_d.shape[0] == n * samples
+    with pytest.raises(TypeError, match="tensors, Gaussians"):
+        tile({"d": d}, 2)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from peak_memory import peak_memory_mib
 from reference_scoring import naive_ood_scores
 
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import TrainingDiverged, autocast, resolve_precision, train_epochs, training_loss
@@ -112,7 +113,7 @@ def test_engine_rejects_bad_arguments():
 
 
 def test_default_row_budget_scales_with_the_architecture():
-    mnist = HierarchicalVAE((1, 28, 28), "paper-mnist", "bernoulli")
+    mnist = VAE(ModelConfig((1, 28, 28), "paper-mnist", "bernoulli"))
     assert mnist.row_elements == 64 * 28 * 28
     assert 100 <= default_max_rows(mnist, "cpu") < 500  # batch 500 is sub-batched whatever S is
     assert default_max_rows(mnist, "cuda") > default_max_rows(mnist, "cpu")

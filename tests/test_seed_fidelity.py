@@ -7,9 +7,10 @@ import pytest
 import torch
 from conftest import TINY, images_for, tiny_model
 
-from hvae_detect.models.layers import weight_normed_layers
 from hvae_detect.models.base import init_from_data
-from hvae_detect.models.vae import HierarchicalVAE
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.layers import weight_normed_layers
+from hvae_detect.models.vae import VAE
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 from hvae_detect.training.loop import elbo_loss, free_nats_kl, train_epochs, training_loss
 
@@ -38,8 +39,9 @@ def test_elementwise_kl_sums_to_the_bound_terms_kl():
     x = images_for(model, 4)
     with torch.no_grad():
         plain = model(x, 0, generator=torch.Generator().manual_seed(5))
-        terms, elements = model(x, 0, generator=torch.Generator().manual_seed(5), kl_elements=True)
-    assert [tuple(e.shape[1:]) for e in elements] == [tuple(s) for s in model.latent_shapes]
+        terms = model(x, 0, generator=torch.Generator().manual_seed(5), kl_elements=True)
+    assert [tuple(e.shape[1:]) for e in terms.kl_elements] == [tuple(s) for s in model.latent_shapes]
+    assert plain.kl_elements is None
     torch.testing.assert_close(terms.kl, plain.kl, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(terms.log_px, plain.log_px)
 
@@ -49,8 +51,8 @@ def test_training_loss_modes():
     x = images_for(model, 4)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     with torch.no_grad():
-        terms, elements = model(x, 0, generator=g(), kl_elements=True)
-        expect_el = (-terms.log_px + 0.5 * free_nats_kl(elements, 2.0)).mean()
+        terms = model(x, 0, generator=g(), kl_elements=True)
+        expect_el = (-terms.log_px + 0.5 * free_nats_kl(terms.kl_elements, 2.0)).mean()
         expect_layer = (-terms.log_px + 0.5 * terms.kl.clamp(min=2.0).sum(0)).mean()
         el, _, _ = training_loss(model, x, 0.5, 2.0, g(), "element")
         layer, _, _ = training_loss(model, x, 0.5, 2.0, g(), "layer")
@@ -79,9 +81,9 @@ def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
     from hvae_detect.persistence import checkpoints
     from hvae_detect.models.layers import ACTIVATIONS
     torch.manual_seed(0)
-    relu = HierarchicalVAE((1, 12, 12), TINY, "bernoulli", activation="ReLU")
+    relu = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli", activation="ReLU"))
     torch.manual_seed(0)
-    silu = HierarchicalVAE((1, 12, 12), TINY, "bernoulli")
+    silu = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli"))
     acts = {m.act for m in relu.modules() if hasattr(m, "act")}
     assert acts == {ACTIVATIONS["ReLU"]} and {m.act for m in silu.modules() if hasattr(m, "act")} == {ACTIVATIONS["SiLU"]}
     x = images_for(relu, 3)
@@ -95,7 +97,7 @@ def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x, 0, generator=torch.Generator().manual_seed(0)).bound, a)
     with pytest.raises(ValueError, match="activation must be one of"):
-        HierarchicalVAE((1, 12, 12), TINY, "bernoulli", activation="Mish")
+        ModelConfig((1, 12, 12), TINY, "bernoulli", activation="Mish")
 
 
 def test_model_configs_without_the_new_keys_build_silu_conv3x3():
@@ -103,7 +105,7 @@ def test_model_configs_without_the_new_keys_build_silu_conv3x3():
     from hvae_detect.persistence import checkpoints
     model = tiny_model()
     old = {k: v for k, v in checkpoints.model_config(model).items()
-           if k not in ("activation", "likelihood_head", "skip_stochastic", "log_scale_min")}
+           if k not in ("activation", "likelihood_head", "skip_stochastic", "q_dropout", "p_dropout", "log_scale_min")}
     assert set(old) == {"input_shape", "architecture", "likelihood", "n_mix"}
     loaded = checkpoints.build_model({"model": old})
     assert (loaded.activation, loaded.likelihood_head, loaded.skip_stochastic) == ("SiLU", "conv3x3", True)
@@ -116,7 +118,7 @@ def test_model_configs_without_the_new_keys_build_silu_conv3x3():
 def test_data_dependent_init_normalises_the_first_batch(likelihood, head):
     torch.manual_seed(0)
     shape = (1, 12, 12) if likelihood == "bernoulli" else (3, 8, 8)
-    model = HierarchicalVAE(shape, TINY, likelihood, n_mix=2, activation="ReLU", likelihood_head=head).train()
+    model = VAE(ModelConfig(shape, TINY, likelihood, n_mix=2, activation="ReLU", likelihood_head=head)).train()
     x = images_for(model, 32)
     layers = weight_normed_layers(model)
     kinds = {kind for m in layers for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
@@ -152,9 +154,9 @@ def test_training_runs_the_data_init_on_the_first_batch_only():
 # ---- 4. likelihood head ----------------------------------------------------------------------
 
 def test_paper_likelihood_head_kernels():
-    bern = HierarchicalVAE((1, 12, 12), TINY, "bernoulli", likelihood_head="paper")
-    mix = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2, likelihood_head="paper")
-    old = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2)
+    bern = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli", likelihood_head="paper"))
+    mix = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2, likelihood_head="paper"))
+    old = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2))
     assert bern.head.kernel_size == (3, 3) and bern.head_activation
     assert mix.head.kernel_size == (1, 1) and not mix.head_activation
     assert old.head.kernel_size == (3, 3) and not old.head_activation and old.likelihood_head == "conv3x3"
@@ -241,9 +243,9 @@ def test_command_line_defaults_are_the_papers():
 def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_path):
     from hvae_detect.persistence import checkpoints
     torch.manual_seed(0)
-    sharp = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2)
+    sharp = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2))
     torch.manual_seed(0)
-    floored = HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=-2.0)
+    floored = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=-2.0))
     assert sharp.log_scale_min == -7.0
     with torch.no_grad():  # every parameter channel, log-scales included, well below the floor
         for model in (sharp, floored):
@@ -252,8 +254,10 @@ def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_p
     with torch.no_grad():
         a = sharp.eval()(x, 0, generator=torch.Generator().manual_seed(0))
         b = floored.eval()(x, 0, generator=torch.Generator().manual_seed(0))
-    from hvae_detect.kernels.layout import split_dlogmix_params
-    assert split_dlogmix_params(b.params, 3)[2].min() >= -2.0
+    from hvae_detect.kernels.layout import clamp_log_scales
+    from hvae_detect.likelihoods import discretized_logistic_mixture_log_prob
+    torch.testing.assert_close(a.params, b.params)  # the head's output; the likelihood floors its log-scales
+    torch.testing.assert_close(b.log_px, discretized_logistic_mixture_log_prob(x, clamp_log_scales(b.params, 3, -2.0)))
     assert not torch.allclose(a.log_px, b.log_px)  # same weights, another floor
     checkpoints.write_model_dir(tmp_path / "m", floored, {})
     model, config = checkpoints.read_model_dir(tmp_path / "m")
@@ -264,12 +268,12 @@ def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_p
     assert checkpoints.build_model({"model": old}).log_scale_min == -7.0
     for bad in (-8.0, 0.0, float("nan"), "-4", True):
         with pytest.raises(ValueError, match="log_scale_min must be a number in"):
-            HierarchicalVAE((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=bad)
+            ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2, log_scale_min=bad)
 
 
 def test_log_scale_floor_reaches_the_run_config_and_the_command_line(tmp_path):
     from hvae_detect.cli import build_parser
-    from hvae_detect.commands.train import make_run_config
+    from hvae_detect.commands.run_config import make_run_config
     cfg = make_run_config(TrainingConfig(epochs=1), log_scale_min=-4.0)
     assert cfg["log_scale_min"] == -4.0
     assert make_run_config(TrainingConfig(epochs=1))["log_scale_min"] == -7.0

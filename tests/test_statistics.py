@@ -34,7 +34,9 @@ def test_keys_name_their_row_and_k():
     statistic, k = statistics.of_key("LLR>12")
     assert (statistic.name, k) == ("llr", 12)
     assert statistics.of_key("L")[0].name == "elbo" and statistics.of_key("L>3") == (statistics.get("lk"), 3)
-    assert statistics.outputs_needed(["LLR>2", "L>1"]) == [0, 1, 2]
+    needed = statistics.outputs_needed(["LLR>2", "L>1"])
+    assert needed == {"L", "L>1", "L>2"} and statistics.bounds_needed(needed) == [0, 1, 2]
+    assert not statistics.terms_needed(needed) and statistics.terms_needed({"L", "KL"})
     with pytest.raises(ValueError, match="not the key of a known statistic"):
         statistics.of_key("LLR>x")
     with pytest.raises(ValueError, match="statistic must be one of"):

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.training.batches import LoaderBatches, binarize_uniforms, draw_keys
+from hvae_detect.likelihoods import Bernoulli
+from hvae_detect.training.batches import LoaderBatches, draw_keys
 from hvae_detect.data.image_sources import MemoryMappedImages, image_source
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
@@ -71,7 +72,7 @@ def test_compressed_or_unsuitable_files_are_refused_with_the_reason(tmp_path):
 
 
 def _batches(data, workers=0, epoch=0):
-    batches = LoaderBatches(data, 8, prepare=binarize_uniforms, seed=3, workers=workers)
+    batches = LoaderBatches(data, 8, prepare=Bernoulli().keyed_draw, seed=3, workers=workers)
     return [(x.clone(), keys.clone()) for x, keys in batches.epoch(epoch)]
 
 
@@ -105,7 +106,7 @@ def test_streamed_training_is_the_same_from_an_array_a_file_and_a_dataset(tmp_pa
     weights = []
     for data in (X, tmp_path / "x.npy", PilImages(X)):
         model = tiny_model(seed=0).train()
-        history = train_epochs(model, LoaderBatches(data, 8, prepare=binarize_uniforms, seed=1), config)
+        history = train_epochs(model, LoaderBatches(data, 8, prepare=Bernoulli().keyed_draw, seed=1), config)
         assert np.isfinite(history[0]["elbo"]) and len(history[0]["images_per_s"]) == 1
         weights.append(model.state_dict())
     for other in weights[1:]:

@@ -11,10 +11,10 @@ DEMO_IW_SAMPLES = 1      # S, importance samples of L
 DEMO_IW_SAMPLES_LK = 1   # S', importance samples of L>k
 PAPER_EPOCHS = 10
 
-# ``hvae-detect train``: the seed's flags and their values.
+# ``hvae-detect train``: the seed's flags and their values (the --model names are the model
+# registry's, ``hvae_detect.models.registry.model_names``, which imports nothing heavy either).
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
                     "bernoulli": "bernoulli", "dlogmix": "dlogmix"}
-MODELS = ("VAE", "HVAE", "LVAE", "BIVA")  # the paper's --model; HVAE is VAE
 SEED_TRAIN = '{"FashionMNISTBinarized": {"dynamic": true, "split": "train"}}'
 SEED_VAL = ('{"FashionMNISTBinarized": {"dynamic": false, "split": "validation"}, '
             '"MNISTBinarized": {"dynamic": false, "split": "validation"}}')

@@ -24,106 +24,20 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect.commands.common import log, parse_json
-from hvae_detect.persistence import checkpoints
-
-from hvae_detect.training import distributed
-from hvae_detect.models.architectures import family_of, resolve_architecture
-from hvae_detect.models.registry import make_model, with_family
-from hvae_detect.persistence.atomic import atomic_write_text, recover_folder
-from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.data.datasets import LoadedDataset, default_data_root, load_dataset, parse_dataset_name, parse_dataset_options
+from hvae_detect.commands.common import log
+from hvae_detect.commands.run_config import training_config_of
+from hvae_detect.data.datasets import LoadedDataset, load_dataset
 from hvae_detect.devices import resolve_device
-from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.registry import make_model
+from hvae_detect.persistence import checkpoints
+from hvae_detect.persistence.atomic import atomic_write_text, recover_folder
 from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
-from hvae_detect.scoring.engine import importance_bounds
-from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
+from hvae_detect.scoring.engine import importance_outputs
+from hvae_detect.training import distributed
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.loop import TrainingDiverged, make_optimizer, train_epochs
-
-# The seed's flag values, kept where --help reads them without importing this module.
-from hvae_detect.commands.defaults import LIKELIHOOD_FLAGS, MODELS, SEED_TRAIN, SEED_VAL
-
-
-def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL,
-                    architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
-                    model=None, n_mix=10, test_every=10, seed=0, data_root=None, n_train_examples=None,
-                    n_val_examples=None, activation="ReLU", likelihood_head="paper", skip_stochastic=True,
-                    q_dropout=0.0, p_dropout=0.0, log_scale_min=LOG_SCALE_MIN, test_samples=1,
-                    test_importance_weighted=False, dynamic=None, not_applied=None) -> dict:
-    """Validate a run's options and return its configuration (saved as run.json).
-
-    The model options default to the paper's (ReLU, its likelihood head, skip connections, no
-    dropout). ``dynamic`` (the paper's --dynamic) fills in "dynamic" for training sets whose JSON
-    lacks it. ``test_samples`` / ``test_importance_weighted`` are recorded; ``not_applied`` records
-    the paper's flags that were given but have no effect here (see ``hvae-detect train --help``).
-    """
-    from hvae_detect.models.architectures import json_text_or_file
-    from hvae_detect.models.layers import activation_fn
-    from hvae_detect.models.base import HEADS
-
-    training.validate()
-    if model is not None and (not isinstance(model, str) or model.upper() not in MODELS):
-        raise ValueError(f"--model must be one of {MODELS} (the seed's hierarchical VAE is 'VAE'), got {model!r}")
-    activation_fn(activation)  # a known name
-    if likelihood_head not in HEADS:
-        raise ValueError(f"--likelihood_head must be one of {HEADS}, got {likelihood_head!r}")
-    for flag, rate in (("--q_dropout", q_dropout), ("--p_dropout", p_dropout)):
-        if not 0 <= rate < 1:
-            raise ValueError(f"{flag} must be in [0, 1), got {rate!r}")
-    check_log_scale_min(log_scale_min, "--log_scale_min")
-    if not isinstance(test_samples, int) or test_samples < 1:
-        raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
-    if dynamic is not None:
-        train_datasets = parse_json(train_datasets, "--train_datasets")
-        if isinstance(train_datasets, dict):
-            train_datasets = {n: {"dynamic": bool(dynamic), **(o or {})} for n, o in train_datasets.items()}
-    train = parse_dataset_options(train_datasets)
-    val = parse_dataset_options(val_datasets)
-    for name, opts in val.items():
-        if opts["dynamic"]:
-            raise ValueError(f"validation set {name} must have \"dynamic\": false (one fixed draw)")
-    if (config_deterministic is None) != (config_stochastic is None):
-        raise ValueError("give both --config_deterministic and --config_stochastic, or neither")
-    if config_deterministic is not None:
-        arch = resolve_architecture({
-            "config_deterministic": json_text_or_file(config_deterministic, "--config_deterministic"),
-            "config_stochastic": json_text_or_file(config_stochastic, "--config_stochastic")})
-    else:
-        arch = resolve_architecture(architecture or "paper-mnist")
-    arch = with_family(arch, model)  # --model sets the family; None keeps the architecture's (VAE if none)
-    variants = {parse_dataset_name(n).variant for n in train}
-    if len(variants) > 1:
-        raise ValueError(f"all training datasets must share one variant, got {sorted(variants)}")
-    variant = variants.pop()
-    if likelihood is None:
-        likelihood = "bernoulli" if variant == "Binarized" else "dlogmix"
-    if likelihood not in LIKELIHOOD_FLAGS:
-        raise ValueError(f"--likelihood must be one of {sorted(k for k in LIKELIHOOD_FLAGS if k[0].isupper())}, "
-                         f"got {likelihood!r}")
-    likelihood = LIKELIHOOD_FLAGS[likelihood]
-    if likelihood == "bernoulli" and variant != "Binarized":
-        raise ValueError(f"the Bernoulli likelihood needs Binarized data, got {variant} training data")
-    if not isinstance(test_every, int) or test_every < 1:
-        raise ValueError(f"--test_every must be a positive integer, got {test_every!r}")
-    return {
-        "format_version": checkpoints.FORMAT_VERSION, "model": family_of(arch), "train_datasets": train,
-        "val_datasets": val,
-        "architecture": arch, "likelihood": likelihood, "n_mix": n_mix, **vars(training),
-        "test_every": test_every, "seed": seed,
-        "data_root": str(data_root if data_root is not None else default_data_root()),
-        "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
-        "activation": activation, "likelihood_head": likelihood_head, "skip_stochastic": bool(skip_stochastic),
-        "q_dropout": float(q_dropout), "p_dropout": float(p_dropout), "log_scale_min": float(log_scale_min),
-        "test_samples": test_samples,
-        "test_importance_weighted": bool(test_importance_weighted), "not_applied": dict(not_applied or {}),
-    }
-
-
-def training_config_of(cfg: dict) -> TrainingConfig:
-    """The run's training settings; a run.json written before a setting existed gets the value that
-    run used: per-layer free nats and no data-dependent initialisation (TrainingConfig's defaults)."""
-    return TrainingConfig(**{k: cfg[k] for k in TrainingConfig.field_names() if k in cfg})
 
 
 def run_name(cfg: dict, now: _dt.datetime | None = None) -> str:
@@ -175,9 +89,10 @@ def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
         elbo, lp, kl = evaluate_elbo(model, x, batch_size, seed)
         out[d.label] = {"elbo": float(elbo.mean()), "log_px": float(lp.mean()), "kl": kl.mean(1).tolist()}
         if len(vals) > 1:
-            parts = [importance_bounds(model, x[i:i + batch_size], seed=seed) for i in range(0, len(x), batch_size)]
-            bounds = {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in parts[0]}
-            stats[d.label] = statistics.scores(statistics.engine_outputs(bounds), range(1, model.n_latents))
+            parts = [importance_outputs(model, x[i:i + batch_size], seed=seed, with_terms=False)
+                     for i in range(0, len(x), batch_size)]
+            outputs = {name: torch.cat([p[name] for p in parts]).double().cpu().numpy() for name in parts[0]}
+            stats[d.label] = statistics.scores(outputs, range(1, model.n_latents))
     first = vals[0].label
     for d in vals[1:]:
         for name, values in stats[d.label].items():
@@ -236,11 +151,7 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
     torch.manual_seed(cfg["seed"])
-    model = make_model(tuple(x.shape[1:]), cfg["architecture"], cfg["likelihood"], cfg.get("n_mix", 10),  # older
-                       activation=cfg.get("activation", "SiLU"), likelihood_head=cfg.get("likelihood_head", "conv3x3"),
-                       skip_stochastic=cfg.get("skip_stochastic", True), q_dropout=cfg.get("q_dropout", 0.0),
-                       p_dropout=cfg.get("p_dropout", 0.0),
-                       log_scale_min=cfg.get("log_scale_min", LOG_SCALE_MIN)).to(dev)  # lacking keys: SiLU, 3x3, -7
+    model = make_model(ModelConfig.from_json({**cfg, "input_shape": list(x.shape[1:])})).to(dev)
     opt = make_optimizer(model, cfg["learning_rate"])
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"] + 1)
     start, history, val_history, best = 0, [], [], None

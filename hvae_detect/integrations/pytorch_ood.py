@@ -11,8 +11,8 @@ OOD: LLR>k with the estimator's defaults) as a tensor on ``x``'s device, which i
 from __future__ import annotations
 
 import torch
-from sklearn.utils.validation import check_is_fitted
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 try:
     from pytorch_ood.api import Detector, DetectorInfo, Paper, RequiresFittingException, Task

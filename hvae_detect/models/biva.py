@@ -39,14 +39,11 @@ its prior, which with conditional_bu reads that z^TD_i), and their KL terms drop
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from hvae_detect.models.layers import Projection, standard_normal_log_prob, standard_normal_log_prob_elements
-from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.models.base import BoundTerms, HierarchicalModel, draw
+from hvae_detect.models.base import HierarchicalModel, draw, log_density, standard_normal_log_density
+from hvae_detect.models.layers import Projection
 from hvae_detect.models.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
 
@@ -56,21 +53,20 @@ def _halves(noise):
 
 
 class BIVA(HierarchicalModel):
-    """BIVA with the options of ``hvae_detect.models.vae.HierarchicalVAE`` (activation, likelihood head,
-    skip_stochastic, q_dropout in the inference stacks and the top merge, p_dropout in the
-    generative stacks and the other merges) and the architecture's ``conditional_bu``."""
+    """BIVA of a ``ModelConfig`` with the VAE's options (activation, likelihood head, skip_stochastic,
+    q_dropout in the inference stacks and the top merge, p_dropout in the generative stacks and the
+    other merges) and the architecture's ``conditional_bu``."""
 
     family = "BIVA"
+    stage_blocks_required = True
+    architecture_flags = ("conditional_bu",)
+    concatenated_features = 2  # the merges read [a, b] and [b_i, g_{i+1}]
 
-    def __init__(self, input_shape, architecture, likelihood="bernoulli", n_mix=10, activation="SiLU",
-                 likelihood_head="conv3x3", skip_stochastic=True, q_dropout=0.0, p_dropout=0.0,
-                 log_scale_min=LOG_SCALE_MIN):
-        super().__init__()
-        arch = self._setup(input_shape, architecture, likelihood, n_mix, activation, likelihood_head,
-                           skip_stochastic, q_dropout, p_dropout, log_scale_min)
+    def __init__(self, config):
+        super().__init__(config)
+        arch, act, q_dropout, p_dropout = self.architecture, self.activation, self.q_dropout, self.p_dropout
         self.conditional_bu = bool(arch.get("conditional_bu", False))
         dets, stos, top = arch["config_deterministic"], arch["config_stochastic"], self.n_latents - 1
-        act = activation
         self.q_bu, self.q_td, self.td_from_bu = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         self.q_bu_z, self.bu_up = nn.ModuleList(), nn.ModuleList()
         stage_shapes, shape = [], self.input_shape
@@ -111,9 +107,7 @@ class BIVA(HierarchicalModel):
             self.p_proj.append(Projection(self.latent_shapes[i], shapes[-1]))
             stack, _ = generative_stack(shapes, dets[i], self.input_shape, i == 0, act, p_dropout)
             self.p_det.append(stack)
-        out_ch = self._build_head(stage_shapes[0][1][0])
-        self.row_elements = max([2 * math.prod(s) for shapes in stage_shapes for s in shapes]
-                                + [out_ch * math.prod(self.input_shape[1:])])
+        self._finish(stage_shapes)
 
     # ---- inference ------------------------------------------------------------------
     def _stage_features(self, i, u, t):
@@ -151,46 +145,35 @@ class BIVA(HierarchicalModel):
             return self.p_bu_z[i](g)
         return self.p_bu_z[i](self.bu_cond[i](self.bu_cond_proj[i](z_td) + g))
 
-    def forward(self, x, k=0, n_samples=1, noise=None, generator=None, start=None, kl_elements=False):
-        """Terms of L (k = 0) or L>k; arguments and result as ``HierarchicalVAE.forward``, the noise
-        and the KL rows per stage as the module docstring says."""
-        (a, b), q = start if start is not None else self.prefix(self.encode_x(x), k)
-        if n_samples > 1:
-            a, b = (v.repeat((n_samples,) + (1,) * (v.dim() - 1)) for v in (a, b))
-            q, x = q.repeat(n_samples), x.repeat(n_samples, 1, 1, 1)
+    def stage_terms(self, x, k, start, noise, generator, elements):
+        """(log p(x | z), parameters, [per stage i > k: (KL^TD_i, KL^BU_i), or (KL_L,) at the top]) from
+        ``start`` = ((a_{k+1}, b_{k+1}), the posterior drawn next); the noise as the module docstring says."""
+        (a, b), q = start
         top = self.n_latents - 1
-        log_q = (lambda d, z: d.log_prob_elements(z)) if kl_elements else (lambda d, z: d.log_prob(z))
         noises = [None] * self.n_latents if noise is None else [None] * k + list(noise)
         z_bu, log_q_bu, bs = [None] * top, [None] * top, [None] * top
         for i in range(k, top):  # bottom-up: sample z^BU_i, climb
             bs[i] = b
             z_bu[i] = draw(q, _halves(noises[i])[1], generator)
-            log_q_bu[i] = log_q(q, z_bu[i])
+            log_q_bu[i] = log_density(q, z_bu[i], elements)
             a, b = self._climb(i, z_bu[i], a, b)
             q = self._posterior(i + 1, a, b)
         z = draw(q, noises[top], generator)
-        std_normal = standard_normal_log_prob_elements if kl_elements else standard_normal_log_prob
-        kls, elements = [None] * self.n_latents, [None] * self.n_latents
-        elements[top] = log_q(q, z) - std_normal(z)
+        kls = [None] * self.n_latents
+        kls[top] = (log_density(q, z, elements) - standard_normal_log_density(z, elements),)
         g = self.p_det[top](self.p_proj[top](z))
         for i in reversed(range(top)):  # top-down: z^TD_i, then z^BU_i's prior
             p_td = self.p_td_z[i](g)
             if i >= k:
                 q_td = self.q_td_z[i](self.q_td_merge[i](torch.cat([bs[i], g], 1)))
                 z_td = draw(q_td, _halves(noises[i])[0], generator)
-                kl_td = log_q(q_td, z_td) - log_q(p_td, z_td)
+                kl_td = log_density(q_td, z_td, elements) - log_density(p_td, z_td, elements)
                 p_bu = self._bu_prior(i, z_td, g)
-                elements[i] = (kl_td, log_q_bu[i] - log_q(p_bu, z_bu[i]))
+                kls[i] = (kl_td, log_q_bu[i] - log_density(p_bu, z_bu[i], elements))
             else:  # decoded from the priors' means: z^TD_i and z^BU_i are not inferred
                 z_td = p_td.mean
                 z_bu[i] = self._bu_prior(i, z_td, g).mean
             h = self.p_proj[i](torch.cat([z_td, z_bu[i]], 1))
             g = self.p_det[i](h + g if self.skip_stochastic else h)
         log_px, params = self._log_px(x, g)
-        for i in range(k, self.n_latents):
-            parts = elements[i] if i < top else (elements[i],)
-            kls[i] = sum(e.flatten(1).sum(1) for e in parts) if kl_elements else sum(parts)
-        terms = BoundTerms(log_px, torch.stack(kls[k:]), params)
-        if kl_elements:
-            return terms, [e for i in range(k, self.n_latents) for e in (elements[i] if i < top else (elements[i],))]
-        return terms
+        return log_px, params, kls[k:]

@@ -5,29 +5,32 @@ A family is a ``HierarchicalModel`` subclass built from a ``ModelConfig``; addin
 plus one ``register_family(name, cls)``, after which architectures, presets, the estimator, saved
 folders and ``hvae-detect train --model`` all accept its name. "HVAE" is accepted on input as
 this package's earlier name of the VAE; the canonical name is what configurations store.
+
+The names and presets are read without importing torch (the command line's help shows them): the
+package's own families are imported when a class is first asked for.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 
-from hvae_detect.models.base import HierarchicalModel
-from hvae_detect.models.biva import BIVA
-from hvae_detect.models.lvae import LVAE
-from hvae_detect.models.vae import VAE
-
-_FAMILIES: dict[str, type[HierarchicalModel]] = {}
+# The package's own families: name -> the module that defines the class of that name.
+_BUILT_IN = {"VAE": "hvae_detect.models.vae", "LVAE": "hvae_detect.models.lvae", "BIVA": "hvae_detect.models.biva"}
+_FAMILIES: dict[str, type | None] = dict.fromkeys(_BUILT_IN)  # None: not imported yet
 ALIASES = {"HVAE": "VAE"}  # accepted on input only
 
 
-def register_family(name: str, cls: type[HierarchicalModel]) -> None:
-    """Make ``cls`` the family called ``name`` (compared case-insensitively) and set ``cls.family``."""
+def register_family(name: str, cls: type) -> None:
+    """Make ``cls`` (a ``HierarchicalModel`` subclass) the family called ``name`` (compared
+    case-insensitively) and set ``cls.family`` to it."""
+    from hvae_detect.models.base import HierarchicalModel
+
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a family's name must be an identifier such as 'VAE', got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, HierarchicalModel)):
         raise ValueError(f"a family is a subclass of HierarchicalModel, got {cls!r}")
-    taken = {n.upper() for n in (*_FAMILIES, *ALIASES)}
-    if name.upper() in taken:
+    if name.upper() in {n.upper() for n in (*_FAMILIES, *ALIASES)}:
         raise ValueError(f"the model name {name!r} is taken ({', '.join(model_names())})")
     if cls in _FAMILIES.values():
         raise ValueError(f"{cls.__name__} is already the {cls.family} family")
@@ -36,7 +39,7 @@ def register_family(name: str, cls: type[HierarchicalModel]) -> None:
 
 
 def unregister_family(name: str) -> None:
-    """Forget the family ``name`` (what ``register_family`` added)."""
+    """Forget the family ``name`` that ``register_family`` added."""
     family = model_family(name)
     if family in _BUILT_IN:
         raise ValueError(f"{family} is one of the package's own families and stays registered")
@@ -65,12 +68,15 @@ def model_family(name) -> str:
     raise ValueError(f"model must be one of {list(model_names())} (case-insensitive), got {name!r}")
 
 
-def family_class(name) -> type[HierarchicalModel]:
+def family_class(name) -> type:
     """The class of the family called ``name``."""
-    return _FAMILIES[model_family(name)]
+    family = model_family(name)
+    if _FAMILIES[family] is None:
+        _FAMILIES[family] = getattr(importlib.import_module(_BUILT_IN[family]), family)
+    return _FAMILIES[family]
 
 
-def make_model(config) -> HierarchicalModel:
+def make_model(config):
     """The model a ``hvae_detect.models.config.ModelConfig`` describes, of its architecture's family."""
     return family_class(config.family)(config)
 
@@ -140,10 +146,3 @@ PRESETS["biva-reduced-grey"] = {
         {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
     ],
 }
-
-# ---- the package's own families ------------------------------------------------------------
-
-register_family("VAE", VAE)
-register_family("LVAE", LVAE)
-register_family("BIVA", BIVA)
-_BUILT_IN = frozenset(_FAMILIES)

@@ -34,6 +34,8 @@ class VAE(HierarchicalModel):
     ``q_dropout`` / ``p_dropout`` are the dropout rates inside the inference / generative residual
     blocks (training only). A stage may have no deterministic block."""
 
+    family = "VAE"
+
     def __init__(self, config):
         super().__init__(config)
         arch, act, n_latents = self.architecture, self.activation, self.n_latents

@@ -2,7 +2,8 @@
 
     config.json   {"format_version": 2,
                    "model": {"input_shape", "architecture", "likelihood", "n_mix", "activation",
-                             "likelihood_head", "skip_stochastic"},
+                             "likelihood_head", "skip_stochastic", "q_dropout", "p_dropout",
+                             "log_scale_min"}    (hvae_detect.models.config.ModelConfig.to_json),
                                   (the architecture's "model" key is the family, VAE / LVAE / BIVA;
                                    absent in folders of VAEs saved before the families existed)
                    "detector": {"params", "fitted"}       (written by HVAEOutlierDetector.save)
@@ -25,10 +26,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hvae_detect.persistence.atomic import recover_folder, verify_folder, write_folder
-from hvae_detect.models.registry import make_model
-from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.models.base import HierarchicalModel
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.registry import make_model
+from hvae_detect.persistence.atomic import recover_folder, verify_folder, write_folder
 from hvae_detect.training.config import TrainingConfig
 
 FORMAT_VERSION = 2
@@ -36,20 +37,13 @@ CHECKPOINTS = ("best", "last")
 
 
 def model_config(model: HierarchicalModel) -> dict:
-    """What rebuilds ``model`` (of any family) before its weights are loaded."""
-    return {"input_shape": list(model.input_shape), "architecture": model.architecture,
-            "likelihood": model.likelihood, "n_mix": model.n_mix, "activation": model.activation,
-            "likelihood_head": model.likelihood_head, "skip_stochastic": model.skip_stochastic,
-            "log_scale_min": model.log_scale_min}
+    """What rebuilds ``model`` (of any family) before its weights are loaded: config.json's "model"."""
+    return model.config.to_json()
 
 
 def build_model(config: dict) -> HierarchicalModel:
-    m = config["model"]
-    # Folders written before these keys existed hold SiLU VAEs with a 3x3 head and skips.
-    return make_model(tuple(m["input_shape"]), m["architecture"], m["likelihood"], m["n_mix"],
-                      activation=m.get("activation", "SiLU"), likelihood_head=m.get("likelihood_head", "conv3x3"),
-                      skip_stochastic=m.get("skip_stochastic", True),
-                      log_scale_min=m.get("log_scale_min", LOG_SCALE_MIN))
+    """The model of a config.json (its "model" section; keys older folders lack take ModelConfig's defaults)."""
+    return make_model(ModelConfig.from_json(config["model"]))
 
 
 def write_model_dir(folder, model: HierarchicalModel, sections: dict, extra_tensors: dict | None = None) -> Path:
@@ -233,11 +227,10 @@ def detector_settings(folder, config: dict) -> tuple[dict, dict]:
             params["image_shape"] = tuple(params["image_shape"])
         return params, fitted
     run = run_config_of(folder) or {}
-    m = config["model"]
-    params = {"architecture": m["architecture"], "likelihood": m["likelihood"], "n_mix": m["n_mix"],
-              "activation": m.get("activation", "SiLU"), "likelihood_head": m.get("likelihood_head", "conv3x3"),
-              "log_scale_min": m.get("log_scale_min", LOG_SCALE_MIN), "random_state": run.get("seed"),
-              **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
+    m = ModelConfig.from_json(config["model"])
+    params = {"architecture": m.architecture, "likelihood": m.likelihood, "n_mix": m.n_mix,
+              "activation": m.activation, "likelihood_head": m.likelihood_head, "log_scale_min": m.log_scale_min,
+              "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
     fitted = {"scoring_seed_": run.get("seed", 0), "offset_": None,
               "history_": config["training_state"].get("history", [])}
     return params, fitted

@@ -28,7 +28,7 @@ from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
 from hvae_detect.models.layers import Gaussian
 
 __all__ = ["ROW_BUDGET_BYTES", "MAX_ROWS", "FOLD_SAMPLES", "StreamingLogMeanExp", "default_max_rows",
-           "importance_bounds", "importance_noise", "logmeanexp"]
+           "importance_bounds", "importance_noise", "importance_outputs", "logmeanexp"]
 
 # Bytes of the largest activation of one scoring pass, per device type: passes near the
 # CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/RESULTS.md).
@@ -75,7 +75,8 @@ def default_max_rows(model, device) -> int:
 
 def importance_noise(model, keys, k, samples):
     """Standard-normal draws of z_{k+1..L} for rows with image keys ``keys`` (R,) and sample
-    indices ``samples`` (R,): one (R, *latent shape) tensor per latent."""
+    indices ``samples`` (R,): one (R, *latent shape) tensor per stage. The one builder of keyed
+    latent draws: scoring's, and streamed training's (``hvae_detect.training.batches.posterior_noise``)."""
     return [randomness.normal(keys, randomness.noise_stream(k, i, samples), model.latent_shapes[i])
             for i in range(k, model.n_latents)]
 
@@ -87,12 +88,32 @@ def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0,
     ``n_samples`` importance samples S for L, ``n_samples_lk`` S' (default: the same) for L>k;
     the random numbers are keyed by ``seed`` and each image (``hvae_detect.data.randomness``).
     """
+    return _scores(model, x, ks, n_samples, n_samples_lk, seed, max_rows, with_terms=False)[0]
+
+
+@torch.no_grad()
+def importance_outputs(model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed=0, max_rows=None,
+                       with_terms=True) -> dict:
+    """The engine's outputs for images x, named as ``hvae_detect.scoring.statistics`` names them:
+    "L" and "L>k" (k in ``ks``) as ``importance_bounds`` gives them and, ``with_terms``, from the same
+    passes of L the mean over its S samples of "log p(x|z)" and of every stage's KL ("KL1" (lowest)
+    .. "KLn"); each (N,) in nats."""
+    bounds, terms = _scores(model, x, ks, iw_samples, iw_samples_lk, seed, max_rows, with_terms)
+    out = {("L" if k == 0 else f"L>{k}"): v for k, v in bounds.items()}
+    if with_terms:
+        out["log p(x|z)"] = terms[:, 0]
+        out.update({f"KL{i}": terms[:, i] for i in range(1, terms.shape[1])})
+    return out
+
+
+def _scores(model, x, ks, n_samples, n_samples_lk, seed, max_rows, with_terms):
+    """({k: bound}, the mean (log p(x|z), KL per stage) of L's samples (N, 1 + n_latents) or None)."""
     ks = sorted({0, *(range(1, model.n_latents) if ks is None else ks)})
     for k in ks:
         if not 0 <= k < model.n_latents:
             raise ValueError(f"k must be in 0..{model.n_latents - 1}, got {k}")
     n_samples_lk = n_samples if n_samples_lk is None else n_samples_lk
-    for name, s in (("n_samples", n_samples), ("n_samples_lk", n_samples_lk)):
+    for name, s in (("iw_samples", n_samples), ("iw_samples_lk", n_samples_lk)):
         if int(s) < 1:
             raise ValueError(f"{name} (importance samples) must be at least 1, got {s}")
     max_rows = default_max_rows(model, x.device) if max_rows is None else int(max_rows)
@@ -100,12 +121,13 @@ def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0,
         raise ValueError(f"max_rows must be positive, got {max_rows}")
     counts = {k: int(n_samples) if k == 0 else int(n_samples_lk) for k in ks}
     if x.shape[0] == 0:
-        return {k: x.new_zeros(0) for k in ks}
+        return {k: x.new_zeros(0) for k in ks}, (x.new_zeros(0, 1 + model.n_latents) if with_terms else None)
     keys = randomness.image_keys(x, seed)
     # Weight norm computed once per call, not in every pass (the cache lives for the block).
     with model.channels_last_weights(), parametrize.cached():
         prefixes = _prefixes(model, x, ks, max_rows)
-        return {k: _bound(model, x, keys, k, counts[k], prefixes[k], max_rows) for k in ks}
+        results = {k: _bound(model, x, keys, k, counts[k], prefixes[k], max_rows, with_terms and k == 0) for k in ks}
+    return {k: r[0] for k, r in results.items()}, results[0][1]
 
 
 def _pass_rows(start, total, rows, device):
@@ -147,17 +169,22 @@ def _prefixes(model, x, ks, rows):
     return {k: _concat(p) for k, p in parts.items()}
 
 
-def _bound(model, x, keys, k, n_samples, prefix, rows):
-    """logmeanexp over ``n_samples`` of the bound L>k, rows (image, sample) sample-major."""
+def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
+    """(logmeanexp over ``n_samples`` of the bound L>k, and with ``with_terms`` the mean over the samples
+    of log p(x|z) and of each stage's KL, (N, 1 + stages)); rows (image, sample) sample-major."""
     n = x.shape[0]
     total = n * n_samples
-    acc, pending = StreamingLogMeanExp(), []
+    acc, pending, term_sum = StreamingLogMeanExp(), [], None
     for start in range(0, total, rows):
         flat = _pass_rows(start, total, rows, x.device)
         image, sample = flat % n, flat // n
         noise = importance_noise(model, keys[image], k, sample)
         terms = model(x[image], k, noise=noise, start=_rows(prefix, image))
-        pending.append(terms.bound[:min(rows, total - start)].float())
+        valid = min(rows, total - start)
+        columns = [terms.bound[:valid].float()[:, None]]
+        if with_terms:
+            columns += [terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T]
+        pending.append(torch.cat(columns, 1))
         last = start + rows >= total
         done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
         fold = done if last else done // FOLD_SAMPLES * FOLD_SAMPLES  # full blocks until the end
@@ -165,6 +192,9 @@ def _bound(model, x, keys, k, n_samples, prefix, rows):
             flat_w = torch.cat(pending)
             for block in range(0, fold, FOLD_SAMPLES):  # block boundaries depend on S only
                 b = min(FOLD_SAMPLES, fold - block)
-                acc.update(flat_w[block * n:(block + b) * n].view(b, n))
+                chunk = flat_w[block * n:(block + b) * n].view(b, n, -1)
+                acc.update(chunk[..., 0].contiguous())
+                for w in chunk[..., 1:] if with_terms else ():  # sample by sample: no sum across the batch
+                    term_sum = w.clone() if term_sum is None else term_sum + w
             pending = [flat_w[fold * n:]]
-    return acc.result()
+    return acc.result(), (term_sum / n_samples if with_terms else None)

@@ -7,8 +7,9 @@ statistics (the estimator's ``score_samples`` and ``ood_scores``, ``hvae-detect 
 ``score``, ``results`` and the demo) reads this table, so adding a statistic is one row here plus its
 computation.
 
-Engine outputs are named in the same vocabulary: "L" (the ELBO with S importance samples) and "L>k"
-(the bound with the k lowest latents from the prior, S' samples), in nats per image.
+Engine outputs are named in the same vocabulary (``hvae_detect.scoring.engine.importance_outputs``):
+"L" (the ELBO with S importance samples), "L>k" (the bound with the k lowest latents from the prior,
+S' samples), and from L's passes "log p(x|z)" and each stage's KL ("KL1" .. "KLn"), in nats per image.
 
 One orientation inside the package, scikit-learn's: a *normality* score is higher for more normal
 images (``score_samples``). ``ood_scores`` reports each statistic in its own units and direction (LLR>k
@@ -118,19 +119,23 @@ def keys(ks) -> list[str]:
     return out
 
 
-def outputs_needed(keys_wanted) -> list[int]:
-    """The bounds the engine must compute for these keys, as ks (0 = L, k = L>k)."""
+def outputs_needed(keys_wanted) -> set[str]:
+    """The engine outputs that the statistics ``keys_wanted`` read."""
     needed = set()
     for key in keys_wanted:
         statistic, k = of_key(key)
-        for output in statistic.needs(k):
-            needed.add(0 if output == "L" else int(output.split(">", 1)[1]))
-    return sorted(needed)
+        needed.update(statistic.needs(k))
+    return needed
 
 
-def engine_outputs(bounds: dict) -> dict:
-    """The engine's {k: bound} (k = 0 for L) named in the table's vocabulary ("L", "L>k")."""
-    return {("L" if k == 0 else f"L>{k}"): values for k, values in bounds.items()}
+def bounds_needed(outputs: set[str]) -> list[int]:
+    """The bounds among ``outputs`` as the engine's ks: 0 for L, k for L>k."""
+    return sorted({0} | {int(name[2:]) for name in outputs if name.startswith("L>")})
+
+
+def terms_needed(outputs: set[str]) -> bool:
+    """Whether ``outputs`` need the terms of L's passes: "log p(x|z)" or the KLs ("KL" means every stage's)."""
+    return any(name == "log p(x|z)" or name.startswith("KL") for name in outputs)
 
 
 def compute(key: str, outputs: dict) -> np.ndarray:

@@ -27,6 +27,7 @@ from hvae_detect.data import randomness
 from hvae_detect.training.distributed import SINGLE, Context
 from hvae_detect.data.image_sources import collate, image_source
 from hvae_detect.data.inputs import check_image_tensor
+from hvae_detect.scoring.engine import importance_noise
 
 PREPARE_STREAM = randomness.BINARIZE_STREAM  # uniforms of the binarisation / dequantisation draw
 _MASK63 = (1 << 63) - 1
@@ -58,16 +59,10 @@ def draw_keys(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
 
 
 def posterior_noise(model, keys: torch.Tensor, n_samples: int = 1) -> list[torch.Tensor]:
-    """Standard-normal draws of every latent for rows (sample, image), sample-major, keyed by ``keys``."""
-    rows = keys.repeat(n_samples)
+    """Standard-normal draws of every latent for rows (sample, image), sample-major, keyed by ``keys``
+    (the draws of L's importance samples, ``hvae_detect.scoring.engine.importance_noise``)."""
     samples = torch.arange(n_samples, device=keys.device).repeat_interleave(keys.shape[0])
-    return [randomness.normal(rows, randomness.noise_stream(0, i, samples), model.latent_shapes[i])
-            for i in range(model.n_latents)]
-
-
-def binarize_uniforms(x01: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Dynamic binarisation from given uniforms: a pixel is 1 where u < its grey level."""
-    return (uniforms < x01).to(x01.dtype)
+    return importance_noise(model, keys.repeat(n_samples), 0, samples)
 
 
 def _check(batch):
@@ -82,7 +77,7 @@ class LoaderBatches:
     """Batches of a DataLoader over ``data`` split over the ranks of ``ctx``.
 
     ``prepare(x01, uniforms)`` applies a variant to a batch in [0, 1] given one keyed uniform per
-    element (e.g. ``lambda x, u: (u < x).float()`` for dynamic binarisation); None keeps x.
+    element (e.g. ``hvae_detect.likelihoods.Bernoulli().keyed_draw``, dynamic binarisation); None keeps x.
     ``workers`` DataLoader worker processes read and check the images (0: in this process).
     """
 

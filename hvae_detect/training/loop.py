@@ -71,14 +71,11 @@ def training_loss(model, x, kl_weight: float, free_nats: float, generator=None, 
     importance-weighted bound with the same free nats and KL weight). ``noise`` optionally gives the
     posterior draws (one (n_samples * N, *latent shape) tensor per latent) instead of ``generator``.
     """
-    if free_nats_mode == "element":
-        terms, elements = model(x, 0, n_samples=n_samples, noise=noise, generator=generator, kl_elements=True)
-        penalty = free_nats_kl(elements, free_nats)
-    elif free_nats_mode == "layer":
-        terms = model(x, 0, n_samples=n_samples, noise=noise, generator=generator)
-        penalty = terms.kl.clamp(min=free_nats).sum(0)
-    else:
+    if free_nats_mode not in FREE_NATS_MODES:
         raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {free_nats_mode!r}")
+    elements = free_nats_mode == "element"
+    terms = model(x, 0, n_samples=n_samples, noise=noise, generator=generator, kl_elements=elements)
+    penalty = free_nats_kl(terms.kl_elements, free_nats) if elements else terms.kl.clamp(min=free_nats).sum(0)
     per_row = elbo_loss(terms.log_px, penalty, kl_weight)
     bound, kl = terms.bound.detach(), terms.kl.detach()
     if n_samples > 1:

@@ -1,0 +1,1 @@
+"""The hierarchical VAE families (VAE, LVAE, BIVA), their building blocks and architectures."""
