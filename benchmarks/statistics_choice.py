@@ -1,6 +1,6 @@
 """Statistics of one trained model, compared on pairs kept for choosing (never the reported ones).
 
-    OMP_NUM_THREADS=1 python benchmarks/statistics_choice.py                 # both data sets, ~15 min on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/statistics_choice.py    # both data sets, about 12 min on 2 shared cores
     OMP_NUM_THREADS=1 python benchmarks/statistics_choice.py --data fashion_mnist --n 300 --epochs 1
 
 For each in-distribution set (Fashion-MNIST classes 0-4; CIFAR10 animals) it fits

@@ -62,7 +62,7 @@ def _cmd_train(args) -> int:
     training = TrainingConfig(**{name: getattr(args, name) for name in TrainingConfig.field_names()})
     if args.padded_shape is not None:
         raise ValueError(f"--padded_shape {args.padded_shape}: padding the input is not implemented here; leave the "
-                         "flag out (the seed's commands do not set it)")
+                         "flag out (the paper's commands do not set it)")
     # The paper's flags that are accepted but change nothing here, each with the reason (also in --help).
     not_applied = {flag: (getattr(args, dest), why) for flag, dest, why in _NOT_APPLIED
                    if getattr(args, dest) is not None}
@@ -167,8 +167,8 @@ _NOT_APPLIED = (
 
 def _add_train(sub, fmt):
     d = SEED_TRAINING
-    p = sub.add_parser("train", help="train a hierarchical VAE with the seed's flags", formatter_class=fmt,
-                       description="Train a hierarchical VAE (the seed's scripts/dvae_run.py flags).")
+    p = sub.add_parser("train", help="train a hierarchical VAE with the paper's flags", formatter_class=fmt,
+                       description="Train a hierarchical VAE (the paper's scripts/dvae_run.py flags).")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"epochs in total (default {d.epochs}); with --resume, extends the run to this many")
     p.add_argument("--batch_size", type=int, default=d.batch_size,
@@ -186,15 +186,15 @@ def _add_train(sub, fmt):
     p.add_argument("--val_datasets", default=defaults.SEED_VAL,
                    help="JSON like --train_datasets; the first is in-distribution")
     p.add_argument("--model", default=None, type=str.upper,
-                   help=f"one of {model_names()}, the model family (HVAE = VAE, the seed's bottom-up hierarchical VAE; "
+                   help=f"one of {model_names()}, the model family (HVAE = VAE, the paper's bottom-up hierarchical VAE; "
                         "LVAE the ladder VAE; BIVA bidirectional inference); default: the --architecture preset's "
                         "(VAE for the paper-* presets, BIVA for biva-*)")
     p.add_argument("--likelihood", "--likelihood_module", default=None, choices=sorted(defaults.LIKELIHOOD_FLAGS),
                    help="default: Bernoulli for Binarized data, discretized logistic mixture otherwise")
     p.add_argument("--config_deterministic", default=None,
-                   help="the seed's JSON list of block lists, as JSON text or the path of a JSON file")
+                   help="the paper's JSON list of block lists, as JSON text or the path of a JSON file")
     p.add_argument("--config_stochastic", default=None,
-                   help="the seed's JSON list of latent layers, as JSON text or the path of a JSON file")
+                   help="the paper's JSON list of latent layers, as JSON text or the path of a JSON file")
     # The paper's objective and model (scripts/dvae_run.py; see docs/differences.md).
     p.add_argument("--free_nats_mode", default=d.free_nats_mode, choices=("element", "layer"),
                    help="element: the paper's FreeNats (each KL element floored at free_nats / channels); "
@@ -224,7 +224,7 @@ def _add_train(sub, fmt):
                         "dequantisation draw every epoch; see docs/differences.md for the paper's inverted flag)")
     p.add_argument("--padded_shape", default=None,
                    help="the paper's input padding: not implemented here, refused with a message when given")
-    # Accepted for the seed's scripts, recorded in run.json, but not applied (reasons in _NOT_APPLIED):
+    # Accepted for the paper's scripts, recorded in run.json, but not applied (reasons in _NOT_APPLIED):
     p.add_argument("--test_samples", dest="test_samples_given", type=_positive_int, default=None,
                    help="posterior samples in validation: not applied, validation uses 1 (recorded in run.json)")
     p.add_argument("--test_importance_weighted", dest="test_importance_weighted_given", type=_str2bool, nargs="?",
@@ -263,7 +263,7 @@ def _add_train(sub, fmt):
 
 def _add_score(sub, fmt):
     s = sub.add_parser("score", help="compute L, L>k and LLR>k for a trained run", formatter_class=fmt,
-                       description="Score a run or a saved detector (the seed's scripts/ood-llr.py).")
+                       description="Score a run or a saved detector (the paper's scripts/ood-llr.py).")
     s.add_argument("--model", "--model_dir", dest="model", required=True, metavar="DIR",
                    help="run folder written by hvae-detect train, or a folder written by HVAEOutlierDetector.save")
     s.add_argument("--iw_samples_elbo", type=_positive_int, default=1, help="importance samples S for L")
@@ -289,7 +289,7 @@ def _add_score(sub, fmt):
 
 def _add_results(sub, fmt):
     r = sub.add_parser("results", help="AUROC / AUPRC / FPR80 / FPR95 tables from saved scores",
-                       formatter_class=fmt, description="Tables and ROC curves (the seed's ood-llr-results.py).")
+                       formatter_class=fmt, description="Tables and ROC curves (the paper's ood-llr-results.py).")
     r.add_argument("scores_dir", nargs="*", help="folders with scores-*.npz (or the files)")
     r.add_argument("--source_dir", action="append", default=[], metavar="DIR",
                    help="a folder of score files, as the paper's ood-llr-results.py takes it (repeatable)")

@@ -12,22 +12,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect.persistence import checkpoints
-
-from hvae_detect.models.architectures import resolve_architecture
-from hvae_detect.devices import resolve_device
-from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.data.image_sources import image_batches, streamed_images
 from hvae_detect.data.inputs import check_images
-from hvae_detect.likelihoods import resolve_likelihood
+from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.models.layers import ACTIVATIONS
-from hvae_detect.models.config import ModelConfig
-from hvae_detect.models.registry import make_model
+from hvae_detect.likelihoods import resolve_likelihood
+from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.models.base import HEADS
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.layers import ACTIVATIONS
+from hvae_detect.models.registry import make_model
+from hvae_detect.persistence import detectors
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.engine import default_max_rows, importance_outputs
-from hvae_detect.training.config import PRECISIONS, TrainingConfig
+from hvae_detect.training.batches import LoaderBatches
+from hvae_detect.training.config import FREE_NATS_MODES, PRECISIONS, TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
@@ -47,12 +46,11 @@ def _positive_count(value, name: str) -> int:
 class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     """Out-of-distribution detector built on a hierarchical VAE (Havtorn et al., ICML 2021).
 
-    Fits a hierarchical VAE to in-distribution images and scores new images with
-    the likelihood-ratio statistic LLR>k = L - L>k (or the bounds themselves).
-    A score is a function of the image: its random numbers (binarisation, importance
-    samples) are keyed by the detector's seed and the image itself, so it does not
-    depend on the batch or the order; across devices, and on CPUs across torch thread
-    counts, it can differ in the last bits (the kernels' sums are ordered differently).
+    Fits a hierarchical VAE to in-distribution images and scores new images with the statistics
+    of ``hvae_detect.scoring.statistics``, by default the likelihood ratio LLR>k = L - L>k. A score
+    is a function of the image: its random numbers are keyed by the detector's seed and the image,
+    so it does not depend on the batch or the order (across devices, and on CPUs across thread
+    counts, it can differ in the last bits).
 
     Parameters
     ----------
@@ -62,8 +60,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "config_stochastic" structures and optionally the model family, "model": "VAE" (the
         default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
-        "auto" uses Bernoulli (dynamically binarised) for 1 channel and the
-        discretized logistic mixture for 3 channels.
+        "auto": Bernoulli (dynamically binarised) for 1 channel, the discretized logistic mixture for 3.
     statistic : str, default="llr"
         Statistic behind ``score_samples``, a name in the statistics table
         (``hvae_detect.scoring.statistics``): "llr" (-LLR>k, the paper's), "elbo" (L), "lk" (L>k);
@@ -74,44 +71,20 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         Importance samples S for L.
     iw_samples_lk : int, default=1
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
-    epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision
-        Training settings (``hvae_detect.training.config.TrainingConfig``): Adam, the paper's
-        free-nats and KL warm-up schedules. ``precision`` "bfloat16" runs convolutions in
-        bfloat16 mixed precision with float32 weights and bound (faster on hardware with
-        bfloat16 arithmetic, see benchmarks/RESULTS.md); "auto" picks it on CUDA. Scoring
-        is always float32.
-    free_nats_mode : {"layer", "element"}, default="layer"
-        "element" is the paper's objective (each element of a latent's KL floored at
-        free_nats / channels, then summed); "layer" floors each latent's summed KL at
-        free_nats. The estimator keeps "layer" because it is what the measured CPU numbers
-        in benchmarks/RESULTS.md used; ``hvae-detect train`` defaults to "element".
-    data_init : bool, default=False
-        Data-dependent weight-norm initialisation on the first training batch, as the
-        paper's code (``hvae-detect train`` turns it on). Off here to keep the measured
-        behaviour of benchmarks/RESULTS.md.
-    train_samples : int, default=1
-        Posterior samples per training image (the paper's --train_samples).
-    train_importance_weighted : bool, default=False
-        Combine them by log-mean-exp (importance-weighted bound) instead of the mean.
-    activation : str, default="SiLU"
-        Activation of the residual blocks and Gaussian layers (a name in
-        ``hvae_detect.models.layers.ACTIVATIONS``). The paper's command line uses "ReLU" (and so
-        does ``hvae-detect train``); the estimator keeps "SiLU", with which the CPU numbers
-        in benchmarks/RESULTS.md were measured.
-    likelihood_head : {"conv3x3", "paper"}, default="conv3x3"
-        "paper": the paper's head (Bernoulli: activation and a 3x3 convolution; mixture: a
-        1x1 convolution), "conv3x3": a 3x3 convolution for both, what RESULTS.md measured.
-    n_mix : int, default=10
-        Mixture components of the discretized logistic mixture.
-    log_scale_min : float, default=-7.0
-        Floor on the mixture's log-scales (PixelCNN++'s -7 by default; a higher floor keeps every
-        component about a bin wide or more, see benchmarks/RESULTS.md, CIFAR10 -> SVHN).
+    epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
+    free_nats_mode, data_init, train_samples, train_importance_weighted
+        Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
+        paper's free-nats and KL warm-up schedules; "bfloat16" precision for training only. The
+        estimator keeps the objective its measured CPU numbers used (per-layer free nats, no
+        data-dependent initialisation); ``hvae-detect train`` defaults to the paper's.
+    activation, likelihood_head, n_mix, log_scale_min
+        Model options, described in ``hvae_detect.models.config.ModelConfig``. The estimator keeps
+        "SiLU" and a 3x3 head (what benchmarks/RESULTS.md measured); the paper's are "ReLU" and "paper".
     image_shape : tuple or None
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_`` so that this fraction of the training images scores below it;
-        "auto" means 0.05. (There is no score-independent threshold as in IsolationForest's
-        "auto": LLR>k is in nats and its scale depends on the data and the model.)
+        Sets ``offset_`` so that this fraction of the training images scores below it ("auto": 0.05;
+        a statistic's scale depends on the data and the model, so there is no fixed threshold).
         ``set_threshold`` sets it from held-out inliers at a chosen false-positive rate.
     device : "auto", "cpu", "cuda" or a torch device string
     random_state : int, RandomState or None
@@ -128,17 +101,14 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         statistic, k, iw_samples, iw_samples_lk that ``offset_`` was computed with.
     train_score_samples_ : ndarray of shape (n_train,)
         ``score_samples`` of the training images (what "contamination" took its quantile of).
-    image_shape_ : tuple (C, H, W)
-    n_features_in_, n_latents_, likelihood_, scoring_seed_
+    image_shape_, n_features_in_, n_latents_, likelihood_, scoring_seed_
     history_ : list of dict, per-epoch training ELBO and KL per layer
 
     Notes
     -----
-    Two ways to keep a fitted detector: ``save``/``load`` write and read safetensors and
-    JSON (no code runs on load: use it for files you did not write yourself, and across
-    versions); ``pickle``/``joblib`` work too (the model goes through its state dict), as
-    scikit-learn's tools (``cross_validate(n_jobs=2)``, ``GridSearchCV``) need, but
-    unpickling runs code, so only unpickle files you trust.
+    ``save``/``load`` write and read safetensors and JSON: no code runs on load, so use them for
+    files from elsewhere. Pickle works too (as ``cross_validate(n_jobs=2)`` needs), but
+    unpickling runs code: only unpickle files you trust.
 
     Examples
     --------
@@ -165,22 +135,14 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "architecture": [str, dict],
         "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
         "statistic": [str],  # a name in the statistics table, checked against it (statistics.get)
-        "k": [_positive(Integral)],
-        "iw_samples": [_positive(Integral)],
-        "iw_samples_lk": [_positive(Integral)],
-        "epochs": [_positive(Integral)],
-        "batch_size": [_positive(Integral)],
+        **dict.fromkeys(("k", "iw_samples", "iw_samples_lk", "epochs", "batch_size", "train_samples", "n_mix"),
+                        [_positive(Integral)]),
         "learning_rate": [_positive(Real)],
-        "free_nats": [Interval(Real, 0, None, closed="left")],
-        "free_nats_epochs": [Interval(Real, 0, None, closed="left")],
-        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "free_nats_mode": [StrOptions({"layer", "element"})],
-        "data_init": ["boolean"],
-        "train_samples": [_positive(Integral)],
-        "train_importance_weighted": ["boolean"],
+        **dict.fromkeys(("free_nats", "free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left")]),
+        "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
+        **dict.fromkeys(("data_init", "train_importance_weighted"), ["boolean"]),
         "activation": [StrOptions(set(ACTIVATIONS))],
         "likelihood_head": [StrOptions(set(HEADS))],
-        "n_mix": [_positive(Integral)],
         "log_scale_min": [Interval(Real, LOG_SCALE_MIN, 0, closed="left")],
         "image_shape": [tuple, list, None],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
@@ -199,32 +161,15 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
                  train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
                  likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN):
-        self.architecture = architecture
-        self.likelihood = likelihood
-        self.statistic = statistic
-        self.k = k
-        self.iw_samples = iw_samples
-        self.iw_samples_lk = iw_samples_lk
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.free_nats = free_nats
-        self.free_nats_epochs = free_nats_epochs
-        self.warmup_epochs = warmup_epochs
-        self.n_mix = n_mix
-        self.image_shape = image_shape
-        self.contamination = contamination
-        self.device = device
-        self.precision = precision
-        self.random_state = random_state
-        self.verbose = verbose
-        self.free_nats_mode = free_nats_mode
-        self.data_init = data_init
-        self.train_samples = train_samples
-        self.train_importance_weighted = train_importance_weighted
-        self.activation = activation
-        self.likelihood_head = likelihood_head
-        self.log_scale_min = log_scale_min
+        self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
+        self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
+        self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
+        self.free_nats, self.free_nats_epochs, self.warmup_epochs = free_nats, free_nats_epochs, warmup_epochs
+        self.n_mix, self.image_shape, self.contamination = n_mix, image_shape, contamination
+        self.device, self.precision, self.random_state = device, precision, random_state
+        self.verbose, self.free_nats_mode, self.data_init = verbose, free_nats_mode, data_init
+        self.train_samples, self.train_importance_weighted = train_samples, train_importance_weighted
+        self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
@@ -237,13 +182,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
-        """Train the hierarchical VAE on in-distribution images X; y is ignored.
-
-        X: an array as in ``score_samples``, held on the device for training; or data that need
-        not fit in memory, streamed through a DataLoader (``hvae_detect.training.batches.LoaderBatches``,
-        draws keyed by image): a memory-mapped array (np.memmap), the path of a .npy or
-        uncompressed .npz file, or a map-style torch Dataset of images.
-        """
+        """Train the hierarchical VAE on in-distribution images X (y is ignored): an array, held on the
+        device; or, streamed through a DataLoader (draws keyed by image), a memory-mapped array, the path
+        of a .npy or uncompressed .npz file, or a map-style torch Dataset of images."""
         self._check_params()
         source = streamed_images(X)
         streamed = source is not None
@@ -256,8 +197,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                              self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
         device = resolve_device(self.device)
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
-        # The global generator (initial weights, and the fresh directions of data_init) is seeded from
-        # random_state and the caller's own stream is left as it was.
+        # The global generator (initial weights, data_init's directions) is seeded from random_state;
+        # the caller's own stream is left as it was.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
             model = make_model(config)
@@ -344,8 +285,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         return statistics.scores(out, ks)
 
     def score_samples(self, X):
-        """Normality score of each image (higher = more normal): ``statistic`` at ``k``, oriented so
-        (-LLR>k for "llr", L for "elbo", L>k for "lk")."""
+        """Normality of each image (higher = more normal): ``statistic`` at ``k`` (-LLR>k for "llr")."""
         check_is_fitted(self, "model_")
         return self._score_samples(X)
 
@@ -380,25 +320,18 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         return float(np.mean(self._engine_outputs(X, {"L"})["L"]))
 
-    # ---- persistence ------------------------------------------------------------
+    # ---- persistence (hvae_detect.persistence.detectors) ---------------------------
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: the base returns the instance dict itself
         if "model_" in state:  # parametrised modules pickle only through their state dict
-            model = state.pop("model_")
-            state["_model_state"] = (checkpoints.model_config(model),
-                                     {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                     next(model.parameters()).device.type)
+            state["_model_state"] = detectors.model_state(state.pop("model_"))
         return state
 
     def __setstate__(self, state):
         saved = state.pop("_model_state", None)
         super().__setstate__(state)
         if saved is not None:
-            config, weights, device_type = saved
-            model = make_model(ModelConfig.from_json(config))
-            model.load_state_dict(weights)
-            device = device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu"
-            self.model_ = model.to(device).eval()
+            self.model_ = detectors.model_from_state(saved)
 
     def save(self, path, overwrite=False):
         """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle).
@@ -407,24 +340,14 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         anything else is never written into.
         """
         check_is_fitted(self, "model_")
-        checkpoints.check_writable_model_dir(path, overwrite)
-        params = self.get_params()
-        params["architecture"] = resolve_architecture(self.architecture)
-        params["random_state"] = self.random_state if isinstance(self.random_state, (int, type(None))) else None
-        params["device"] = str(self.device)
-        fitted = {"likelihood_": self.likelihood_, "image_shape_": list(self.image_shape_), "offset_": self.offset_,
-                  "threshold_params_": getattr(self, "threshold_params_", None),
-                  "scoring_seed_": self.scoring_seed_, "history_": self.history_}
-        return checkpoints.write_model_dir(path, self.model_, {"detector": {"params": params, "fitted": fitted}})
+        return detectors.write_detector(path, self, overwrite)
 
     @classmethod
     def load(cls, path, device="auto", checkpoint="best"):
         """Open a detector written by ``save``, or a run folder written by ``hvae-detect train``
         (its ``checkpoint``, "best" or "last"; such a detector has no threshold until
         ``set_threshold``). No pickle."""
-        folder = checkpoints.resolve_model_dir(path, checkpoint)
-        model, config = checkpoints.read_model_dir(folder, resolve_device(device))
-        params, fitted = checkpoints.detector_settings(folder, config)
+        model, params, fitted, folder = detectors.read_detector(path, resolve_device(device), checkpoint)
         det = cls(**params)
         det._check_params()
         det._set_model(model, fitted["scoring_seed_"])

@@ -72,8 +72,7 @@ def test_help_texts_show_what_the_commands_use():
     from hvae_detect.commands import demo, run_config
 
     assert _subparser("demo").description == demo.__doc__.strip()
-    assert (demo.DEMO_EPOCHS, demo.PAPER_EPOCHS, demo.DEMO_IW_SAMPLES, demo.DEMO_IW_SAMPLES_LK) == (
-        defaults.DEMO_EPOCHS, defaults.PAPER_EPOCHS, defaults.DEMO_IW_SAMPLES, defaults.DEMO_IW_SAMPLES_LK)
+    assert (demo.DEMO_EPOCHS, demo.PAPER_EPOCHS) == (defaults.DEMO_EPOCHS, defaults.PAPER_EPOCHS)
     assert (run_config.SEED_TRAIN, run_config.SEED_VAL) == (defaults.SEED_TRAIN, defaults.SEED_VAL)
     demo_help = _subparser("demo").format_help()
     assert f"default {defaults.DEMO_EPOCHS}; with --paper {defaults.PAPER_EPOCHS}" in demo_help

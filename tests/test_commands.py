@@ -17,7 +17,7 @@ from conftest import shared_path
 from hvae_detect import HVAEOutlierDetector
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.cli import build_parser, main
-from hvae_detect.commands import results, run_config, score, train
+from hvae_detect.commands import results, run_config, score
 from hvae_detect.data.datasets import load_dataset
 from hvae_detect.training.config import TrainingConfig
 

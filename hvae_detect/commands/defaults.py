@@ -11,7 +11,7 @@ DEMO_IW_SAMPLES = 1      # S, importance samples of L
 DEMO_IW_SAMPLES_LK = 1   # S', importance samples of L>k
 PAPER_EPOCHS = 10
 
-# ``hvae-detect train``: the seed's flags and their values (the --model names are the model
+# ``hvae-detect train``: the paper's flags and their values (the --model names are the model
 # registry's, ``hvae_detect.models.registry.model_names``, which imports nothing heavy either).
 LIKELIHOOD_FLAGS = {"BernoulliLikelihoodConv2d": "bernoulli", "DiscretizedLogisticMixLikelihoodConv2d": "dlogmix",
                     "bernoulli": "bernoulli", "dlogmix": "dlogmix"}

@@ -46,7 +46,7 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
         try:
             model_family(model)
         except ValueError:
-            raise ValueError(f"--model must be one of {model_names()} (the seed's hierarchical VAE is 'VAE'), "
+            raise ValueError(f"--model must be one of {model_names()} (the paper's hierarchical VAE is 'VAE'), "
                              f"got {model!r}") from None
     if not isinstance(test_samples, int) or test_samples < 1:
         raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")

@@ -1,4 +1,4 @@
-"""``hvae-detect train``: the paper's training run, with the seed's flags.
+"""``hvae-detect train``: the paper's training run, with the paper's flags.
 
 A run lives in ``<save_dir>/<FirstTrainDataset>-YYYY-MM-DD-hh-mm-ss.mmm/``:
 

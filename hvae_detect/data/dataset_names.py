@@ -22,7 +22,7 @@ SVHN                    svhn.npz (test only here)      torchvision SVHN files, d
 
 ("here" is ../shared/data; see its SOURCES.md.) The ``Grey`` suffix (CIFAR10, SVHN) keeps 3 x 32 x 32.
 
-Variants (DESIGN.md, as in the paper's code):
+Variants (as in the paper's code):
 
 - ``Binarized`` (grey sets only): each pixel is a Bernoulli draw with its
   grey level as probability. ``dynamic: true`` draws afresh every time a batch
@@ -58,7 +58,7 @@ SVHN validation without ``extra``: an ``svhn.npz`` read for ``"validation"`` giv
 10,000 test images), the test images are used INSTEAD and a warning (once per file)
 names the file and the substitution: the numbers then differ from the paper's (SVHN's
 authors call the extra images "somewhat less difficult"). A warning rather than an
-error, because the seed's CIFAR10 commands name SVHN validation as an OOD set and this
+error, because the paper's CIFAR10 commands name SVHN validation as an OOD set and this
 is the only SVHN data at hand; to get the paper's split, add ``x_extra`` to the npz or
 remove the npz so that torchvision's ``extra_32x32.mat`` is read (or downloaded).
 
@@ -189,7 +189,7 @@ def parse_dataset_name(name: str) -> DatasetSpec:
 
 
 def parse_dataset_options(value) -> dict:
-    """{"Name": {"dynamic": bool, "split": ...}} from a dict or the seed's JSON string; validated."""
+    """{"Name": {"dynamic": bool, "split": ...}} from a dict or the paper's JSON string; validated."""
     if isinstance(value, str):
         try:
             value = json.loads(value)

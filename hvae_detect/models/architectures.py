@@ -1,4 +1,4 @@
-"""Architectures: the seed's JSON structures and their validation (the presets are in
+"""Architectures: the paper's JSON structures and their validation (the presets are in
 ``hvae_detect.models.registry``, with the families).
 
 An architecture is a dict with two keys, exactly as the paper's command line

@@ -45,7 +45,7 @@ class ModelConfig:
     """Every option of a model; ``architecture`` is kept resolved (a preset name or JSON becomes its dict).
 
     input_shape      (C, H, W) of one image
-    architecture     the seed's structures and the family (``hvae_detect.models.architectures``)
+    architecture     the paper's structures and the family (``hvae_detect.models.architectures``)
     likelihood       "bernoulli" or "dlogmix" ("auto" is decided before: ``likelihoods.resolve_likelihood``)
     n_mix            the mixture's components
     activation       a name in ``hvae_detect.models.layers.ACTIVATIONS``

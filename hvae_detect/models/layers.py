@@ -1,7 +1,7 @@
 """Building blocks: residual blocks, Gaussian stochastic layers, shape projections.
 
 Every module takes the shape of its input (without the batch dimension) at
-construction and exposes ``out_shape``, so a stack can be built from the seed's
+construction and exposes ``out_shape``, so a stack can be built from the paper's
 JSON and mirrored for the generative path without running data through it.
 """
 

@@ -130,12 +130,12 @@ PRESETS = {
         ],
     },
 }
-# The paper's code builds BIVA from the same --config_* structures (--model BIVA): the seed's
+# The paper's code builds BIVA from the same --config_* structures (--model BIVA): the paper's
 # stage configurations run through BIVA stages, and the "small" one for CPU budgets.
 for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),
                      ("lvae-small", "small")):
     PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
-# BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the seed's three
+# BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the paper's three
 # stages and latents, one 3x3 block per stage, 16/32/32 channels): the HVAE row's model as BIVA.
 PRESETS["biva-reduced-grey"] = {
     "model": "BIVA",

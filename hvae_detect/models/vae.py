@@ -1,6 +1,6 @@
 """The hierarchical VAE: bottom-up inference, top-down generation, and its bound terms.
 
-Stages i = 1..L each hold a deterministic stack (from the seed's
+Stages i = 1..L each hold a deterministic stack (from the paper's
 ``config_deterministic``) and one Gaussian latent z_i. Inference runs bottom-up,
 
     d_1 = D_1(x),   d_{i+1} = D_{i+1}(P_i(z_i) + d_i),   z_i ~ q(z_i | d_i),
@@ -14,7 +14,7 @@ with p(z_L) = N(0, I) and the likelihood head reading g_1.
 
 ``model(x, k)`` returns the per-sample terms of L (k = 0) or L>k: the k lowest
 latents take their posterior mean going up and their conditional-prior mean
-coming down, and only the KL terms of z_{>k} remain (the seed's
+coming down, and only the KL terms of z_{>k} remain (the paper's
 use_mode = decode_from_p = [True] * k + [False] * (L - k)).
 """
 

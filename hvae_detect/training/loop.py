@@ -3,7 +3,7 @@
 ``train_epochs`` is the loop that both the estimator and ``hvae-detect train`` run, with the
 settings of a ``hvae_detect.training.config.TrainingConfig``.
 
-Schedules follow the seed: free nats stay at ``free_nats`` for the first half of
+Schedules follow the paper's code: free nats stay at ``free_nats`` for the first half of
 ``free_nats_epochs`` and then fall linearly to 0; the KL weight rises linearly
 from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.

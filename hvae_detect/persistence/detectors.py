@@ -1,0 +1,54 @@
+"""A fitted detector kept: in a model folder (no pickle) and through pickle (its model's state dict).
+
+A detector folder is a model folder (``hvae_detect.persistence.checkpoints``) whose config.json
+also holds "detector": {"params": the constructor's parameters, "fitted": the fitted attributes
+other than the model}. A run folder of ``hvae-detect train`` opens as a detector too
+(``checkpoints.detector_settings`` says with which parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hvae_detect.models.architectures import resolve_architecture
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.registry import make_model
+from hvae_detect.persistence import checkpoints
+
+FITTED = ("likelihood_", "offset_", "threshold_params_", "scoring_seed_", "history_")
+
+
+def model_state(model) -> tuple:
+    """What pickles a model: (its ModelConfig as JSON, its weights on the CPU, its device type)."""
+    return (checkpoints.model_config(model), {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            next(model.parameters()).device.type)
+
+
+def model_from_state(state: tuple):
+    """The model of ``model_state``, on its device again (the CPU when CUDA is gone), in eval mode."""
+    config, weights, device_type = state
+    model = make_model(ModelConfig.from_json(config))
+    model.load_state_dict(weights)
+    device = device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
+
+
+def write_detector(path, detector, overwrite: bool):
+    """Write a fitted detector's folder as one unit; an existing detector only with ``overwrite``."""
+    checkpoints.check_writable_model_dir(path, overwrite)
+    params = detector.get_params()
+    params["architecture"] = resolve_architecture(detector.architecture)
+    params["random_state"] = detector.random_state if isinstance(detector.random_state, (int, type(None))) else None
+    params["device"] = str(detector.device)
+    fitted = {name: getattr(detector, name, None) for name in FITTED}
+    fitted["image_shape_"] = list(detector.image_shape_)
+    return checkpoints.write_model_dir(path, detector.model_, {"detector": {"params": params, "fitted": fitted}})
+
+
+def read_detector(path, device, checkpoint: str = "best"):
+    """(model on ``device``, constructor parameters, fitted attributes, the model folder) of a detector
+    folder or of a run folder's ``checkpoint``."""
+    folder = checkpoints.resolve_model_dir(path, checkpoint)
+    model, config = checkpoints.read_model_dir(folder, device)
+    params, fitted = checkpoints.detector_settings(folder, config)
+    return model, params, fitted, folder
