@@ -12,8 +12,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect.data.image_sources import image_batches, streamed_images
-from hvae_detect.data.inputs import check_images
+from hvae_detect.data.image_sources import streamed_images
+from hvae_detect.data.inputs import check_images, hold_out
 from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.likelihoods import resolve_likelihood
@@ -24,7 +24,7 @@ from hvae_detect.models.layers import ACTIVATIONS
 from hvae_detect.models.registry import make_model
 from hvae_detect.persistence import detectors
 from hvae_detect.scoring import statistics
-from hvae_detect.scoring.engine import default_max_rows, importance_outputs
+from hvae_detect.scoring.outputs import image_outputs
 from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.config import FREE_NATS_MODES, PRECISIONS, TrainingConfig
 from hvae_detect.training.loop import train_epochs
@@ -35,12 +35,6 @@ _THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk")
 
 def _positive(kind):
     return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
-
-
-def _positive_count(value, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} (importance samples) must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
@@ -82,8 +76,13 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "SiLU" and a 3x3 head (what benchmarks/RESULTS.md measured); the paper's are "ReLU" and "paper".
     image_shape : tuple or None
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
+    holdout : float in [0, 0.5), default=0.1
+        Fraction of the training images (of an in-memory X) held out of training, drawn with
+        ``random_state``: the statistics that read a reference (typicality, fused) fit it on them,
+        and ``offset_`` is their quantile. 0, or too few images to hold out 2, uses the training
+        images instead (as a streamed X always does).
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_`` so that this fraction of the training images scores below it ("auto": 0.05;
+        Sets ``offset_`` so that this fraction of the held-out images scores below it ("auto": 0.05;
         a statistic's scale depends on the data and the model, so there is no fixed threshold).
         ``set_threshold`` sets it from held-out inliers at a chosen false-positive rate.
     device : "auto", "cpu", "cuda" or a torch device string
@@ -100,7 +99,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     threshold_params_ : dict
         statistic, k, iw_samples, iw_samples_lk that ``offset_`` was computed with.
     train_score_samples_ : ndarray of shape (n_train,)
-        ``score_samples`` of the training images (what "contamination" took its quantile of).
+        ``score_samples`` of every image given to ``fit``.
+    references_ : dict
+        Per statistic that reads one, its reference fitted on the held-out images (or why it could not be).
     image_shape_, n_features_in_, n_latents_, likelihood_, scoring_seed_
     history_ : list of dict, per-epoch training ELBO and KL per layer
 
@@ -118,8 +119,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     >>> det = HVAEOutlierDetector(epochs=1, random_state=0).fit(X)
     >>> labels = det.predict(X[:4])             # +1 inlier, -1 outlier
     >>> normality = det.score_samples(X[:4])    # higher = more normal (-LLR>1 by default)
-    >>> sorted(det.ood_scores(X[:4]))           # every statistic, in nats per image
-    ['L', 'L>1', 'L>2', 'LLR>1', 'LLR>2']
+    >>> sorted(det.ood_scores(X[:4]))           # every statistic, each in its own units
+    ['Fused', 'FusedECOD', 'IC', 'L', 'L>1', 'L>2', 'LLR>1', 'LLR>2', 'T']
 
     References
     ----------
@@ -146,6 +147,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "log_scale_min": [Interval(Real, LOG_SCALE_MIN, 0, closed="left")],
         "image_shape": [tuple, list, None],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "holdout": [Interval(Real, 0, 0.5, closed="left")],
         "device": [str, torch.device],
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
@@ -160,7 +162,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                  random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
                  train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
-                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN):
+                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1):
         self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
         self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
@@ -170,6 +172,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.verbose, self.free_nats_mode, self.data_init = verbose, free_nats_mode, data_init
         self.train_samples, self.train_importance_weighted = train_samples, train_importance_weighted
         self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
+        self.holdout = holdout
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
@@ -193,10 +196,11 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             x = check_images(X, self.image_shape, min_samples=2)
             shape = x.shape[1:]
+        seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
+        x_train, x_held = (x, None) if streamed else hold_out(x, self.holdout, int(seeds[2]))
         config = ModelConfig(shape, self.architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
                              self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
         device = resolve_device(self.device)
-        seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
         # The global generator (initial weights, data_init's directions) is seeded from random_state;
         # the caller's own stream is left as it was.
         with torch.random.fork_rng(devices=[]):
@@ -212,13 +216,18 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                 data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
                                      prepare=observation.keyed_draw if observation.draws_input else None)
             else:
-                data = torch.from_numpy(x).to(device)
+                data = torch.from_numpy(x_train).to(device)
             self.history_ = train_epochs(model, data, self._training_config(), transform=observation.training_draw,
                                          generator=gen, verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
+        held = x if x_held is None else x_held
+        needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
+        outputs = self._engine_outputs(held, needs)
+        self.references_ = statistics.fit_references(outputs)
         self.train_score_samples_ = self._score_samples(x)
+        held_scores = self.train_score_samples_ if x_held is None else self._normality(outputs)
         contamination = 0.05 if self.contamination == "auto" else self.contamination
-        self._set_offset(np.percentile(self.train_score_samples_, 100.0 * contamination), "the training images")
+        self._set_offset(np.percentile(held_scores, 100.0 * contamination), "the held-out training images")
         return self
 
     def _set_model(self, model, scoring_seed):
@@ -237,11 +246,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.threshold_params_ = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
 
     def set_threshold(self, X, fpr=0.05):
-        """Set ``offset_`` so that a fraction ``fpr`` of the held-out inliers X is predicted an outlier.
-
-        Use it after changing the statistic, k or the importance samples, or for a model
-        loaded from a training run. Returns self.
-        """
+        """Set ``offset_`` so that a fraction ``fpr`` of the held-out inliers X is predicted an outlier (after
+        changing the statistic, k or the samples, or for a model loaded from a training run). Returns self."""
         check_is_fitted(self, "model_")
         if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
             raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
@@ -250,25 +256,12 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     # ---- scoring (the public methods check the fitted state once; the private ones assume it) ----
     def _engine_outputs(self, X, needed, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
-        """The engine outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL..."; see
-        ``hvae_detect.scoring.statistics``) of every image: (n,) float64 arrays in nats, batch by batch."""
+        """The outputs named in ``needed`` of every image (``hvae_detect.scoring.outputs``)."""
         self._validate_params()
-        iw_samples = self.iw_samples if iw_samples is None else _positive_count(iw_samples, "iw_samples")
-        iw_samples_lk = self.iw_samples_lk if iw_samples_lk is None else _positive_count(iw_samples_lk, "iw_samples_lk")
-        device = next(self.model_.parameters()).device
-        batch_size = batch_size or 4 * default_max_rows(self.model_, device)  # whole passes at S = 1
-        ks, terms = statistics.bounds_needed(needed), statistics.terms_needed(needed)
-        parts = []
-        for x in image_batches(X, self.image_shape, self.image_shape_, batch_size, device):
-            x = self.model_.observation.evaluation_draw(x, self.scoring_seed_)  # one fixed draw per image
-            out = importance_outputs(self.model_, x, ks, iw_samples, iw_samples_lk, seed=self.scoring_seed_,
-                                     with_terms=terms)
-            parts.append({name: v.double().cpu().numpy() for name, v in out.items()})
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-    def _check_k(self):
-        if not 1 <= self.k < self.n_latents_:
-            raise ValueError(f"k must be in 1..{self.n_latents_ - 1} for this model, got {self.k}")
+        return image_outputs(self.model_, X, needed, seed=self.scoring_seed_,
+                             iw_samples=self.iw_samples if iw_samples is None else iw_samples,
+                             iw_samples_lk=self.iw_samples_lk if iw_samples_lk is None else iw_samples_lk,
+                             image_shape=self.image_shape, batch_size=batch_size)
 
     def ood_scores(self, X, batch_size=None, iw_samples=None, iw_samples_lk=None):
         """Every statistic of the table (``hvae_detect.scoring.statistics``) for every k in 1..n_latents-1.
@@ -282,18 +275,24 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         ks = range(1, self.n_latents_)
         out = self._engine_outputs(X, statistics.outputs_needed(statistics.keys(ks)), batch_size, iw_samples,
                                    iw_samples_lk)
-        return statistics.scores(out, ks)
+        return statistics.scores(out, ks, getattr(self, "references_", {}))
 
     def score_samples(self, X):
         """Normality of each image (higher = more normal): ``statistic`` at ``k`` (-LLR>k for "llr")."""
         check_is_fitted(self, "model_")
         return self._score_samples(X)
 
+    def _statistic_key(self) -> str:
+        return statistics.get(self.statistic).key_for(self.k)
+
     def _score_samples(self, X):
-        self._check_k()
+        if not 1 <= self.k < self.n_latents_:
+            raise ValueError(f"k must be in 1..{self.n_latents_ - 1} for this model, got {self.k}")
+        return self._normality(self._engine_outputs(X, statistics.outputs_needed([self._statistic_key()])))
+
+    def _normality(self, outputs):
         statistic = statistics.get(self.statistic)
-        out = self._engine_outputs(X, statistics.outputs_needed([statistic.key_for(self.k)]))
-        return statistic.normality(statistic.compute(out, self.k))
+        return statistic.normality(statistic.value(outputs, self.k, getattr(self, "references_", {})))
 
     def decision_function(self, X):
         """score_samples - offset_: negative for outliers."""
@@ -355,5 +354,5 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         if fitted["offset_"] is not None:
             det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
             det.threshold_params_ = fitted.get("threshold_params_") or det.threshold_params_
-        det.history_ = fitted["history_"]
+        det.history_, det.references_ = fitted["history_"], fitted["references_"]
         return det

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY
 
@@ -10,6 +11,7 @@ from hvae_detect.commands.results import collect_results, format_table
 from hvae_detect.commands.score import score_run
 from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
+from hvae_detect.scoring.complexity import compressed_bits
 
 OUTPUTS = {"L": np.array([-10.0, -20.0]), "L>1": np.array([-12.0, -15.0]), "L>2": np.array([-11.0, -30.0])}
 
@@ -35,7 +37,7 @@ def test_keys_name_their_row_and_k():
     assert (statistic.name, k) == ("llr", 12)
     assert statistics.of_key("L")[0].name == "elbo" and statistics.of_key("L>3") == (statistics.get("lk"), 3)
     needed = statistics.outputs_needed(["LLR>2", "L>1"])
-    assert needed == {"L", "L>1", "L>2"} and statistics.bounds_needed(needed) == [0, 1, 2]
+    assert needed == {"L", "L>1", "L>2"} and statistics.bounds_needed(needed, 3) == [0, 1, 2]
     assert not statistics.terms_needed(needed) and statistics.terms_needed({"L", "KL"})
     with pytest.raises(ValueError, match="not the key of a known statistic"):
         statistics.of_key("LLR>x")
@@ -90,3 +92,57 @@ def test_score_files_of_the_earlier_format_still_read(tmp_path):
     assert set(got) == {("L", 4, ""), ("L>2", "", 1), ("LLR>2", 4, 1)}
     expected = detection_metrics(-(L[0] - Lk[0]), -(L[1] - Lk[1]))["auroc"]
     assert got[("LLR>2", 4, 1)] == expected
+
+
+@pytest.fixture(scope="module")
+def fitted_detector():
+    """A tiny detector fitted on 60 noise images, 6 of them held out for the references."""
+    x = np.random.default_rng(0).integers(0, 256, (60, 1, 12, 12), dtype=np.uint8)
+    return HVAEOutlierDetector(architecture=TINY, epochs=1, batch_size=16, random_state=0, device="cpu").fit(x)
+
+
+def test_every_statistic_is_a_function_of_the_image(fitted_detector):
+    x = np.random.default_rng(2).integers(0, 256, (7, 1, 12, 12), dtype=np.uint8)
+    batch = fitted_detector.ood_scores(x)
+    assert {"IC", "T", "Fused", "FusedECOD"} <= set(batch)
+    order = np.random.default_rng(3).permutation(7)
+    permuted = fitted_detector.ood_scores(x[order])
+    for key, values in batch.items():
+        np.testing.assert_array_equal(permuted[key], values[order], err_msg=key)
+        np.testing.assert_array_equal(fitted_detector.ood_scores(x[4:5], batch_size=1)[key], values[4:5], err_msg=key)
+
+
+def test_rows_that_read_the_image_or_a_reference_by_hand(fitted_detector):
+    x = np.random.default_rng(4).integers(0, 256, (5, 1, 12, 12), dtype=np.uint8)
+    scores = fitted_detector.ood_scores(x)
+    drawn = fitted_detector.model_.observation.evaluation_draw(
+        torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_).numpy()
+    bits = compressed_bits(drawn, statistics.COMPLEXITY_CODEC)
+    np.testing.assert_allclose(scores["IC"], -scores["L"] / np.log(2) - bits)
+    typical = fitted_detector.references_["typicality"]
+    np.testing.assert_allclose(scores["T"], np.abs(scores["L"] - typical.mean_) / typical.std_)
+
+
+def test_every_statistic_scores_the_same_after_save_and_load(fitted_detector, tmp_path):
+    x = np.random.default_rng(5).integers(0, 256, (6, 1, 12, 12), dtype=np.uint8)
+    fitted_detector.save(tmp_path / "det")
+    assert "pickle" not in (tmp_path / "det" / "config.json").read_text()
+    loaded = HVAEOutlierDetector.load(tmp_path / "det", device="cpu")
+    before, after = fitted_detector.ood_scores(x), loaded.ood_scores(x)
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    for name in statistics.names():
+        mine = fitted_detector.set_params(statistic=name).score_samples(x)
+        np.testing.assert_array_equal(loaded.set_params(statistic=name).score_samples(x), mine, err_msg=name)
+    fitted_detector.set_params(statistic="llr")
+
+
+def test_a_reference_that_cannot_be_fitted_says_why():
+    flat = {"L": np.full(5, -3.0), "L>1": np.full(5, -4.0), "log p(x|z)": np.full(5, -2.0), "KL1": np.ones(5),
+            "KL2": np.ones(5), "bits": np.full(5, 800.0)}
+    references = statistics.fit_references(flat)
+    assert set(references) == {s.name for s in statistics.with_references()}
+    assert isinstance(references["typicality"], str) and not statistics.available("T", flat, references)
+    with pytest.raises(ValueError, match="could not be fitted"):
+        statistics.compute("T", flat, references)

@@ -137,7 +137,8 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
                   "checkpoint_epoch": np.array(epoch)}
         for i, lab in enumerate(labels):
             for key in statistics.keys([k] if k else []):
-                arrays[f"set{i}:{key}"] = results[lab][key]
+                if key in results[lab]:  # a run's checkpoint has no references: no typicality or fused score
+                    arrays[f"set{i}:{key}"] = results[lab][key]
         path = save_dir / names[ks.index(k)]
         atomic_write(path, lambda tmp: _savez(tmp, arrays))
         files.append(path)

@@ -132,3 +132,15 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None, *,
     if uniforms.shape != x.shape:
         raise ValueError(f"uniforms of shape {tuple(uniforms.shape)} for images of shape {tuple(x.shape)}")
     return (uniforms.to(x.dtype) < x).to(x.dtype)
+
+
+def hold_out(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images to train on, held-out images or None): ``round(fraction * n)`` images drawn with ``seed``,
+    both parts in their original order; None when fewer than 2 images would be held out or remain."""
+    n = len(x)
+    n_held = int(round(fraction * n))
+    if n_held < 2 or n - n_held < 2:
+        return x, None
+    held = np.zeros(n, dtype=bool)
+    held[np.random.RandomState(seed).permutation(n)[:n_held]] = True
+    return x[~held], x[held]

@@ -243,7 +243,13 @@ class _GaussianLayer(nn.Module):
 
     def _gaussian(self, h):
         # float32 even under mixed precision: the bound is a sum of many log densities.
-        mean, raw = h.float().chunk(2, dim=1)
+        h = h.float()
+        if torch.is_grad_enabled():
+            # Contiguous before the split: a channels-last convolution's backward whose gradient came back
+            # through the two halves' views corrupted the heap on CPUs for odd batch sizes (torch 2.14;
+            # tests/test_model.py). Only where a backward can follow, so scores keep their bits.
+            h = h.contiguous()
+        mean, raw = h.chunk(2, dim=1)
         return Gaussian(mean, F.softplus(raw) + self.min_std)
 
 

@@ -97,7 +97,7 @@ def _seed_deterministic(ch, last_stride):
 
 
 PRESETS = {
-    # The seed's FashionMNIST/MNIST command.
+    # The paper's FashionMNIST/MNIST command.
     "paper-mnist": {
         "config_deterministic": _seed_deterministic(64, 1),
         "config_stochastic": [
@@ -106,7 +106,7 @@ PRESETS = {
             {"block": "GaussianDense", "latent_features": 8, "weightnorm": True},
         ],
     },
-    # The seed's CIFAR10/SVHN command.
+    # The paper's CIFAR10/SVHN command.
     "paper-cifar": {
         "config_deterministic": _seed_deterministic(256, 2),
         "config_stochastic": [
@@ -115,7 +115,7 @@ PRESETS = {
             {"block": "GaussianDense", "latent_features": 32, "weightnorm": True},
         ],
     },
-    # The seed's shape (conv latent, then two dense latents) at a width and depth
+    # The paper's shape (conv latent, then two dense latents) at a width and depth
     # that trains in minutes on two CPU cores.
     "small": {
         "config_deterministic": [

@@ -8,14 +8,35 @@ other than the model}. A run folder of ``hvae-detect train`` opens as a detector
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.persistence import checkpoints
+from hvae_detect.scoring import reference
 
 FITTED = ("likelihood_", "offset_", "threshold_params_", "scoring_seed_", "history_")
+
+
+def references_to_json(references: dict) -> dict:
+    """The fitted references of the statistics (``hvae_detect.scoring.reference``) as JSON: their
+    arrays as lists of floats (exact through JSON) beside their metadata; a reason stays a string."""
+    out = {}
+    for name, fitted in references.items():
+        if isinstance(fitted, str):
+            out[name] = fitted
+        else:
+            arrays, meta = fitted.to_state()
+            out[name] = {"meta": meta, "arrays": {key: value.tolist() for key, value in arrays.items()}}
+    return out
+
+
+def references_from_json(saved: dict) -> dict:
+    return {name: value if isinstance(value, str) else reference.from_state(
+                {key: np.asarray(v, dtype=np.float64) for key, v in value["arrays"].items()}, value["meta"])
+            for name, value in (saved or {}).items()}
 
 
 def model_state(model) -> tuple:
@@ -42,6 +63,7 @@ def write_detector(path, detector, overwrite: bool):
     params["device"] = str(detector.device)
     fitted = {name: getattr(detector, name, None) for name in FITTED}
     fitted["image_shape_"] = list(detector.image_shape_)
+    fitted["references_"] = references_to_json(getattr(detector, "references_", {}))
     return checkpoints.write_model_dir(path, detector.model_, {"detector": {"params": params, "fitted": fitted}})
 
 
@@ -51,4 +73,5 @@ def read_detector(path, device, checkpoint: str = "best"):
     folder = checkpoints.resolve_model_dir(path, checkpoint)
     model, config = checkpoints.read_model_dir(folder, device)
     params, fitted = checkpoints.detector_settings(folder, config)
+    fitted["references_"] = references_from_json(fitted.get("references_"))
     return model, params, fitted, folder

@@ -9,7 +9,13 @@ computation.
 
 Engine outputs are named in the same vocabulary (``hvae_detect.scoring.engine.importance_outputs``):
 "L" (the ELBO with S importance samples), "L>k" (the bound with the k lowest latents from the prior,
-S' samples), and from L's passes "log p(x|z)" and each stage's KL ("KL1" .. "KLn"), in nats per image.
+S' samples), and from L's passes "log p(x|z)" and each stage's KL ("KL1" .. "KLn"), in nats per
+image; "bits" is the size of the image the model scored under a lossless compressor
+(``hvae_detect.scoring.complexity``). In ``needs``, "L>*" stands for every L>k and "KL" for every KL.
+
+Some rows read a *reference*: a model of the in-distribution values of their columns
+(``hvae_detect.scoring.reference``), fitted by the estimator's ``fit`` on held-out training images.
+Such a row's normality is its reference's score of the image's columns.
 
 One orientation inside the package, scikit-learn's: a *normality* score is higher for more normal
 images (``score_samples``). ``ood_scores`` reports each statistic in its own units and direction (LLR>k
@@ -25,8 +31,14 @@ from typing import Callable
 
 import numpy as np
 
+from hvae_detect.scoring import reference
+from hvae_detect.scoring.complexity import input_complexity
+
 # Importance-sample counts a statistic can depend on, by the estimator's parameter names.
 IW_SAMPLES, IW_SAMPLES_LK = "iw_samples", "iw_samples_lk"
+# The lossless compressor of the input-complexity statistics (benchmarks/RESULTS.md, "Statistics of one
+# model: choosing on held-out pairs").
+COMPLEXITY_CODEC = "png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +47,20 @@ class Statistic:
 
     ``key`` holds "{k}" for a statistic of one k; ``needs(k)`` names the engine outputs that
     ``compute(outputs, k)`` reads (a dict of (n,) arrays); ``samples`` the importance-sample counts
-    its value depends on.
+    its value depends on. A row with a ``reference`` (a kind of ``hvae_detect.scoring.reference``)
+    has ``columns(outputs)`` -> (n, d) instead of ``compute``: its normality is the fitted
+    reference's score of them.
     """
 
     name: str
     key: str
     higher_is_normal: bool
     needs: Callable[[int], tuple[str, ...]]
-    compute: Callable[[dict, int], np.ndarray]
+    compute: Callable[[dict, int], np.ndarray] | None
     samples: tuple[str, ...]
     description: str
+    reference: str | None = None
+    columns: Callable[[dict], np.ndarray] | None = None
 
     @property
     def per_k(self) -> bool:
@@ -65,6 +81,17 @@ class Statistic:
         """``values`` oriented as ``score_samples``: higher = more normal."""
         return values if self.higher_is_normal else -values
 
+    def value(self, outputs: dict, k: int, references: dict | None = None) -> np.ndarray:
+        """The statistic in its own units and direction."""
+        if self.reference is None:
+            return self.compute(outputs, k)
+        fitted = (references or {}).get(self.name)
+        if fitted is None or isinstance(fitted, str):
+            why = fitted or "loaded from a training run, or saved before the statistic existed: fit it"
+            raise ValueError(f"the statistic {self.name!r} reads a reference fitted on held-out training images, "
+                             f"and this detector has none ({why}); use another statistic")
+        return self.normality(fitted.score(self.columns(outputs)))
+
 
 TABLE: dict[str, Statistic] = {}
 
@@ -82,6 +109,20 @@ def unregister(name: str) -> None:
     TABLE.pop(name, None)
 
 
+def _numbered(outputs: dict, prefix: str) -> list[str]:
+    """The outputs "<prefix><i>" in the order of i."""
+    return sorted((n for n in outputs if re.fullmatch(re.escape(prefix) + r"\d+", n)), key=lambda n: int(n[len(prefix):]))
+
+
+def statistic_vector(outputs: dict) -> np.ndarray:
+    """(n, d) per image: every L>k, log p(x|z), every stage's KL and the compressed bits. L itself is
+    left out: with one sample it is log p(x|z) minus the KLs, so a Gaussian of both would be singular."""
+    names = [*_numbered(outputs, "L>"), "log p(x|z)", *_numbered(outputs, "KL"), "bits"]
+    return np.stack([outputs[name] for name in names], axis=1)
+
+
+VECTOR_NEEDS = ("L>*", "log p(x|z)", "KL", "bits")
+
 register(Statistic("elbo", "L", True, lambda k: ("L",), lambda out, k: out["L"], (IW_SAMPLES,),
                    "the ELBO L: low for outliers, but often high for simple images of another kind"))
 register(Statistic("lk", "L>{k}", True, lambda k: (f"L>{k}",), lambda out, k: out[f"L>{k}"], (IW_SAMPLES_LK,),
@@ -89,6 +130,20 @@ register(Statistic("lk", "L>{k}", True, lambda k: (f"L>{k}",), lambda out, k: ou
 register(Statistic("llr", "LLR>{k}", False, lambda k: ("L", f"L>{k}"), lambda out, k: out["L"] - out[f"L>{k}"],
                    (IW_SAMPLES, IW_SAMPLES_LK),
                    "LLR>k = L - L>k (the paper's): large when the high-level latents do not explain the image"))
+register(Statistic("complexity", "IC", False, lambda k: ("L", "bits"),
+                   lambda out, k: input_complexity(out["L"], out["bits"]), (IW_SAMPLES,),
+                   "input complexity -L/ln 2 - bits (Serra et al. 2020), in bits: how many more bits the model "
+                   f"needs than a lossless compressor ({COMPLEXITY_CODEC})"))
+register(Statistic("typicality", "T", False, lambda k: ("L",), None, (IW_SAMPLES,),
+                   "two-sided distance of L from the held-out training images' L, in standard deviations",
+                   reference="typicality", columns=lambda out: out["L"][:, None]))
+register(Statistic("fused", "Fused", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
+                   "-(squared Mahalanobis distance) of the statistic vector (every L>k, log p(x|z), the KLs, "
+                   "compressed bits) from the held-out training images' (a Ledoit-Wolf Gaussian)",
+                   reference="gaussian", columns=statistic_vector))
+register(Statistic("fused_ecod", "FusedECOD", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
+                   "ECOD of the statistic vector against the held-out training images' (empirical tail "
+                   "probabilities per column, negated)", reference="ecod", columns=statistic_vector))
 
 
 def get(name: str) -> Statistic:
@@ -100,6 +155,10 @@ def get(name: str) -> Statistic:
 
 def names() -> tuple[str, ...]:
     return tuple(TABLE)
+
+
+def with_references() -> list[Statistic]:
+    return [s for s in TABLE.values() if s.reference is not None]
 
 
 def of_key(key: str) -> tuple[Statistic, int]:
@@ -128,9 +187,10 @@ def outputs_needed(keys_wanted) -> set[str]:
     return needed
 
 
-def bounds_needed(outputs: set[str]) -> list[int]:
-    """The bounds among ``outputs`` as the engine's ks: 0 for L, k for L>k."""
-    return sorted({0} | {int(name[2:]) for name in outputs if name.startswith("L>")})
+def bounds_needed(outputs: set[str], n_latents: int) -> list[int]:
+    """The bounds among ``outputs`` as the engine's ks: 0 for L, k for L>k ("L>*": every k)."""
+    every = range(1, n_latents) if "L>*" in outputs else ()
+    return sorted({0, *every} | {int(name[2:]) for name in outputs if re.fullmatch(r"L>\d+", name)})
 
 
 def terms_needed(outputs: set[str]) -> bool:
@@ -138,10 +198,11 @@ def terms_needed(outputs: set[str]) -> bool:
     return any(name == "log p(x|z)" or name.startswith("KL") for name in outputs)
 
 
-def compute(key: str, outputs: dict) -> np.ndarray:
-    """The statistic ``key`` in its own units and direction, from the engine's named outputs."""
+def compute(key: str, outputs: dict, references: dict | None = None) -> np.ndarray:
+    """The statistic ``key`` in its own units and direction, from the engine's named outputs (and the
+    fitted references, for the rows that read one)."""
     statistic, k = of_key(key)
-    return statistic.compute(outputs, k)
+    return statistic.value(outputs, k, references)
 
 
 def normality(key: str, values: np.ndarray) -> np.ndarray:
@@ -149,9 +210,36 @@ def normality(key: str, values: np.ndarray) -> np.ndarray:
     return of_key(key)[0].normality(values)
 
 
-def scores(outputs: dict, ks) -> dict:
-    """{key: values} of every statistic for the k in ``ks``, in ``keys`` order."""
-    return {key: compute(key, outputs) for key in keys(ks)}
+def fit_references(outputs: dict) -> dict:
+    """{name: its reference fitted on held-out images' ``outputs``} for every row that reads one; where
+    one cannot be fitted (too few images, a constant column), the reason in its place."""
+    fitted = {}
+    for statistic in with_references():
+        try:
+            fitted[statistic.name] = reference.MODELS[statistic.reference]().fit(statistic.columns(outputs))
+        except ValueError as e:
+            fitted[statistic.name] = f"its reference could not be fitted: {e}"
+    return fitted
+
+
+def available(key: str, outputs: dict, references: dict | None = None) -> bool:
+    """Whether ``outputs`` (and ``references``) hold what statistic ``key`` reads."""
+    statistic, k = of_key(key)
+    fitted = (references or {}).get(statistic.name)
+    if statistic.reference is not None and (fitted is None or isinstance(fitted, str)):
+        return False
+    for name in statistic.needs(k):
+        present = (any(re.fullmatch(r"L>\d+", n) for n in outputs) if name == "L>*"
+                   else any(re.fullmatch(r"KL\d+", n) for n in outputs) if name == "KL" else name in outputs)
+        if not present:
+            return False
+    return True
+
+
+def scores(outputs: dict, ks, references: dict | None = None) -> dict:
+    """{key: values} of every statistic for the k in ``ks`` that these outputs and references allow, in
+    ``keys`` order (``hvae-detect train``'s validation, for one, has the bounds only)."""
+    return {key: compute(key, outputs, references) for key in keys(ks) if available(key, outputs, references)}
 
 
 def sample_counts(key: str, counts: dict) -> dict:

@@ -63,6 +63,6 @@ class TrainingConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
 
-# The seed's training command (shared/seeds/): the command line's defaults.
+# The paper's training command (shared/seeds/): the command line's defaults.
 SEED_TRAINING = TrainingConfig(epochs=1000, batch_size=128, learning_rate=3e-4, free_nats=2.0,
                                free_nats_epochs=400, warmup_epochs=200, free_nats_mode="element", data_init=True)
