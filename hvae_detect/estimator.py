@@ -55,10 +55,12 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto": Bernoulli (dynamically binarised) for 1 channel, the discretized logistic mixture for 3.
-    statistic : str, default="llr"
+    statistic : str, default="fused"
         Statistic behind ``score_samples``, a name in the statistics table
-        (``hvae_detect.scoring.statistics``): "llr" (-LLR>k, the paper's), "elbo" (L), "lk" (L>k);
-        oriented so that higher = more normal.
+        (``hvae_detect.scoring.statistics``), oriented so that higher = more normal: "fused" (a
+        Gaussian of the per-image statistic vector fitted on held-out training images; chosen on
+        held-out pairs, benchmarks/RESULTS.md), "llr" (-LLR>k, the paper's), "elbo", "lk",
+        "complexity", "typicality", "fused_ecod".
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
     iw_samples : int, default=1
@@ -154,7 +156,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, architecture="small", likelihood="auto", statistic="llr", k=1, iw_samples=1,
+    def __init__(self, architecture="small", likelihood="auto", statistic="fused", k=1, iw_samples=1,
                  iw_samples_lk=1, epochs=_TRAINING.epochs, batch_size=_TRAINING.batch_size,
                  learning_rate=_TRAINING.learning_rate, free_nats=_TRAINING.free_nats,
                  free_nats_epochs=_TRAINING.free_nats_epochs, warmup_epochs=_TRAINING.warmup_epochs, n_mix=10,

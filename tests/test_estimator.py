@@ -48,14 +48,14 @@ def test_scores_predict_and_decision_function_agree(fitted):
 
 def test_ood_scores_hold_every_statistic(fitted):
     out = fitted.ood_scores(_images(6, seed=2))
-    assert set(out) == {"L", "L>1", "L>2", "LLR>1", "LLR>2"}
+    assert set(out) == {"L", "L>1", "L>2", "LLR>1", "LLR>2", "IC", "T", "Fused", "FusedECOD"}
     np.testing.assert_allclose(out["LLR>2"], out["L"] - out["L>2"])
-    np.testing.assert_allclose(fitted.score_samples(_images(6, seed=2)), -out["LLR>1"], rtol=1e-6)
+    np.testing.assert_array_equal(fitted.score_samples(_images(6, seed=2)), out["Fused"])  # the default
 
 
 def test_statistic_choice_and_contamination():
     X = _images()
-    det = _tiny(statistic="elbo", contamination=0.25).fit(X)
+    det = _tiny(statistic="elbo", contamination=0.25, holdout=0.0).fit(X)  # the threshold from X itself
     s = det.score_samples(X)
     np.testing.assert_allclose(s, det.ood_scores(X)["L"], rtol=1e-6)
     assert np.mean(det.predict(X) == -1) == pytest.approx(0.25, abs=1 / len(X))

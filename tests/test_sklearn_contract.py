@@ -114,9 +114,9 @@ def test_the_threshold_follows_the_statistic():
     X = _grey(24)
     det = _tiny(contamination=0.25).fit(X)
     np.testing.assert_array_equal(det.train_score_samples_, det.score_samples(X))
-    assert det.threshold_params_ == {"statistic": "llr", "k": 1, "iw_samples": 1, "iw_samples_lk": 1}
+    assert det.threshold_params_ == {"statistic": "fused", "k": 1, "iw_samples": 1, "iw_samples_lk": 1}
     det.set_params(statistic="elbo")
-    with pytest.raises(ValueError, match="offset_ was set for .*'statistic': 'llr'.*set_threshold"):
+    with pytest.raises(ValueError, match="offset_ was set for .*'statistic': 'fused'.*set_threshold"):
         det.predict(X)
     held_out = _grey(40, seed=5)
     det.set_threshold(held_out, fpr=0.1)

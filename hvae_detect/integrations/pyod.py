@@ -44,9 +44,9 @@ class HVAE(BaseDetector):
         It is cloned in ``fit`` (the fitted copy is ``estimator_``); its parameters are reachable
         as ``estimator__<name>`` in ``get_params`` / ``set_params``. None: ``HVAEOutlierDetector()``.
     contamination : float in (0, 0.5], default=0.1
-        Share of the training images labelled outliers (PyOD's meaning). A float is also given to
-        the fitted estimator, so that ``estimator_.predict(X) == -1`` exactly where
-        ``predict(X) == 1``; a PyThresh thresholder is used by PyOD only.
+        Share of the training images labelled outliers (PyOD's meaning). The fitted estimator takes
+        over the resulting ``threshold_`` as its ``offset_``, so that ``estimator_.predict(X) == -1``
+        exactly where ``predict(X) == 1``.
 
     Attributes
     ----------
@@ -76,6 +76,9 @@ class HVAE(BaseDetector):
         self.estimator_ = estimator.fit(X)
         self.decision_scores_ = _outlier_scores(estimator.train_score_samples_)
         self._process_decision_scores()
+        # PyOD's threshold is on every training image's score (the estimator's own is on its held-out
+        # images): the estimator takes it over, so both predict the same labels.
+        estimator._set_offset(-float(self.threshold_), "PyOD's threshold on the training images")
         return self
 
     def decision_function(self, X):

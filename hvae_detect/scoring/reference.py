@@ -141,7 +141,8 @@ class Gaussian(_Reference):
     Columns are standardised with the held-out mean and std first (L and L>k are in hundreds of
     nats and strongly correlated; Ledoit-Wolf shrinks towards a multiple of the identity, which
     only makes sense on comparable scales), then scikit-learn's ``LedoitWolf`` gives a shrunk
-    covariance whose inverse is kept. The log-density is this score halved plus a constant, so it
+    covariance whose inverse is kept (with a small ridge where it is singular: a fit on a few
+    held-out images, or on a constant column, still gives finite scores). The log-density is this score halved plus a constant, so it
     ranks images the same.
     """
 
@@ -152,17 +153,19 @@ class Gaussian(_Reference):
     def _fit(self, V):
         from sklearn.covariance import LedoitWolf
 
-        self.location_, self.scale_ = V.mean(axis=0), _spread(V)
-        if not np.all(self.scale_ > 0):
-            raise ValueError(f"statistics {np.flatnonzero(~(self.scale_ > 0)).tolist()} are constant on the held-out "
-                             f"images: a Gaussian has no spread to measure them in (drop them)")
+        spread = _spread(V)
+        self.location_, self.scale_ = V.mean(axis=0), np.where(spread > 0, spread, 1.0)
         shrunk = LedoitWolf(assume_centered=True).fit((V - self.location_) / self.scale_)
         self.shrinkage_ = float(shrunk.shrinkage_)
-        eigenvalues = np.linalg.eigvalsh(shrunk.covariance_)
-        if not eigenvalues[0] > 1e-10 * eigenvalues[-1]:
-            raise ValueError("the statistics are linearly dependent on the held-out images (even after shrinkage): "
-                             "drop the ones that repeat the others")
-        self.precision_ = np.linalg.inv(shrunk.covariance_)
+        covariance = shrunk.covariance_
+        eigenvalues = np.linalg.eigvalsh(covariance)
+        if not eigenvalues[0] > 1e-6 * max(eigenvalues[-1], 1e-12):
+            # A constant column (measured in its own units), columns that repeat each other, or fewer
+            # held-out images than columns: a small ridge keeps the covariance invertible, so that a
+            # departure along a direction the held-out images never moved in scores as very atypical.
+            ridge = 1e-3 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
+            covariance = covariance + ridge * np.eye(len(covariance))
+        self.precision_ = np.linalg.inv(covariance)
         self.precision_ = (self.precision_ + self.precision_.T) / 2  # exactly symmetric
 
     def _score(self, V):
