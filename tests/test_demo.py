@@ -7,7 +7,7 @@ import pytest
 from hvae_detect.cli import main
 from hvae_detect.commands import demo
 
-STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2"}  # ood_scores of the 3-latent "small" preset
+STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "FusedECOD"}  # of the 3-latent "small" preset
 BASELINES = {"IsolationForest", "LocalOutlierFactor"}
 
 
@@ -76,3 +76,11 @@ def test_demo_rejects_bad_flags(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--epochs", "0"])
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_recommendation_says_whether_the_recommended_statistic_beats_the_baselines():
+    table = {demo.RECOMMENDED: {"auroc": 0.9}, "L": {"auroc": 0.3}, "LocalOutlierFactor": {"auroc": 0.95},
+             "IsolationForest": {"auroc": 0.5}}
+    assert "LocalOutlierFactor on raw pixels does better here (0.950)" in demo.recommendation(table)
+    table["LocalOutlierFactor"]["auroc"] = 0.8
+    assert "beats every pixel-space baseline (best: LocalOutlierFactor 0.800)" in demo.recommendation(table)

@@ -141,7 +141,9 @@ def test_end_to_end_on_real_mnist_digits(tmp_path):
     from hvae_detect.commands.demo import evaluate, load_demo_data
 
     train, held_in, held_out = load_demo_data(seed=0)
-    det = HVAEOutlierDetector(epochs=6, iw_samples=4, iw_samples_lk=4, random_state=0, device="cpu").fit(train)
+    # Every image trained on (holdout=0): digits 5-9 are near OOD and the margin over 0.6 is small.
+    det = HVAEOutlierDetector(epochs=6, iw_samples=4, iw_samples_lk=4, random_state=0, device="cpu",
+                              holdout=0.0).fit(train)
     assert det.history_[-1]["elbo"] > det.history_[0]["elbo"] + 10
     table = evaluate(det.ood_scores(held_in[:300]), det.ood_scores(held_out[:300]))
     assert max(m["auroc"] for m in table.values()) > 0.6

@@ -278,9 +278,11 @@ def run(args) -> int:
         print(format_table(tables[name]))
         print(textwrap.fill(verdict(name, tables[name]), width=100))
         print(textwrap.fill(recommendation(tables[name]), width=100))
-    print(f"\n* {RECOMMENDED}: the package's recommended statistic, what score_samples returns with the defaults "
-          f"({statistics.of_key(RECOMMENDED)[0].description}), chosen on held-out pairs that this demo's sets are "
-          "not (benchmarks/RESULTS.md); LLR>k = L - L>k, L>k = the bound with the k lowest latents from the prior.")
+    print("\n" + textwrap.fill(
+        f"* {RECOMMENDED}: the package's recommended statistic, what score_samples returns with the defaults "
+        f"({statistics.of_key(RECOMMENDED)[0].description}), chosen on held-out pairs that this demo's sets are "
+        "not (benchmarks/RESULTS.md); LLR>k = L - L>k, L>k = the bound with the k lowest latents from the prior.",
+        width=100))
     print(f"plots in {out_dir}/: roc_curves.png, score_histograms.png (per set), examples.png; "
           f"total {time.perf_counter() - start:.0f} s")
     if args.json:
