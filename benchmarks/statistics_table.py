@@ -34,18 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRS = {"fashion_mnist": ("mnist", "kmnist", "notmnist", "omniglot"), "cifar10": ("svhn",)}
 
 
-def test_images(name: str, n: int) -> np.ndarray:
-    """The first n test images of a data set, channels first (omniglot and notmnist keep their stored split)."""
+def images(name: str, split: str, n: int) -> np.ndarray:
+    """The first n images of a data set's split ("train" or "test"), channels first."""
     root = Path(os.environ.get("HVAE_DETECT_SHARED", REPO.parent / "shared")) / "data"
     with np.load(root / f"{name}.npz") as f:
-        x = f["x_test"][:n]
-    return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def train_images(name: str, n: int) -> np.ndarray:
-    root = Path(os.environ.get("HVAE_DETECT_SHARED", REPO.parent / "shared")) / "data"
-    with np.load(root / f"{name}.npz") as f:
-        x = f["x_train"][:n]
+        x = f[f"x_{split}"][:n]
     return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
@@ -63,13 +56,13 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}; started {start:%Y-%m-%d %H:%M} UTC", flush=True)
     t0 = time.time()
     det = HVAEOutlierDetector(architecture="small", epochs=args.epochs, random_state=args.seed)
-    det.fit(train_images(args.in_dist, args.train))
+    det.fit(images(args.in_dist, "train", args.train))
     fit_minutes = (time.time() - t0) / 60
-    inside = det.ood_scores(test_images(args.in_dist, args.n))
+    inside = det.ood_scores(images(args.in_dist, "test", args.n))
     default = statistics.get(HVAEOutlierDetector().statistic).key_for(det.k)
     table = {}
     for ood in PAIRS[args.in_dist]:
-        outside = det.ood_scores(test_images(ood, args.n))
+        outside = det.ood_scores(images(ood, "test", args.n))
         table[ood] = {key: detection_metrics(statistics.normality(key, inside[key]),
                                              statistics.normality(key, outside[key]))["auroc"] for key in inside}
     keys = list(inside)
