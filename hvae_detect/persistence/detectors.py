@@ -12,8 +12,6 @@ import numpy as np
 import torch
 
 from hvae_detect.models.architectures import resolve_architecture
-from hvae_detect.models.config import ModelConfig
-from hvae_detect.models.registry import make_model
 from hvae_detect.persistence import checkpoints
 from hvae_detect.scoring import reference
 
@@ -48,7 +46,7 @@ def model_state(model) -> tuple:
 def model_from_state(state: tuple):
     """The model of ``model_state``, on its device again (the CPU when CUDA is gone), in eval mode."""
     config, weights, device_type = state
-    model = make_model(ModelConfig.from_json(config))
+    model = checkpoints.build_model({"model": config})
     model.load_state_dict(weights)
     device = device_type if device_type != "cuda" or torch.cuda.is_available() else "cpu"
     return model.to(device).eval()

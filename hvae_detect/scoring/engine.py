@@ -181,10 +181,9 @@ def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
         noise = importance_noise(model, keys[image], k, sample)
         terms = model(x[image], k, noise=noise, start=_rows(prefix, image))
         valid = min(rows, total - start)
-        columns = [terms.bound[:valid].float()[:, None]]
-        if with_terms:
-            columns += [terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T]
-        pending.append(torch.cat(columns, 1))
+        bound = terms.bound[:valid].float()[:, None]
+        pending.append(bound if not with_terms else torch.cat(
+            [bound, terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T], 1))
         last = start + rows >= total
         done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
         fold = done if last else done // FOLD_SAMPLES * FOLD_SAMPLES  # full blocks until the end

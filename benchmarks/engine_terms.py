@@ -1,0 +1,52 @@
+"""What the terms of L's passes cost: the engine with and without log p(x|z) and the KLs.
+
+    python benchmarks/engine_terms.py --archs paper-mnist small --samples 1 16 --repeats 3
+
+``importance_outputs(..., with_terms=True)`` (what ``ood_scores`` and the fused statistic need) against
+``with_terms=False`` (the bounds alone, as before the statistics of one model), the same model and batch,
+alternating repeat by repeat; images per second, median over repeats, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.registry import make_model
+from hvae_detect.scoring.engine import importance_outputs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--archs", nargs="+", default=["paper-mnist"])
+    ap.add_argument("--samples", nargs="+", type=int, default=[1, 16])
+    ap.add_argument("--n", type=int, default=256, help="images scored per repeat")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+          f"{torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print("| arch | S | bounds only, images/s | with terms, images/s | ratio |\n|---|---|---|---|---|")
+    for arch in args.archs:
+        torch.manual_seed(0)
+        model = make_model(ModelConfig((1, 28, 28), arch, "bernoulli")).eval()
+        x = torch.bernoulli(torch.rand(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+        for s in args.samples:
+            rates = {False: [], True: []}
+            for r in range(args.repeats):
+                for terms in ((False, True) if r % 2 == 0 else (True, False)):
+                    t0 = time.perf_counter()
+                    importance_outputs(model, x, None, s, 1, seed=0, with_terms=terms)
+                    rates[terms].append(args.n / (time.perf_counter() - t0))
+            a, b = statistics.median(rates[False]), statistics.median(rates[True])
+            print(f"| {arch} | {s} | {a:.1f} | {b:.1f} | {b / a:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
