@@ -15,7 +15,8 @@ training images, keeps other training images aside (held out), and scores with `
 It prints the AUROC of L, every L>k and LLR>k; input complexity (-L/ln 2 - bits) with each codec
 (for the Bernoulli model on the binarised draw it scored, and on the grey image); the typicality
 distance of L; the Gaussian (Ledoit-Wolf Mahalanobis), ECOD and COPOD scores of the vector
-(L, every L>k), and of that vector with the compressed size appended.
+(L, every L>k), of that vector with the compressed size appended, of the latent path's norms (their
+logs, and the raw norms), and of the fused statistic's vector with the path's log-norms appended.
 
 The reported pairs (CIFAR10 -> SVHN, Fashion-MNIST -> MNIST) are not read here. Data:
 ../shared/data/{fashion_mnist,cifar10}.npz beside the repository, or $HVAE_DETECT_SHARED/data.
@@ -84,8 +85,11 @@ def scored_images(det: HVAEOutlierDetector, x: np.ndarray) -> np.ndarray:
 
 
 def statistics_of(det, x: np.ndarray, codecs) -> dict:
-    """ood_scores of x, and the compressed sizes of the scored (and, if it differs, the original) images."""
+    """ood_scores of x, the engine outputs the vectors read (terms of L, latent-path norms), and the
+    compressed sizes of the scored (and, if it differs, the original) images."""
     out = {key: np.asarray(v) for key, v in det.ood_scores(x).items()}
+    engine = det._engine_outputs(x, {"L", "L>*", "log p(x|z)", "KL", "bits", statistics.PATH})
+    out.update({f"out:{name}": v for name, v in engine.items()})
     scored = scored_images(det, x)
     for codec in codecs:
         out[f"bits {codec}"] = compressed_bits(scored, codec)
@@ -104,6 +108,17 @@ def normality_rows(det, held: dict, sets: dict, codecs, fuse_codec: str) -> dict
         rows[label] = {s: -input_complexity(v["L"], v[name]) for s, v in sets.items()}
     typical = Typicality().fit(held["L"])
     rows["typicality of L"] = {s: typical.score(v["L"]) for s, v in sets.items()}
+    engine = {s: {name[4:]: v[name] for name in v if name.startswith("out:")} for s, v in {"held": held, **sets}.items()}
+
+    def raw_path(out):
+        return np.exp(statistics.path_vector(out))
+
+    vectors = {"path": statistics.path_vector, "path (raw norms)": raw_path,
+               "fused vector + path": lambda out: np.hstack([statistics.statistic_vector(out), statistics.path_vector(out)])}
+    for label, columns_of in vectors.items():
+        for name, cls in FUSED.items():
+            model = cls().fit(columns_of(engine["held"]))
+            rows[f"{name} {label}"] = {s: model.score(columns_of(engine[s])) for s in sets}
     for columns, suffix in ((vector, "(L, L>k)"), (vector + [f"bits {fuse_codec}"], f"(L, L>k, {fuse_codec} bits)")):
         def matrix(v):
             return np.stack([v[c] for c in columns], axis=1)

@@ -10,13 +10,15 @@ with ``ood_scores``, and prints a markdown table: the AUROC (OOD positive) of ev
 ``hvae_detect.scoring.statistics`` per OOD set, the default statistic marked, with the fit's minutes.
 Reported pairs: Fashion-MNIST -> MNIST, KMNIST, notMNIST, Omniglot; CIFAR10 -> SVHN. Data:
 ../shared/data/*.npz beside the repository, or $HVAE_DETECT_SHARED/data (CIFAR10 there is decoded
-from JPEG, so lossy; SVHN is its test split).
+from JPEG, so lossy; SVHN is its test split). ``--record DIR`` also writes the run's record (one JSON
+file, benchmarks/records/README.md) for the results page, benchmarks/results_page.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import sys
@@ -42,6 +44,30 @@ def images(name: str, split: str, n: int) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def record_path(directory, in_dist: str, started: dt.datetime) -> Path:
+    """Where the record of a run goes: its start (UTC, to the minute) and its pairs name the file."""
+    return Path(directory) / f"{started:%Y-%m-%dT%H%MZ}_{in_dist}_to_{'_'.join(PAIRS[in_dist])}.json"
+
+
+def write_record(path, *, in_dist: str, table: dict, fit_minutes: float, machine: str, model: str,
+                 scoring: str, started: dt.datetime, command: str) -> Path:
+    """Write this run's record for benchmarks/results_page.py (benchmarks/records/README.md); never
+    replaces a file, so a record once logged stays what was measured."""
+    record = {"in_dist": in_dist,
+              "auroc": {ood: {key: round(float(v), 4) for key, v in row.items()} for ood, row in table.items()},
+              "train_minutes": round(fit_minutes, 2), "minutes_cover": "fit", "machine": machine, "model": model,
+              "scoring": scoring, "date": f"{started:%Y-%m-%d}", "command": command, "results_section": None,
+              "notes": "Written by statistics_table.py --record; set results_section when the run is logged."}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; a record is never overwritten (move it, or another --record)") from None
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--in_dist", choices=sorted(PAIRS), required=True)
@@ -49,9 +75,14 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n", type=int, default=1000, help="test images per set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", metavar="DIR", help="also write this run's record (JSON) into DIR, e.g. "
+                        "benchmarks/records, for benchmarks/results_page.py; never overwrites a file")
     args = parser.parse_args(argv)
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    python benchmarks/statistics_table.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
+    command = f"python benchmarks/statistics_table.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+    if args.record and record_path(args.record, args.in_dist, start).exists():
+        parser.error(f"{record_path(args.record, args.in_dist, start)} exists; a record is never overwritten")
+    print(f"    {command}\n\n"
           f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}; started {start:%Y-%m-%d %H:%M} UTC", flush=True)
     t0 = time.time()
@@ -73,6 +104,18 @@ def main(argv=None) -> int:
     print("|---|" + "---|" * len(keys))
     for ood, row in table.items():
         print(f"| {ood} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
+    if args.record:
+        device = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+        path = write_record(
+            record_path(args.record, args.in_dist, start), in_dist=args.in_dist, table=table,
+            fit_minutes=fit_minutes, started=start, command=command,
+            machine=f"{os.cpu_count()} {platform.machine()} cores (shared){device}, "
+                    f"{torch.get_num_threads()} torch threads",
+            model=f"HVAE, preset small (estimator defaults), {args.train:,} training images, {args.epochs} epochs, "
+                  f"seed {args.seed}",
+            scoring=f"ood_scores with the estimator's defaults (S = {det.iw_samples}, S' = {det.iw_samples_lk}); "
+                    f"{args.n:,} test images per set")
+        print(f"\nrecord: {path}")
     return 0
 
 

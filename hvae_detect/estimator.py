@@ -41,10 +41,10 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     """Out-of-distribution detector built on a hierarchical VAE (Havtorn et al., ICML 2021).
 
     Fits a hierarchical VAE to in-distribution images and scores new images with the statistics
-    of ``hvae_detect.scoring.statistics``, by default the likelihood ratio LLR>k = L - L>k. A score
-    is a function of the image: its random numbers are keyed by the detector's seed and the image,
-    so it does not depend on the batch or the order (across devices, and on CPUs across thread
-    counts, it can differ in the last bits).
+    of ``hvae_detect.scoring.statistics`` (by default a fused score of several; "llr" is the paper's
+    LLR>k = L - L>k). A score is a function of the image: its random numbers are keyed by the
+    detector's seed and the image, so it does not depend on the batch or the order (across devices,
+    and on CPUs across thread counts, it can differ in the last bits).
 
     Parameters
     ----------
@@ -60,7 +60,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         (``hvae_detect.scoring.statistics``), oriented so that higher = more normal: "fused" (a
         Gaussian of the per-image statistic vector fitted on held-out training images; chosen on
         held-out pairs, benchmarks/RESULTS.md), "llr" (-LLR>k, the paper's), "elbo", "lk",
-        "complexity", "typicality", "fused_ecod".
+        "complexity", "typicality", "latent_path", "latent_path_copod", "fused_ecod".
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
     iw_samples : int, default=1
@@ -120,9 +120,9 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
     >>> X = np.random.default_rng(0).integers(0, 256, (256, 28, 28), dtype=np.uint8)
     >>> det = HVAEOutlierDetector(epochs=1, random_state=0).fit(X)
     >>> labels = det.predict(X[:4])             # +1 inlier, -1 outlier
-    >>> normality = det.score_samples(X[:4])    # higher = more normal (-LLR>1 by default)
+    >>> normality = det.score_samples(X[:4])    # higher = more normal (the fused statistic by default)
     >>> sorted(det.ood_scores(X[:4]))           # every statistic, each in its own units
-    ['Fused', 'FusedECOD', 'IC', 'L', 'L>1', 'L>2', 'LLR>1', 'LLR>2', 'T']
+    ['Fused', 'FusedECOD', 'IC', 'L', 'L>1', 'L>2', 'LLR>1', 'LLR>2', 'Path', 'PathCOPOD', 'T']
 
     References
     ----------

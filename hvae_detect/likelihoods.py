@@ -20,6 +20,7 @@ the reference elsewhere, ``HVAE_DETECT_KERNELS`` forces a path).
 from __future__ import annotations
 
 import abc
+import math
 import numbers
 
 import torch
@@ -72,6 +73,10 @@ class Likelihood(abc.ABC):
     def mean(self, params: torch.Tensor, n_channels: int) -> torch.Tensor:
         """Expected pixel values under p(x | params), in [0, 1]."""
 
+    @abc.abstractmethod
+    def std(self, params: torch.Tensor, n_channels: int) -> torch.Tensor:
+        """Standard deviation of each pixel under p(x | params), in units of [0, 1] pixel values."""
+
     def training_draw(self, x01: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x01
 
@@ -101,6 +106,10 @@ class Bernoulli(Likelihood):
 
     def mean(self, params, n_channels):
         return torch.sigmoid(params)
+
+    def std(self, params, n_channels):
+        p = torch.sigmoid(params)
+        return (p * (1 - p)).sqrt()
 
     def training_draw(self, x01, generator=None):
         """A fresh binarisation (torch.bernoulli from ``generator``): the paper's dynamic training sets."""
@@ -145,6 +154,15 @@ class DiscretizedLogisticMixture(Likelihood):
         logits, means, _, _ = split_dlogmix_params(params, n_channels)
         w = torch.softmax(logits, dim=1).unsqueeze(1)
         return ((w * means).sum(2).clamp(-1, 1) + 1) / 2
+
+    def std(self, params, n_channels):
+        """The mixture's standard deviation (a logistic of scale s has variance s^2 pi^2 / 3), each
+        channel on its own (the colour coefficients left out, as in ``mean``), halved from [-1, 1] units."""
+        logits, means, log_scales, _ = split_dlogmix_params(params, n_channels)
+        w = torch.softmax(logits, dim=1).unsqueeze(1)
+        variance = torch.exp(2 * log_scales.clamp(min=self.log_scale_min)) * (math.pi ** 2 / 3)
+        second_moment = (w * (variance + means.square())).sum(2)
+        return (second_moment - (w * means).sum(2).square()).clamp(min=0).sqrt() / 2
 
     def __repr__(self) -> str:
         return f"DiscretizedLogisticMixture(n_mix={self.n_mix}, log_scale_min={self.log_scale_min})"

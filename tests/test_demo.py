@@ -7,7 +7,7 @@ import pytest
 from hvae_detect.cli import main
 from hvae_detect.commands import demo
 
-STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "FusedECOD"}  # of the 3-latent "small" preset
+STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}  # of the 3-latent "small" preset
 BASELINES = {"IsolationForest", "LocalOutlierFactor"}
 
 

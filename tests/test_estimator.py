@@ -48,7 +48,7 @@ def test_scores_predict_and_decision_function_agree(fitted):
 
 def test_ood_scores_hold_every_statistic(fitted):
     out = fitted.ood_scores(_images(6, seed=2))
-    assert set(out) == {"L", "L>1", "L>2", "LLR>1", "LLR>2", "IC", "T", "Fused", "FusedECOD"}
+    assert set(out) == {"L", "L>1", "L>2", "LLR>1", "LLR>2", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}
     np.testing.assert_allclose(out["LLR>2"], out["L"] - out["L>2"])
     np.testing.assert_array_equal(fitted.score_samples(_images(6, seed=2)), out["Fused"])  # the default
 

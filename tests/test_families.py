@@ -251,7 +251,7 @@ def test_one_epoch_on_fashion_mnist(name):
     det = HVAEOutlierDetector(architecture=arch, epochs=1, batch_size=32, learning_rate=1e-3, warmup_epochs=0,
                               free_nats=0, device="cpu", random_state=0).fit(train)
     scores = det.ood_scores(test)
-    assert set(scores) == {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "FusedECOD"}
+    assert set(scores) == {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}
     assert all(np.isfinite(v).all() for v in scores.values()) and np.isfinite(det.offset_)
     x = torch.from_numpy(test[:, None] / 255.0).float().round()  # a fixed binarisation of the same images
     untrained = make_model(ModelConfig((1, 28, 28), arch, "bernoulli")).eval()

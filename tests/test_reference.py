@@ -170,3 +170,24 @@ def test_bad_states_are_refused():
         from_state({k: v for k, v in arrays_.items() if k != "precision"}, meta)
     with pytest.raises(ValueError, match="expected"):
         from_state({**arrays_, "precision": np.eye(2)}, meta)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 50))
+def test_the_batch_typicality_test_by_hand(seed, m):
+    rng = np.random.default_rng(seed)
+    typical = Typicality().fit(rng.normal(-100.0, 4.0, 200))
+    batch = rng.normal(-100.0, 4.0, m)
+    z = abs(batch.mean() - typical.mean_) / (typical.std_ / np.sqrt(m))
+    assert typical.batch_p_value(batch) == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert 0.0 <= typical.batch_p_value(batch) <= 1.0
+    assert typical.batch_p_value(np.full(m, typical.mean_)) == pytest.approx(1.0)
+
+
+def test_the_batch_typicality_test_finds_a_shifted_batch_no_image_of_which_stands_out():
+    rng = np.random.default_rng(0)
+    typical = Typicality().fit(rng.normal(0.0, 1.0, 1000))
+    shifted = rng.normal(0.5, 1.0, 200)  # each image within a std or two, the batch far from typical
+    assert typical.batch_p_value(shifted) < 1e-6 and typical.batch_p_value(rng.normal(0.0, 1.0, 200)) > 1e-3
+    with pytest.raises(ValueError, match="not fitted"):
+        Typicality().batch_p_value(shifted)

@@ -213,6 +213,39 @@ class HierarchicalModel(nn.Module):
             for module in added:
                 module.parametrizations.weight.pop(-1)
 
+    # ---- the latent path -----------------------------------------------------------------
+    def posterior_draw(self, q, noise, generator=None):
+        """``draw(q, noise, generator)``, the one way families sample a posterior; inside ``latent_path``
+        it also records q, so that the path's statistics need nothing more from a family."""
+        recorded = getattr(self, "_recorded_posteriors", None)
+        if recorded is not None:
+            recorded.append(q)
+        return draw(q, noise, generator)
+
+    @torch.no_grad()
+    def latent_path(self, x) -> dict:
+        """Norms along L's pass with every latent at its posterior mean (Huang, He, Lui 2024): per image
+        (N,) "recon error" (squared distance of x from the likelihood's mean), "|sigma x|" (norm of the
+        likelihood's per-pixel standard deviations) and, per posterior in the order the family draws
+        them, "|mu|i" and "|sigma|i" (norms of its mean and standard deviation)."""
+        zeros = [torch.zeros((x.shape[0], *shape), device=x.device, dtype=x.dtype) for shape in self.latent_shapes]
+        self._recorded_posteriors = []
+        try:
+            params = self(x, 0, noise=zeros).params
+            posteriors = self._recorded_posteriors
+        finally:
+            self._recorded_posteriors = None
+        if not posteriors:
+            raise ValueError(f"the {self.family} family samples its posteriors without posterior_draw, so its "
+                             "latent path cannot be recorded")
+        channels = self.input_shape[0]
+        out = {"recon error": (x - self.observation.mean(params, channels)).flatten(1).square().sum(1),
+               "|sigma x|": self.observation.std(params, channels).flatten(1).norm(dim=1)}
+        for i, q in enumerate(posteriors, 1):
+            out[f"|mu|{i}"] = q.mean.flatten(1).norm(dim=1)
+            out[f"|sigma|{i}"] = q.std.flatten(1).norm(dim=1)
+        return out
+
     @torch.no_grad()
     def reconstruct(self, x):
         """Mean image after encoding x with posterior means and decoding them (L's pass, zero noise)."""

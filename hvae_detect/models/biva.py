@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hvae_detect.models.base import HierarchicalModel, draw, log_density, standard_normal_log_density
+from hvae_detect.models.base import HierarchicalModel, log_density, standard_normal_log_density
 from hvae_detect.models.layers import Projection
 from hvae_detect.models.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
@@ -154,11 +154,11 @@ class BIVA(HierarchicalModel):
         z_bu, log_q_bu, bs = [None] * top, [None] * top, [None] * top
         for i in range(k, top):  # bottom-up: sample z^BU_i, climb
             bs[i] = b
-            z_bu[i] = draw(q, _halves(noises[i])[1], generator)
+            z_bu[i] = self.posterior_draw(q, _halves(noises[i])[1], generator)
             log_q_bu[i] = log_density(q, z_bu[i], elements)
             a, b = self._climb(i, z_bu[i], a, b)
             q = self._posterior(i + 1, a, b)
-        z = draw(q, noises[top], generator)
+        z = self.posterior_draw(q, noises[top], generator)
         kls = [None] * self.n_latents
         kls[top] = (log_density(q, z, elements) - standard_normal_log_density(z, elements),)
         g = self.p_det[top](self.p_proj[top](z))
@@ -166,7 +166,7 @@ class BIVA(HierarchicalModel):
             p_td = self.p_td_z[i](g)
             if i >= k:
                 q_td = self.q_td_z[i](self.q_td_merge[i](torch.cat([bs[i], g], 1)))
-                z_td = draw(q_td, _halves(noises[i])[0], generator)
+                z_td = self.posterior_draw(q_td, _halves(noises[i])[0], generator)
                 kl_td = log_density(q_td, z_td, elements) - log_density(p_td, z_td, elements)
                 p_bu = self._bu_prior(i, z_td, g)
                 kls[i] = (kl_td, log_q_bu[i] - log_density(p_bu, z_bu[i], elements))

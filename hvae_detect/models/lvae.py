@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hvae_detect.models.base import HierarchicalModel, draw, log_density, standard_normal_log_density
+from hvae_detect.models.base import HierarchicalModel, log_density, standard_normal_log_density
 from hvae_detect.models.layers import Projection
 from hvae_detect.models.stages import doubled, gaussian, generative_stack, inference_stack, merge_block
 
@@ -84,7 +84,7 @@ class LVAE(HierarchicalModel):
         """(log p(x | z), parameters, [(KL_i,) for i > k]) from ``start`` = (h_1..h_L, q(z_L | x))."""
         hs, q = start
         top = self.n_latents - 1
-        z = draw(q, None if noise is None else noise[top - k], generator)
+        z = self.posterior_draw(q, None if noise is None else noise[top - k], generator)
         kls = [None] * self.n_latents
         kls[top] = log_density(q, z, elements) - standard_normal_log_density(z, elements)
         g = self.p_det[top](self.p_proj[top](z))
@@ -92,7 +92,7 @@ class LVAE(HierarchicalModel):
             p = self.p_z[i](g)
             if i >= k:
                 q = self.q_z[i](self.q_merge[i](torch.cat([hs[i], g], 1)))
-                z = draw(q, None if noise is None else noise[i - k], generator)
+                z = self.posterior_draw(q, None if noise is None else noise[i - k], generator)
                 kls[i] = log_density(q, z, elements) - log_density(p, z, elements)
             else:
                 z = p.mean  # decoded from the prior: z_{<=k} are not inferred

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hvae_detect.models.base import HierarchicalModel, draw, log_density, standard_normal_log_density
+from hvae_detect.models.base import HierarchicalModel, log_density, standard_normal_log_density
 from hvae_detect.models.layers import Projection
 from hvae_detect.models.stages import gaussian, generative_stack, inference_stack
 
@@ -96,7 +96,7 @@ class VAE(HierarchicalModel):
             if i > k:
                 d = self.q_det[i](self._up(i - 1, zs[i - 1], d))
                 q = self.q_z[i](d)
-            zs[i] = draw(q, None if noise is None else noise[i - k], generator)
+            zs[i] = self.posterior_draw(q, None if noise is None else noise[i - k], generator)
             log_q[i] = log_density(q, zs[i], elements)
 
         kls = [None] * n_latents

@@ -28,7 +28,7 @@ from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
 from hvae_detect.models.layers import Gaussian
 
 __all__ = ["ROW_BUDGET_BYTES", "MAX_ROWS", "FOLD_SAMPLES", "StreamingLogMeanExp", "default_max_rows",
-           "importance_bounds", "importance_noise", "importance_outputs", "logmeanexp"]
+           "importance_bounds", "importance_noise", "importance_outputs", "latent_path_outputs", "logmeanexp"]
 
 # Bytes of the largest activation of one scoring pass, per device type: passes near the
 # CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/RESULTS.md).
@@ -104,6 +104,24 @@ def importance_outputs(model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed
         out["log p(x|z)"] = terms[:, 0]
         out.update({f"KL{i}": terms[:, i] for i in range(1, terms.shape[1])})
     return out
+
+
+@torch.no_grad()
+def latent_path_outputs(model, x, max_rows=None) -> dict:
+    """``model.latent_path`` of images x (its outputs: "recon error", "|sigma x|", "|mu|i", "|sigma|i"),
+    in padded passes of ``max_rows`` images so that an image's values do not depend on its batch; each
+    (N,) float32. No random numbers: every latent sits at its posterior mean."""
+    max_rows = default_max_rows(model, x.device) if max_rows is None else int(max_rows)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be positive, got {max_rows}")
+    n, parts = x.shape[0], []
+    with model.channels_last_weights(), parametrize.cached():
+        for start in range(0, n, max_rows):
+            path = model.latent_path(x[_pass_rows(start, n, max_rows, x.device)])
+            parts.append({name: v[:min(max_rows, n - start)].float() for name, v in path.items()})
+    if not parts:
+        return {}
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
 
 def _scores(model, x, ks, n_samples, n_samples_lk, seed, max_rows, with_terms):

@@ -11,13 +11,15 @@ with it, and the arithmetic of one row does not depend on how many rows come wit
 matrix products, whose blocking changes with the number of rows).
 
 - ``Typicality``: the two-sided distance of one statistic from its held-out mean, in standard
-  deviations (Nalisnick et al.'s typicality test, for a single image).
+  deviations (Nalisnick et al.'s typicality test, for a single image; ``batch_p_value`` tests a batch).
 - ``Gaussian``: the Mahalanobis distance under a Gaussian with a Ledoit-Wolf shrunk covariance of
   the standardised columns (a density of the statistics, as DoSE fits one; Morningstar et al. 2021).
 - ``ECOD`` and ``COPOD``: sums over columns of empirical tail probabilities -log F (Li et al.).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -126,6 +128,16 @@ class Typicality(_Reference):
 
     def _score(self, V):
         return -np.abs(V[:, 0] - self.mean_) / self.std_
+
+    def batch_p_value(self, values) -> float:
+        """The typicality test of a batch (Nalisnick et al. 2019): the two-sided p-value that the mean of
+        ``values`` (one per image, the statistic this was fitted on, e.g. ``ood_scores(X)["L"]``) comes
+        from M images of the held-out kind, with the mean's spread std / sqrt(M) (the central limit
+        theorem standing in for the paper's bootstrap, so that nothing but mean and std is saved). Small
+        p: the batch is not typical of the training data, even where no single image stands out."""
+        V = self._score_matrix(values)
+        z = abs(float(V[:, 0].mean()) - self.mean_) / (self.std_ / np.sqrt(V.shape[0]))
+        return float(math.erfc(z / math.sqrt(2)))
 
     def to_state(self) -> tuple[dict, dict]:
         meta = self._meta(mean=getattr(self, "mean_", None), std=getattr(self, "std_", None))

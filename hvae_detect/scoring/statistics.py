@@ -11,7 +11,10 @@ Engine outputs are named in the same vocabulary (``hvae_detect.scoring.engine.im
 "L" (the ELBO with S importance samples), "L>k" (the bound with the k lowest latents from the prior,
 S' samples), and from L's passes "log p(x|z)" and each stage's KL ("KL1" .. "KLn"), in nats per
 image; "bits" is the size of the image the model scored under a lossless compressor
-(``hvae_detect.scoring.complexity``). In ``needs``, "L>*" stands for every L>k and "KL" for every KL.
+(``hvae_detect.scoring.complexity``); the latent path's norms ("recon error", "|sigma x|", "|mu|i",
+"|sigma|i": ``hvae_detect.models.base.HierarchicalModel.latent_path``) come from one more pass with
+every latent at its posterior mean. In ``needs``, "L>*" stands for every L>k, "KL" for every KL and
+"path" for every latent-path norm.
 
 Some rows read a *reference*: a model of the in-distribution values of their columns
 (``hvae_detect.scoring.reference``), fitted by the estimator's ``fit`` on held-out training images.
@@ -122,6 +125,16 @@ def statistic_vector(outputs: dict) -> np.ndarray:
 
 
 VECTOR_NEEDS = ("L>*", "log p(x|z)", "KL", "bits")
+PATH = "path"  # in ``needs``: every output of the latent-path pass
+PATH_OUTPUTS = ("recon error", "|sigma x|", "|mu|", "|sigma|")  # "|mu|" and "|sigma|" numbered per posterior
+
+
+def path_vector(outputs: dict) -> np.ndarray:
+    """(n, d) per image: the logs of the latent path's norms (Huang, He, Lui 2024): the reconstruction
+    error, the likelihood's scale, and the mean and scale of every posterior. Logs, because norms are
+    positive and skewed, and a Gaussian reference models their logs better."""
+    names = ["recon error", "|sigma x|", *_numbered(outputs, "|mu|"), *_numbered(outputs, "|sigma|")]
+    return np.log(np.maximum(np.stack([outputs[name] for name in names], axis=1), np.finfo(np.float64).tiny))
 
 register(Statistic("elbo", "L", True, lambda k: ("L",), lambda out, k: out["L"], (IW_SAMPLES,),
                    "the ELBO L: low for outliers, but often high for simple images of another kind"))
@@ -141,6 +154,14 @@ register(Statistic("fused", "Fused", True, lambda k: VECTOR_NEEDS, None, (IW_SAM
                    "-(squared Mahalanobis distance) of the statistic vector (every L>k, log p(x|z), the KLs, "
                    "compressed bits) from the held-out training images' (a Ledoit-Wolf Gaussian)",
                    reference="gaussian", columns=statistic_vector))
+register(Statistic("latent_path", "Path", True, lambda k: (PATH,), None, (),
+                   "-(squared Mahalanobis distance) of the latent path's log-norms (reconstruction error, the "
+                   "likelihood's scale, each posterior's mean and scale; Huang et al. 2024) from the held-out "
+                   "training images' (a Ledoit-Wolf Gaussian)", reference="gaussian", columns=path_vector))
+register(Statistic("latent_path_copod", "PathCOPOD", True, lambda k: (PATH,), None, (),
+                   "COPOD of the latent path's log-norms against the held-out training images' (Huang et al. "
+                   "2024's detector: empirical copula tail probabilities, negated)", reference="copod",
+                   columns=path_vector))
 register(Statistic("fused_ecod", "FusedECOD", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
                    "ECOD of the statistic vector against the held-out training images' (empirical tail "
                    "probabilities per column, negated)", reference="ecod", columns=statistic_vector))
@@ -198,6 +219,11 @@ def terms_needed(outputs: set[str]) -> bool:
     return any(name == "log p(x|z)" or name.startswith("KL") for name in outputs)
 
 
+def path_needed(outputs: set[str]) -> bool:
+    """Whether ``outputs`` need the latent-path pass."""
+    return PATH in outputs or any(name.startswith(PATH_OUTPUTS) for name in outputs)
+
+
 def compute(key: str, outputs: dict, references: dict | None = None) -> np.ndarray:
     """The statistic ``key`` in its own units and direction, from the engine's named outputs (and the
     fitted references, for the rows that read one)."""
@@ -215,6 +241,10 @@ def fit_references(outputs: dict) -> dict:
     one cannot be fitted (too few images, a constant column), the reason in its place."""
     fitted = {}
     for statistic in with_references():
+        missing = [name for name in statistic.needs(0) if not _present(name, outputs)]
+        if missing:
+            fitted[statistic.name] = f"its reference could not be fitted: the outputs {missing} were not computed"
+            continue
         try:
             fitted[statistic.name] = reference.MODELS[statistic.reference]().fit(statistic.columns(outputs))
         except ValueError as e:
@@ -228,12 +258,16 @@ def available(key: str, outputs: dict, references: dict | None = None) -> bool:
     fitted = (references or {}).get(statistic.name)
     if statistic.reference is not None and (fitted is None or isinstance(fitted, str)):
         return False
-    for name in statistic.needs(k):
-        present = (any(re.fullmatch(r"L>\d+", n) for n in outputs) if name == "L>*"
-                   else any(re.fullmatch(r"KL\d+", n) for n in outputs) if name == "KL" else name in outputs)
-        if not present:
-            return False
-    return True
+    return all(_present(name, outputs) for name in statistic.needs(k))
+
+
+def _present(name: str, outputs: dict) -> bool:
+    """Whether ``outputs`` hold the engine output ``name`` (of ``needs``' vocabulary)."""
+    if name == "L>*":
+        return any(re.fullmatch(r"L>\d+", n) for n in outputs)
+    if name == "KL":
+        return any(re.fullmatch(r"KL\d+", n) for n in outputs)
+    return "recon error" in outputs if name == PATH else name in outputs
 
 
 def scores(outputs: dict, ks, references: dict | None = None) -> dict:
