@@ -1,10 +1,13 @@
-"""What the terms of L's passes cost: the engine with and without log p(x|z) and the KLs.
+"""What the terms of L's passes and the latent path cost: the engine with and without log p(x|z) and
+the KLs, and the latent path's one pass (every latent at its posterior mean) beside them.
 
     python benchmarks/engine_terms.py --archs paper-mnist small --samples 1 16 --repeats 3
 
 ``importance_outputs(..., with_terms=True)`` (what ``ood_scores`` and the fused statistic need) against
 ``with_terms=False`` (the bounds alone, as before the statistics of one model), the same model and batch,
-alternating repeat by repeat; images per second, median over repeats, and the ratio.
+alternating repeat by repeat; images per second, median over repeats, and the ratio; and
+``latent_path_outputs`` (what the Path rows need), its seconds as a share of the scoring with terms
+(L at S samples and every L>k at S' = 1).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
-from hvae_detect.scoring.engine import importance_outputs
+from hvae_detect.scoring.engine import importance_outputs, latent_path_outputs
 
 
 def main(argv=None):
@@ -32,20 +35,24 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
           f"{torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-    print("| arch | S | bounds only, images/s | with terms, images/s | ratio |\n|---|---|---|---|---|")
+    print("| arch | S | bounds only, images/s | with terms, images/s | ratio | latent path, images/s | path time / "
+          "scoring time |\n|---|---|---|---|---|---|---|")
     for arch in args.archs:
         torch.manual_seed(0)
         model = make_model(ModelConfig((1, 28, 28), arch, "bernoulli")).eval()
         x = torch.bernoulli(torch.rand(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
         for s in args.samples:
-            rates = {False: [], True: []}
+            rates = {False: [], True: [], "path": []}
             for r in range(args.repeats):
-                for terms in ((False, True) if r % 2 == 0 else (True, False)):
+                for terms in ((False, True, "path") if r % 2 == 0 else ("path", True, False)):
                     t0 = time.perf_counter()
-                    importance_outputs(model, x, None, s, 1, seed=0, with_terms=terms)
+                    if terms == "path":
+                        latent_path_outputs(model, x)
+                    else:
+                        importance_outputs(model, x, None, s, 1, seed=0, with_terms=terms)
                     rates[terms].append(args.n / (time.perf_counter() - t0))
-            a, b = statistics.median(rates[False]), statistics.median(rates[True])
-            print(f"| {arch} | {s} | {a:.1f} | {b:.1f} | {b / a:.2f} |", flush=True)
+            a, b, c = (statistics.median(rates[key]) for key in (False, True, "path"))
+            print(f"| {arch} | {s} | {a:.1f} | {b:.1f} | {b / a:.2f} | {c:.1f} | {b / c:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

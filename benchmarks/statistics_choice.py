@@ -16,7 +16,8 @@ It prints the AUROC of L, every L>k and LLR>k; input complexity (-L/ln 2 - bits)
 (for the Bernoulli model on the binarised draw it scored, and on the grey image); the typicality
 distance of L; the Gaussian (Ledoit-Wolf Mahalanobis), ECOD and COPOD scores of the vector
 (L, every L>k), of that vector with the compressed size appended, of the latent path's norms (their
-logs, and the raw norms), and of the fused statistic's vector with the path's log-norms appended.
+logs, and the raw norms), and of the fused statistic's vector without the path's log-norms (the
+default before they joined it).
 
 The reported pairs (CIFAR10 -> SVHN, Fashion-MNIST -> MNIST) are not read here. Data:
 ../shared/data/{fashion_mnist,cifar10}.npz beside the repository, or $HVAE_DETECT_SHARED/data.
@@ -114,7 +115,7 @@ def normality_rows(det, held: dict, sets: dict, codecs, fuse_codec: str) -> dict
         return np.exp(statistics.path_vector(out))
 
     vectors = {"path": statistics.path_vector, "path (raw norms)": raw_path,
-               "fused vector + path": lambda out: np.hstack([statistics.statistic_vector(out), statistics.path_vector(out)])}
+               "fused vector without the path": lambda out: statistics.statistic_vector(out)[:, :-statistics.path_vector(out).shape[1]]}
     for label, columns_of in vectors.items():
         for name, cls in FUSED.items():
             model = cls().fit(columns_of(engine["held"]))

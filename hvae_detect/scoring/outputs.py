@@ -10,6 +10,7 @@ from hvae_detect.data.image_sources import image_batches
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.complexity import compressed_bits
 from hvae_detect.scoring.engine import default_max_rows, importance_outputs, latent_path_outputs
+from hvae_detect.scoring.regret import likelihood_regret
 
 
 def _count(value, name: str) -> int:
@@ -20,7 +21,7 @@ def _count(value, name: str) -> int:
 
 def image_outputs(model, X, needed, *, seed: int, iw_samples: int, iw_samples_lk: int, image_shape=None,
                   batch_size: int | None = None) -> dict:
-    """The outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL...", "bits", "path"; see
+    """The outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL...", "bits", "path", "regret"; see
     ``hvae_detect.scoring.statistics``) of every image of X: (n,) float64 arrays.
 
     X: anything ``hvae_detect.data.image_sources.image_batches`` reads (``image_shape`` for 2-D input),
@@ -37,6 +38,8 @@ def image_outputs(model, X, needed, *, seed: int, iw_samples: int, iw_samples_lk
         out = importance_outputs(model, x, ks, iw_samples, iw_samples_lk, seed=seed, with_terms=terms)
         if statistics.path_needed(needed):
             out.update(latent_path_outputs(model, x))
+        if "regret" in needed:
+            out["regret"] = likelihood_regret(model, x, seed=seed, iw_samples=iw_samples)
         parts.append({name: v.double().cpu().numpy() for name, v in out.items()})
         if "bits" in needed:  # the image the model scored, compressed losslessly on its own
             parts[-1]["bits"] = compressed_bits(x.cpu().numpy(), statistics.COMPLEXITY_CODEC)

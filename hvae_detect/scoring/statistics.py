@@ -13,7 +13,8 @@ S' samples), and from L's passes "log p(x|z)" and each stage's KL ("KL1" .. "KLn
 image; "bits" is the size of the image the model scored under a lossless compressor
 (``hvae_detect.scoring.complexity``); the latent path's norms ("recon error", "|sigma x|", "|mu|i",
 "|sigma|i": ``hvae_detect.models.base.HierarchicalModel.latent_path``) come from one more pass with
-every latent at its posterior mean. In ``needs``, "L>*" stands for every L>k, "KL" for every KL and
+every latent at its posterior mean; "regret" is the likelihood regret (``hvae_detect.scoring.regret``,
+on request only). In ``needs``, "L>*" stands for every L>k, "KL" for every KL and
 "path" for every latent-path norm.
 
 Some rows read a *reference*: a model of the in-distribution values of their columns
@@ -52,7 +53,8 @@ class Statistic:
     ``compute(outputs, k)`` reads (a dict of (n,) arrays); ``samples`` the importance-sample counts
     its value depends on. A row with a ``reference`` (a kind of ``hvae_detect.scoring.reference``)
     has ``columns(outputs)`` -> (n, d) instead of ``compute``: its normality is the fitted
-    reference's score of them.
+    reference's score of them. A row ``on_request`` costs far more than the others: ``keys`` (what
+    ``ood_scores`` and the score files hold) leaves it out, and only ``statistic=`` computes it.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Statistic:
     description: str
     reference: str | None = None
     columns: Callable[[dict], np.ndarray] | None = None
+    on_request: bool = False
 
     @property
     def per_k(self) -> bool:
@@ -117,14 +120,6 @@ def _numbered(outputs: dict, prefix: str) -> list[str]:
     return sorted((n for n in outputs if re.fullmatch(re.escape(prefix) + r"\d+", n)), key=lambda n: int(n[len(prefix):]))
 
 
-def statistic_vector(outputs: dict) -> np.ndarray:
-    """(n, d) per image: every L>k, log p(x|z), every stage's KL and the compressed bits. L itself is
-    left out: with one sample it is log p(x|z) minus the KLs, so a Gaussian of both would be singular."""
-    names = [*_numbered(outputs, "L>"), "log p(x|z)", *_numbered(outputs, "KL"), "bits"]
-    return np.stack([outputs[name] for name in names], axis=1)
-
-
-VECTOR_NEEDS = ("L>*", "log p(x|z)", "KL", "bits")
 PATH = "path"  # in ``needs``: every output of the latent-path pass
 PATH_OUTPUTS = ("recon error", "|sigma x|", "|mu|", "|sigma|")  # "|mu|" and "|sigma|" numbered per posterior
 
@@ -135,6 +130,17 @@ def path_vector(outputs: dict) -> np.ndarray:
     positive and skewed, and a Gaussian reference models their logs better."""
     names = ["recon error", "|sigma x|", *_numbered(outputs, "|mu|"), *_numbered(outputs, "|sigma|")]
     return np.log(np.maximum(np.stack([outputs[name] for name in names], axis=1), np.finfo(np.float64).tiny))
+
+
+def statistic_vector(outputs: dict) -> np.ndarray:
+    """(n, d) per image: every L>k, log p(x|z), every stage's KL, the compressed bits and the latent
+    path's log-norms (``path_vector``). L itself is left out: with one sample it is log p(x|z) minus
+    the KLs, so a Gaussian of both would be singular."""
+    names = [*_numbered(outputs, "L>"), "log p(x|z)", *_numbered(outputs, "KL"), "bits"]
+    return np.hstack([np.stack([outputs[name] for name in names], axis=1), path_vector(outputs)])
+
+
+VECTOR_NEEDS = ("L>*", "log p(x|z)", "KL", "bits", PATH)
 
 register(Statistic("elbo", "L", True, lambda k: ("L",), lambda out, k: out["L"], (IW_SAMPLES,),
                    "the ELBO L: low for outliers, but often high for simple images of another kind"))
@@ -152,7 +158,8 @@ register(Statistic("typicality", "T", False, lambda k: ("L",), None, (IW_SAMPLES
                    reference="typicality", columns=lambda out: out["L"][:, None]))
 register(Statistic("fused", "Fused", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
                    "-(squared Mahalanobis distance) of the statistic vector (every L>k, log p(x|z), the KLs, "
-                   "compressed bits) from the held-out training images' (a Ledoit-Wolf Gaussian)",
+                   "compressed bits, the latent path's log-norms) from the held-out training images' (a "
+                   "Ledoit-Wolf Gaussian)",
                    reference="gaussian", columns=statistic_vector))
 register(Statistic("latent_path", "Path", True, lambda k: (PATH,), None, (),
                    "-(squared Mahalanobis distance) of the latent path's log-norms (reconstruction error, the "
@@ -162,6 +169,10 @@ register(Statistic("latent_path_copod", "PathCOPOD", True, lambda k: (PATH,), No
                    "COPOD of the latent path's log-norms against the held-out training images' (Huang et al. "
                    "2024's detector: empirical copula tail probabilities, negated)", reference="copod",
                    columns=path_vector))
+register(Statistic("likelihood_regret", "Regret", False, lambda k: ("regret",), lambda out, k: out["regret"],
+                   (IW_SAMPLES,), "likelihood regret (Xiao et al. 2020): the gain of L in nats when the encoder "
+                   "is refitted to the image alone (100 Adam steps per image: on request only, about a hundred "
+                   "times the cost of the other statistics)", on_request=True))
 register(Statistic("fused_ecod", "FusedECOD", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
                    "ECOD of the statistic vector against the held-out training images' (empirical tail "
                    "probabilities per column, negated)", reference="ecod", columns=statistic_vector))
@@ -192,10 +203,12 @@ def of_key(key: str) -> tuple[Statistic, int]:
 
 
 def keys(ks) -> list[str]:
-    """The ``ood_scores`` keys for the k in ``ks``: statistics of no k first, then per k in table order."""
-    out = [s.key for s in TABLE.values() if not s.per_k]
+    """The ``ood_scores`` keys for the k in ``ks``: statistics of no k first, then per k in table order;
+    rows ``on_request`` left out."""
+    rows = [s for s in TABLE.values() if not s.on_request]
+    out = [s.key for s in rows if not s.per_k]
     for k in ks:
-        out += [s.key_for(k) for s in TABLE.values() if s.per_k]
+        out += [s.key_for(k) for s in rows if s.per_k]
     return out
 
 
