@@ -54,7 +54,7 @@ def write_record(path, *, in_dist: str, table: dict, fit_minutes: float, machine
     """Write this run's record for benchmarks/results_page.py (benchmarks/records/README.md); never
     replaces a file, so a record once logged stays what was measured."""
     record = {"in_dist": in_dist,
-              "auroc": {ood: {key: round(float(v), 4) for key, v in row.items()} for ood, row in table.items()},
+              "auroc": {ood: {key: float(f"{float(v):.3f}") for key, v in row.items()} for ood, row in table.items()},
               "train_minutes": round(fit_minutes, 2), "minutes_cover": "fit", "machine": machine, "model": model,
               "scoring": scoring, "date": f"{started:%Y-%m-%d}", "command": command, "results_section": None,
               "notes": "Written by statistics_table.py --record; set results_section when the run is logged."}

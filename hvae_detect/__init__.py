@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hvae_detect import threads
+
+# Passive OpenMP waiting unless the user chose otherwise, before torch is imported (only then does it
+# take effect): a fit beside another busy process then slows by its share of the cores, not 5-10x.
+threads.apply_wait_policy()
+
 if TYPE_CHECKING:
     from hvae_detect.estimator import HVAEOutlierDetector
 

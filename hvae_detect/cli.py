@@ -12,6 +12,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from hvae_detect import threads
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
@@ -180,7 +181,8 @@ def _add_train(sub, fmt):
     p.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs,
                    help="KL weight rises from 0 to 1 over these epochs")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
-                   help="training arithmetic: bfloat16 mixed precision (float32 bound) or auto (bfloat16 on CUDA)")
+                   help="training arithmetic: bfloat16 mixed precision (float32 bound) or auto (bfloat16 on CUDA "
+                        "and on CPUs with bfloat16 instructions)")
     p.add_argument("--test_every", type=int, default=10, help="validate every this many epochs")
     p.add_argument("--train_datasets", default=defaults.SEED_TRAIN, help='JSON {"Name": {"dynamic": bool, "split": ...}}')
     p.add_argument("--val_datasets", default=defaults.SEED_VAL,
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    threads.apply_wait_policy()  # before anything imports torch: OpenMP reads it once (hvae_detect.threads)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -122,7 +122,7 @@ def test_statistics_table_records_round_trip(tmp_path):
                    model="HVAE, preset small", scoring="S = 1", started=started, command="python made-up")
     assert table_script.write_record(path, **details) == path
     [(file, record)] = page.load_records(tmp_path)
-    assert file == path.name and record["auroc"]["mnist"] == {"L": 0.1235, "Fused": 0.9, "LLR>1": 0.96}
+    assert file == path.name and record["auroc"]["mnist"] == {"L": 0.123, "Fused": 0.9, "LLR>1": 0.96}  # as printed
     assert (record["train_minutes"], record["date"], record["results_section"]) == (12.84, "2026-12-06", None)
     assert "Fashion-MNIST -> KMNIST" in page.render_page([(file, record)])
     with pytest.raises(FileExistsError, match="never overwritten"):

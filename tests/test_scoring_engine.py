@@ -164,8 +164,12 @@ def test_mixed_precision_keeps_the_bound_in_float32_and_close():
     assert torch.nn.functional.cosine_similarity(g32, g16, dim=0) > 0.99
 
 
-def test_precision_choices():
+def test_precision_choices(monkeypatch):
+    from hvae_detect.training import loop
+    monkeypatch.setattr(loop, "cpu_has_bfloat16", lambda: False)
     assert resolve_precision("auto", "cpu") == "float32"
+    monkeypatch.setattr(loop, "cpu_has_bfloat16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bfloat16"
     assert resolve_precision("auto", "cuda") == "bfloat16"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("float16", "cpu")

@@ -150,7 +150,7 @@ def test_a_reference_that_cannot_be_fitted_says_why():
 
 def test_a_row_on_request_stays_out_of_ood_scores_and_statistic_computes_it(fitted_detector):
     from hvae_detect.scoring.regret import likelihood_regret
-    x = np.random.default_rng(6).integers(0, 256, (2, 1, 12, 12), dtype=np.uint8)
+    x = np.random.default_rng(6).integers(0, 256, (1, 1, 12, 12), dtype=np.uint8)
     assert "Regret" not in fitted_detector.ood_scores(x) and "Regret" not in statistics.keys([1, 2])
     drawn = fitted_detector.model_.observation.evaluation_draw(
         torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_)

@@ -91,7 +91,8 @@ class HierarchicalModel(nn.Module):
                                 -> (log p(x | z), likelihood parameters, [per stage k+1..L: a tuple of
                                    the KL terms of its latent variables])
 
-    and ``forward`` (here, the same for all) tiles the samples, runs ``stage_terms`` and adds each
+    sampling every posterior through ``posterior_draw`` (so that ``latent_path`` sees them), and
+    ``forward`` (here, the same for all) tiles the samples, runs ``stage_terms`` and adds each
     stage's KL terms into one row of ``BoundTerms.kl``, so that the scoring engine and the training
     loop run every family through the same calls. A family's ``__init__`` builds its layers in a
     fixed order (the initial weights come from the global generator in that order) and ends with
