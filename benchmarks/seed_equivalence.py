@@ -52,10 +52,13 @@ PAPER_ENV = "HVAE_OODD_PATH"
 TOL = 1e-4  # "same up to float rounding": max |a - b| <= TOL * (1 + max |b|)
 
 
-def find_paper_code(arg: str | None) -> Path | None:
-    """The paper's repository root (holding oodd/models/dvae.py), from --paper_code or $HVAE_OODD_PATH."""
+def find_paper_code(arg: str | None, script: str = "seed_equivalence") -> Path | None:
+    """The paper's repository root (holding oodd/models/dvae.py), from --paper_code or $HVAE_OODD_PATH;
+    None, after saying that ``script`` skips, when neither is given."""
     value = arg or os.environ.get(PAPER_ENV)
     if not value:
+        print(f"{script}: skipped: no copy of the paper's code given (pass --paper_code PATH or set "
+              f"{PAPER_ENV}; e.g. git clone https://github.com/JakobHavtorn/hvae-oodd PATH)")
         return None
     root = Path(value).expanduser()
     if not (root / "oodd" / "models" / "dvae.py").is_file():
@@ -281,8 +284,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = find_paper_code(args.paper_code)
     if root is None:
-        print(f"seed_equivalence: skipped: no copy of the paper's code given (pass --paper_code PATH or set "
-              f"{PAPER_ENV}; e.g. git clone https://github.com/JakobHavtorn/hvae-oodd PATH)")
         return 0
     oodd, notes = import_paper(root)
     for note in notes:

@@ -179,10 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="override the training steps per timed run")
     ap.add_argument("--repeats", type=int, help="timed runs per side (default 5, quick 3)")
     args = ap.parse_args(argv)
-    root = find_paper_code(args.paper_code)
+    root = find_paper_code(args.paper_code, "vs_paper_code")
     if root is None:
-        print(f"vs_paper_code: skipped: no copy of the paper's code given (pass --paper_code PATH or set "
-              f"{PAPER_ENV}; e.g. git clone https://github.com/JakobHavtorn/hvae-oodd PATH)")
         return 0
     oodd, notes = import_paper(root)
     import oodd.utils  # noqa: F401  (log_sum_exp, as ood-llr.py)

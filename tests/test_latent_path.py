@@ -106,6 +106,7 @@ def test_the_path_rows_read_the_log_norms():
     expected = np.log([[4, 1, 2, 3, 0.5, 1], [9, 2, 2, 1, 0.25, 1]])
     np.testing.assert_allclose(statistics.path_vector(outputs), expected)
     assert statistics.path_needed(statistics.outputs_needed(["Path"]))
-    assert not statistics.path_needed(statistics.outputs_needed(["LLR>1", "Fused"]))
+    assert statistics.path_needed(statistics.outputs_needed(["Fused"]))  # the default's vector holds them
+    assert not statistics.path_needed(statistics.outputs_needed(["LLR>1", "IC", "T"]))
     references = statistics.fit_references({"L": np.zeros(3)})
     assert "were not computed" in references["latent_path"] and not statistics.available("Path", outputs, references)
