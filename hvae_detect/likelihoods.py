@@ -161,8 +161,8 @@ class DiscretizedLogisticMixture(Likelihood):
         logits, means, log_scales, _ = split_dlogmix_params(params, n_channels)
         w = torch.softmax(logits, dim=1).unsqueeze(1)
         variance = torch.exp(2 * log_scales.clamp(min=self.log_scale_min)) * (math.pi ** 2 / 3)
-        second_moment = (w * (variance + means.square())).sum(2)
-        return (second_moment - (w * means).sum(2).square()).clamp(min=0).sqrt() / 2
+        spread = (means - (w * means).sum(2, keepdim=True)).square()  # about the mixture's mean: no cancellation
+        return (w * (variance + spread)).sum(2).sqrt() / 2
 
     def __repr__(self) -> str:
         return f"DiscretizedLogisticMixture(n_mix={self.n_mix}, log_scale_min={self.log_scale_min})"
