@@ -40,9 +40,7 @@ import statistics
 import sys
 import time
 
-from hvae_detect.threads import apply_wait_policy
-
-WAIT_POLICY = apply_wait_policy()  # before torch is imported (seed_equivalence imports it)
+import hvae_detect  # noqa: F401,E402  (its import applies the package's wait policy, before torch is imported)
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -189,7 +187,7 @@ def main(argv=None) -> int:
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
           f"{platform.processor() or platform.machine()}  torch {torch.__version__}  "
           f"threads {torch.get_num_threads()}  "
-          f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')} ({WAIT_POLICY})  "
+          f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}  "
           f"load {os.getloadavg()}", flush=True)
     for note in notes:
         print("note:", note)

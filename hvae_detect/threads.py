@@ -8,10 +8,12 @@ wake-up; beside another CPU-bound process it is the slowdown: at every barrier t
 is ahead burns its time slice spinning while the thread it waits for sits descheduled behind
 the other process, and a training step crosses thousands of barriers. With
 ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps at once and gives its core back.
-``benchmarks/shared_cores.py`` measures both (RESULTS.md, "Shared cores").
+``benchmarks/shared_cores.py`` measures both (benchmarks/RESULTS.md, "Shared cores: the cause and
+the fix").
 
 libgomp reads its settings once, when torch is first imported, so ``apply_wait_policy`` must run
-before that; ``hvae_detect.cli.main`` calls it first. It never overrides the user: when any of
+before that: ``import hvae_detect`` calls it (it has no effect when torch came first) and so does
+``hvae_detect.cli.main``. It never overrides the user: when any of
 ``USER_SETTINGS`` is set (e.g. ``OMP_WAIT_POLICY=ACTIVE`` to keep spinning) nothing changes, and
 thread counts (torch's default, ``OMP_NUM_THREADS``, ``torch.set_num_threads``) are not touched.
 """

@@ -58,6 +58,12 @@ def test_the_command_line_keeps_the_users_settings():
     assert out == ["ACTIVE", "1"]
 
 
+def test_importing_the_package_before_torch_applies_the_policy_and_after_torch_does_not():
+    code = "import os\nimport {first}\nimport {second}\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    assert _child(code.format(first="hvae_detect", second="torch")).splitlines()[-1] == "PASSIVE"
+    assert _child(code.format(first="torch", second="hvae_detect")).splitlines()[-1] == "None"
+
+
 def test_set_num_threads_of_the_user_survives_training():
     import torch
     from hvae_detect.training.config import TrainingConfig

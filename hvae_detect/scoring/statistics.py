@@ -171,8 +171,8 @@ register(Statistic("latent_path_copod", "PathCOPOD", True, lambda k: (PATH,), No
                    columns=path_vector))
 register(Statistic("likelihood_regret", "Regret", False, lambda k: ("regret",), lambda out, k: out["regret"],
                    (IW_SAMPLES,), "likelihood regret (Xiao et al. 2020): the gain of L in nats when the encoder "
-                   "is refitted to the image alone (100 Adam steps per image: on request only, about a hundred "
-                   "times the cost of the other statistics)", on_request=True))
+                   "is refitted to the image alone (100 Adam steps per image: on request only, 100-400 times the "
+                   "cost of the other statistics together)", on_request=True))
 register(Statistic("fused_ecod", "FusedECOD", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
                    "ECOD of the statistic vector against the held-out training images' (empirical tail "
                    "probabilities per column, negated)", reference="ecod", columns=statistic_vector))
