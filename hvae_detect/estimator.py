@@ -199,7 +199,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
             x = check_images(X, self.image_shape, min_samples=2)
             shape = x.shape[1:]
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
-        x_train, x_held = (x, None) if streamed else hold_out(x, self.holdout, int(seeds[2]))
+        held = None if streamed else hold_out(len(x), self.holdout, int(seeds[2]))  # a mask, or None
         config = ModelConfig(shape, self.architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
                              self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
         device = resolve_device(self.device)
@@ -218,16 +218,18 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                 data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
                                      prepare=observation.keyed_draw if observation.draws_input else None)
             else:
-                data = torch.from_numpy(x_train).to(device)
+                data = torch.from_numpy(x if held is None else x[~held]).to(device)
             self.history_ = train_epochs(model, data, self._training_config(), transform=observation.training_draw,
                                          generator=gen, verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
-        held = x if x_held is None else x_held
         needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
-        outputs = self._engine_outputs(held, needs)
+        outputs = self._engine_outputs(x if held is None else x[held], needs)
         self.references_ = statistics.fit_references(outputs)
-        self.train_score_samples_ = self._score_samples(x)
-        held_scores = self.train_score_samples_ if x_held is None else self._normality(outputs)
+        held_scores = self._normality(outputs)  # every image is scored once: the held-out ones here
+        self.train_score_samples_ = held_scores if held is None else np.empty(len(x))
+        if held is not None:
+            self.train_score_samples_[held] = held_scores
+            self.train_score_samples_[~held] = self._score_samples(x[~held])
         contamination = 0.05 if self.contamination == "auto" else self.contamination
         self._set_offset(np.percentile(held_scores, 100.0 * contamination), "the held-out training images")
         return self
@@ -335,11 +337,8 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.model_ = detectors.model_from_state(saved)
 
     def save(self, path, overwrite=False):
-        """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle).
-
-        An existing detector folder is replaced only with ``overwrite=True``; a folder holding
-        anything else is never written into.
-        """
+        """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle). An
+        existing detector folder is replaced only with ``overwrite=True``; a folder of anything else never."""
         check_is_fitted(self, "model_")
         return detectors.write_detector(path, self, overwrite)
 

@@ -134,13 +134,12 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None, *,
     return (uniforms.to(x.dtype) < x).to(x.dtype)
 
 
-def hold_out(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images to train on, held-out images or None): ``round(fraction * n)`` images drawn with ``seed``,
-    both parts in their original order; None when fewer than 2 images would be held out or remain."""
-    n = len(x)
+def hold_out(n: int, fraction: float, seed: int) -> np.ndarray | None:
+    """Which of n images to hold out (a boolean mask): ``round(fraction * n)`` drawn with ``seed``; None
+    when fewer than 2 images would be held out or remain."""
     n_held = int(round(fraction * n))
     if n_held < 2 or n - n_held < 2:
-        return x, None
+        return None
     held = np.zeros(n, dtype=bool)
     held[np.random.RandomState(seed).permutation(n)[:n_held]] = True
-    return x[~held], x[held]
+    return held
