@@ -54,8 +54,9 @@ from hvae_detect.commands.results import collect_results, write_results
 from hvae_detect.commands.score import score_run
 from hvae_detect.commands.run_config import make_run_config
 from hvae_detect.commands.train import train_run
-from hvae_detect.training.config import PRECISIONS, TrainingConfig
-from hvae_detect.training.loop import autocast, training_loss
+from hvae_detect.precision import PRECISIONS, autocast
+from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.loop import training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 

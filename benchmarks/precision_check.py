@@ -5,7 +5,7 @@
 
 Trains two copies of one model (same initial weights, data order and random numbers) on
 dynamically binarised Fashion-MNIST, one in float32 and one with ``precision="bfloat16"``
-(``hvae_detect.training.loop.autocast``), and after every epoch evaluates both in float32 on the
+(``hvae_detect.precision.autocast``), and after every epoch evaluates both in float32 on the
 same fixed-binarised test images: mean ELBO (S = 1, same noise) and seconds per epoch.
 A usable mixed precision ends within a fraction of a nat of float32 and faster.
 """

@@ -39,7 +39,8 @@ from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.vae import VAE
-from hvae_detect.training.loop import CHECK_EVERY, autocast, make_optimizer, training_loss
+from hvae_detect.precision import autocast
+from hvae_detect.training.loop import CHECK_EVERY, make_optimizer, training_loss
 
 ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
 

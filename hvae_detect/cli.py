@@ -17,7 +17,8 @@ from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
 from hvae_detect.data.dataset_names import DATA_ROOT_ENV
-from hvae_detect.training.config import PRECISIONS, SEED_TRAINING, TrainingConfig
+from hvae_detect.precision import PRECISIONS
+from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 
 
 def _int_at_least(minimum: int, what: str):

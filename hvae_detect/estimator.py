@@ -23,21 +23,22 @@ from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.layers import ACTIVATIONS
 from hvae_detect.models.registry import make_model
 from hvae_detect.persistence import detectors
+from hvae_detect.precision import PRECISIONS
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.outputs import image_outputs
 from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.training.config import FREE_NATS_MODES, PRECISIONS, TrainingConfig
+from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
-_THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk")
+_THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk", "scoring_precision")
 
 
 def _positive(kind):
     return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
 
 
-class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
+class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector built on a hierarchical VAE (Havtorn et al., ICML 2021).
 
     Fits a hierarchical VAE to in-distribution images and scores new images with the statistics
@@ -67,10 +68,13 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         Importance samples S for L.
     iw_samples_lk : int, default=1
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
+    scoring_precision : {"float32", "bfloat16", "auto"}, default="float32"
+        Arithmetic of the scoring passes ("auto" as ``precision``); bfloat16 is faster on CPUs that have
+        it and moves AUROCs little (benchmarks/RESULTS.md); a threshold holds for one precision.
     epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
     free_nats_mode, data_init, train_samples, train_importance_weighted
         Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
-        paper's free-nats and KL warm-up schedules; "bfloat16" precision for training only. The
+        paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster). The
         estimator keeps the objective its measured CPU numbers used (per-layer free nats, no
         data-dependent initialisation); ``hvae-detect train`` defaults to the paper's.
     activation, likelihood_head, n_mix, log_scale_min
@@ -151,7 +155,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "holdout": [Interval(Real, 0, 0.5, closed="left")],
         "device": [str, torch.device],
-        "precision": [StrOptions(set(PRECISIONS))],
+        **dict.fromkeys(("precision", "scoring_precision"), [StrOptions(set(PRECISIONS))]),
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -164,7 +168,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
                  random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
                  train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
-                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1):
+                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1, scoring_precision="float32"):
         self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
         self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
@@ -174,7 +178,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.verbose, self.free_nats_mode, self.data_init = verbose, free_nats_mode, data_init
         self.train_samples, self.train_importance_weighted = train_samples, train_importance_weighted
         self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
-        self.holdout = holdout
+        self.holdout, self.scoring_precision = holdout, scoring_precision
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
@@ -265,7 +269,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         return image_outputs(self.model_, X, needed, seed=self.scoring_seed_,
                              iw_samples=self.iw_samples if iw_samples is None else iw_samples,
                              iw_samples_lk=self.iw_samples_lk if iw_samples_lk is None else iw_samples_lk,
-                             image_shape=self.image_shape, batch_size=batch_size)
+                             image_shape=self.image_shape, batch_size=batch_size, precision=self.scoring_precision)
 
     def ood_scores(self, X, batch_size=None, iw_samples=None, iw_samples_lk=None):
         """Every statistic of the table (``hvae_detect.scoring.statistics``) for every k in 1..n_latents-1.
@@ -323,19 +327,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         return float(np.mean(self._engine_outputs(X, {"L"})["L"]))
 
-    # ---- persistence (hvae_detect.persistence.detectors) ---------------------------
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: the base returns the instance dict itself
-        if "model_" in state:  # parametrised modules pickle only through their state dict
-            state["_model_state"] = detectors.model_state(state.pop("model_"))
-        return state
-
-    def __setstate__(self, state):
-        saved = state.pop("_model_state", None)
-        super().__setstate__(state)
-        if saved is not None:
-            self.model_ = detectors.model_from_state(saved)
-
+    # ---- persistence (hvae_detect.persistence.detectors; pickling too, PicklesItsModel) --------------
     def save(self, path, overwrite=False):
         """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle). An
         existing detector folder is replaced only with ``overwrite=True``; a folder of anything else never."""
@@ -354,6 +346,7 @@ class HVAEOutlierDetector(OutlierMixin, BaseEstimator):
         det.offset_, det.threshold_params_ = None, None
         if fitted["offset_"] is not None:
             det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
-            det.threshold_params_ = fitted.get("threshold_params_") or det.threshold_params_
+            # a save from before a threshold parameter existed holds its one value then: the default
+            det.threshold_params_ = {**det.threshold_params_, **(fitted.get("threshold_params_") or {})}
         det.history_, det.references_ = fitted["history_"], fitted["references_"]
         return det

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from hvae_detect import threads
+from hvae_detect import precision, threads
 from hvae_detect.training import loop
 
 
@@ -85,11 +85,11 @@ def test_set_num_threads_of_the_user_survives_training():
 
 @pytest.mark.parametrize("has_bf16, expected", [(True, "bfloat16"), (False, "float32")])
 def test_auto_precision_follows_the_cpus_bfloat16_flag(monkeypatch, has_bf16, expected):
-    monkeypatch.setattr(loop, "cpu_has_bfloat16", lambda: has_bf16)
-    assert loop.resolve_precision("auto", "cpu") == expected
-    assert loop.resolve_precision("auto", "cuda") == "bfloat16"
-    assert loop.resolve_precision("float32", "cpu") == "float32"  # explicit choices are kept
-    assert loop.resolve_precision("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: has_bf16)
+    assert precision.resolve_precision("auto", "cpu") == expected
+    assert precision.resolve_precision("auto", "cuda") == "bfloat16"
+    assert precision.resolve_precision("float32", "cpu") == "float32"  # explicit choices are kept
+    assert precision.resolve_precision("bfloat16", "cpu") == "bfloat16"
 
 
 def test_the_bfloat16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path):
@@ -101,7 +101,7 @@ def test_the_bfloat16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path):
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         monkeypatch.setattr(builtins, "open",
                             lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
-        loop.cpu_has_bfloat16.cache_clear()
-        assert loop.cpu_has_bfloat16() is expected
+        precision.cpu_has_bfloat16.cache_clear()
+        assert precision.cpu_has_bfloat16() is expected
     monkeypatch.setattr(builtins, "open", real_open)
-    loop.cpu_has_bfloat16.cache_clear()
+    precision.cpu_has_bfloat16.cache_clear()

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import its own layer and the layers below it; a module's layer is
 # that of the longest prefix listed here.
 LAYERS = [
-    ["hvae_detect.kernels", "hvae_detect.devices", "hvae_detect.persistence.atomic", "hvae_detect.reporting",
-     "hvae_detect.threads"],
+    ["hvae_detect.kernels", "hvae_detect.devices", "hvae_detect.persistence.atomic", "hvae_detect.precision",
+     "hvae_detect.reporting", "hvae_detect.threads"],
     ["hvae_detect.data"],
     ["hvae_detect.likelihoods"],
     ["hvae_detect.models"],

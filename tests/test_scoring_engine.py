@@ -18,7 +18,8 @@ from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 from hvae_detect.training.config import TrainingConfig
-from hvae_detect.training.loop import TrainingDiverged, autocast, resolve_precision, train_epochs, training_loss
+from hvae_detect.precision import autocast, resolve_precision
+from hvae_detect.training.loop import TrainingDiverged, train_epochs, training_loss
 
 _model, _images, _gen = tiny_model, images_for, gen
 
@@ -165,10 +166,10 @@ def test_mixed_precision_keeps_the_bound_in_float32_and_close():
 
 
 def test_precision_choices(monkeypatch):
-    from hvae_detect.training import loop
-    monkeypatch.setattr(loop, "cpu_has_bfloat16", lambda: False)
+    from hvae_detect import precision
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
     assert resolve_precision("auto", "cpu") == "float32"
-    monkeypatch.setattr(loop, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)
     assert resolve_precision("auto", "cpu") == "bfloat16"
     assert resolve_precision("auto", "cuda") == "bfloat16"
     with pytest.raises(ValueError, match="precision must be one of"):

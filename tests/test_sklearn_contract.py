@@ -52,10 +52,12 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-@pytest.fixture(scope="module", params=["bernoulli", "dlogmix"])
+@pytest.fixture(scope="module", params=[("bernoulli", "float32"), ("dlogmix", "float32"), ("bernoulli", "bfloat16"),
+                                        ("dlogmix", "bfloat16")], ids=lambda p: "-".join(p))
 def detector(request):
-    images = _grey if request.param == "bernoulli" else _colour
-    det = _tiny(iw_samples=3, iw_samples_lk=2, n_mix=2).fit(images(24))
+    likelihood, precision = request.param  # bfloat16 scoring keeps every contract of float32's
+    images = _grey if likelihood == "bernoulli" else _colour
+    det = _tiny(iw_samples=3, iw_samples_lk=2, n_mix=2, scoring_precision=precision).fit(images(24))
     return det, images(16, seed=1)
 
 
@@ -114,7 +116,8 @@ def test_the_threshold_follows_the_statistic():
     X = _grey(24)
     det = _tiny(contamination=0.25).fit(X)
     np.testing.assert_array_equal(det.train_score_samples_, det.score_samples(X))
-    assert det.threshold_params_ == {"statistic": "fused", "k": 1, "iw_samples": 1, "iw_samples_lk": 1}
+    assert det.threshold_params_ == {"statistic": "fused", "k": 1, "iw_samples": 1, "iw_samples_lk": 1,
+                                     "scoring_precision": "float32"}
     det.set_params(statistic="elbo")
     with pytest.raises(ValueError, match="offset_ was set for .*'statistic': 'fused'.*set_threshold"):
         det.predict(X)

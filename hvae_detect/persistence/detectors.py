@@ -52,6 +52,23 @@ def model_from_state(state: tuple):
     return model.to(device).eval()
 
 
+class PicklesItsModel:
+    """Pickling of an estimator whose ``model_`` is a parametrised module (weight norm), which pickles
+    only through its state dict: ``model_state`` in, ``model_from_state`` out."""
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: BaseEstimator returns the instance dict itself
+        if "model_" in state:
+            state["_model_state"] = model_state(state.pop("model_"))
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_model_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            self.model_ = model_from_state(saved)
+
+
 def write_detector(path, detector, overwrite: bool):
     """Write a fitted detector's folder as one unit; an existing detector only with ``overwrite``."""
     checkpoints.check_writable_model_dir(path, overwrite)

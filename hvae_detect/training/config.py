@@ -15,7 +15,8 @@ import dataclasses
 import math
 import numbers
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+from hvae_detect.precision import PRECISIONS
+
 FREE_NATS_MODES = ("element", "layer")
 
 
