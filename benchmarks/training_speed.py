@@ -16,6 +16,9 @@ all alike. Each speed-up is measured on its own against the naive step:
   weights and bound (``training.autocast``; ``precision="bfloat16"``, opt-in).
 - package (all): everything together, i.e. ``train_epochs``' default step, and
   "package (all, bf16)", the same with ``precision="bfloat16"``.
+- compiled: "package (all)" and "package (all, bf16)" with the model's pass through torch.compile
+  (``compile=True``: the posterior draws made before the pass); the first-run column holds the
+  compilation (the inductor's cache under the system's temp folder makes a second process faster).
 
     python benchmarks/training_speed.py                          # both archs, a few minutes on 2 CPU cores
     python benchmarks/training_speed.py --archs paper-mnist --batch 64 --steps 3 --repeats 3
@@ -25,6 +28,7 @@ all alike. Each speed-up is measured on its own against the naive step:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import os
@@ -40,9 +44,12 @@ from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.vae import VAE
 from hvae_detect.precision import autocast
+from hvae_detect.training.batches import generator_noise
 from hvae_detect.training.loop import CHECK_EVERY, make_optimizer, training_loss
 
-ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix")}
+ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix"),
+         "small": ((1, 28, 28), "bernoulli"), "small-cifar": ((3, 32, 32), "dlogmix")}
+PRESET_OF = {"small-cifar": "small"}  # the estimator's default preset on colour images
 
 
 def naive_elbo_terms(model, x, generator=None):
@@ -79,9 +86,10 @@ def naive_step(model, optimizer, x, generator):
     optimizer.step()
 
 
-def package_step(model, optimizer, x, generator, step, finite, check_every, precision):
+def package_step(model, optimizer, x, generator, step, finite, check_every, precision, net=None):
+    noise = None if net is None else generator_noise(model, x.shape[0], 1, generator, x.device)
     with autocast(x.device, precision):
-        loss, _, _ = training_loss(model, x, 0.5, 0.1, generator)
+        loss, _, _ = training_loss(model if net is None else net, x, 0.5, 0.1, generator, noise=noise)
     finite &= torch.isfinite(loss)
     if (step + 1) % check_every == 0 and not finite.item():
         raise FloatingPointError("diverged")
@@ -98,45 +106,56 @@ def make_batches(arch, n, steps, device, seed=0):
     return list(x.to(device))
 
 
-def variants(device):
-    """name -> (step, channels-last weights, fused Adam, steps between divergence checks, precision)."""
+def variants(device, compiled=True):
+    """name -> (step, channels-last weights, fused Adam, steps between divergence checks, precision, compiled)."""
     cuda = torch.device(device).type == "cuda"
     check = CHECK_EVERY if cuda else 1
-    out = {"naive": ("naive", False, False, 1, "float32"), "channels-last": ("package", True, False, 1, "float32"),
-           "fused-adam": ("package", False, True, 1, "float32")}
+    out = {"naive": ("naive", False, False, 1, "float32", False),
+           "channels-last": ("package", True, False, 1, "float32", False),
+           "fused-adam": ("package", False, True, 1, "float32", False)}
     if cuda:
-        out["deferred-check"] = ("package", False, False, check, "float32")
-    out["bf16-autocast"] = ("package", False, False, 1, "bfloat16")
-    out["package (all)"] = ("package", True, True, check, "float32")
-    out["package (all, bf16)"] = ("package", True, True, check, "bfloat16")
+        out["deferred-check"] = ("package", False, False, check, "float32", False)
+    out["bf16-autocast"] = ("package", False, False, 1, "bfloat16", False)
+    out["package (all)"] = ("package", True, True, check, "float32", False)
+    out["package (all, bf16)"] = ("package", True, True, check, "bfloat16", False)
+    if compiled:
+        out["package (all, compiled)"] = ("package", True, True, check, "float32", True)
+        out["package (all, bf16, compiled)"] = ("package", True, True, check, "bfloat16", True)
     return out
 
 
-def time_training(arch, n, steps, repeats, device, seed=0, family="VAE"):
+def time_training(arch, n, steps, repeats, device, seed=0, family="VAE", compiled=True):
+    """({variant: images/s of each repeat}, {variant: seconds of its first (warm-up) step})."""
     shape, likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    base = make_model(ModelConfig(shape, {"model": family, **PRESETS[arch]}, likelihood)).to(device).train()
+    preset = PRESETS[PRESET_OF.get(arch, arch)]
+    base = make_model(ModelConfig(shape, {"model": family, **preset}, likelihood)).to(device).train()
     batches = make_batches(arch, n, steps + 1, device, seed)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    runs = {}
-    for name, (kind, channels_last, fused, check_every, precision) in variants(device).items():
+    runs, first = {}, {}
+    # Channels-last weights are held for the whole benchmark, as train_epochs holds them for a run
+    # (a compiled pass would otherwise be compiled again on every run).
+    layouts = contextlib.ExitStack()
+    for name, (kind, channels_last, fused, check_every, precision, compile_) in variants(device, compiled).items():
         model = copy.deepcopy(base)
         opt = make_optimizer(model, 1e-4) if fused else torch.optim.Adam(model.parameters(), lr=1e-4)
+        if channels_last:
+            layouts.enter_context(model.channels_last_weights())
+        net = torch.compile(model, dynamic=False) if compile_ else None
 
-        def run(xs, gen, model=model, opt=opt, kind=kind, channels_last=channels_last, check_every=check_every,
-                precision=precision):
+        def run(xs, gen, model=model, opt=opt, kind=kind, check_every=check_every, precision=precision, net=net):
             finite = torch.ones((), dtype=torch.bool, device=device)
-            ctx = model.channels_last_weights() if channels_last else torch.enable_grad()
-            with ctx:
-                for step, x in enumerate(xs):
-                    if kind == "naive":
-                        naive_step(model, opt, x, gen)
-                    else:
-                        package_step(model, opt, x, gen, step, finite, check_every, precision)
+            for step, x in enumerate(xs):
+                if kind == "naive":
+                    naive_step(model, opt, x, gen)
+                else:
+                    package_step(model, opt, x, gen, step, finite, check_every, precision, net)
             if not finite.item():  # the deferred check's final read, once per run
                 raise FloatingPointError("diverged")
 
-        run(batches[:1], torch.Generator(device).manual_seed(0))  # warm-up
+        t0 = time.perf_counter()
+        run(batches[:1], torch.Generator(device).manual_seed(0))  # warm-up (and compilation)
+        first[name] = time.perf_counter() - t0
         runs[name] = run
     ips = {name: [] for name in runs}
     for r in range(repeats):
@@ -147,7 +166,8 @@ def time_training(arch, n, steps, repeats, device, seed=0, family="VAE"):
             runs[name](batches[1:], torch.Generator(device).manual_seed(r))
             sync()
             ips[name].append(n * steps / (time.perf_counter() - t0))
-    return ips
+    layouts.close()
+    return ips, first
 
 
 def main(argv=None):
@@ -155,23 +175,25 @@ def main(argv=None):
     ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
     ap.add_argument("--models", nargs="+", default=["VAE"], choices=["VAE", "LVAE", "BIVA"],
                     help="model families, each on the --archs stage configurations (default VAE)")
-    ap.add_argument("--batch", type=int, default=None, help="images per step (default 64 mnist, 16 cifar on CPU)")
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default on CPU 16 for paper-cifar, 64 otherwise)")
     ap.add_argument("--steps", type=int, default=4, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no_compiled", action="store_true", help="leave out the torch.compile variants")
     args = ap.parse_args(argv)
     print(f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
           f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}")
-    print("\n| model | arch | batch | variant | img/s (min / med / max) | speed-up vs naive (median) |\n"
-          "|---|---|---|---|---|---|")
+    print("\n| model | arch | batch | variant | first step (s) | img/s (min / med / max) | speed-up vs naive (median) |\n"
+          "|---|---|---|---|---|---|---|")
     for family in args.models:
         for arch in args.archs:
             cpu = torch.device(args.device).type == "cpu"
-            n = args.batch or ((64 if arch == "paper-mnist" else 16) if cpu else 128)
-            ips = time_training(arch, n, args.steps, args.repeats, args.device, family=family)
+            n = args.batch or ((16 if arch == "paper-cifar" else 64) if cpu else 128)
+            ips, first = time_training(arch, n, args.steps, args.repeats, args.device, family=family,
+                                       compiled=not args.no_compiled)
             naive = statistics.median(ips["naive"])
             for name, v in ips.items():
-                print(f"| {family} | {arch} | {n} | {name} | {min(v):.3g} / {statistics.median(v):.3g} / "
+                print(f"| {family} | {arch} | {n} | {name} | {first[name]:.1f} | {min(v):.3g} / {statistics.median(v):.3g} / "
                       f"{max(v):.3g} | {statistics.median(v) / naive:.2f}x |", flush=True)
 
 

@@ -18,8 +18,8 @@ alternating runs (paper, ours, ours, paper, ...) on the same inputs:
   as the engine's pass size (``default_max_rows``: one full pass each for L>1 and L>2); with fewer
   (--quick, --score_images) ours runs passes of exactly those images, since its default pads the
   last pass of a call to the full pass size.
-- training: the full step, float32: forward, per-element free nats (2 nats, KL weight 0.5),
-  backward, Adam. The paper's scripts/dvae_run.py loop against ``train_epochs`` (one epoch of the
+- training: the full step (float32; ours in bfloat16 mixed precision with --precision bfloat16):
+  forward, per-element free nats (2 nats, KL weight 0.5), backward, Adam. The paper's scripts/dvae_run.py loop against ``train_epochs`` (one epoch of the
   timed steps; channels-last, fused Adam, the divergence checks included).
 
 GFLOP/s are the FLOPs ``torch.utils.flop_counter.FlopCounterMode`` counts for one step (convolutions
@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from hvae_detect.models.architectures import PRESETS  # noqa: E402
 from hvae_detect.models.config import ModelConfig  # noqa: E402
 from hvae_detect.models.vae import VAE  # noqa: E402
+from hvae_detect.precision import autocast  # noqa: E402
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds  # noqa: E402
 from hvae_detect.training.config import TrainingConfig  # noqa: E402
 from hvae_detect.training.loop import make_optimizer, train_epochs  # noqa: E402
@@ -113,16 +114,17 @@ def paper_train(oodd, paper, opt, batches):
 
 
 # ---- ours ---------------------------------------------------------------------------------------
-def ours_scores(ours, x, n_samples, max_rows):
-    return importance_bounds(ours.eval(), x, ks=range(1, ours.n_latents), n_samples=n_samples, n_samples_lk=1,
-                             max_rows=max_rows)
+def ours_scores(ours, x, n_samples, max_rows, precision="float32"):
+    with autocast(x.device, precision):  # the estimator's scoring_precision
+        return importance_bounds(ours.eval(), x, ks=range(1, ours.n_latents), n_samples=n_samples, n_samples_lk=1,
+                                 max_rows=max_rows)
 
 
-def ours_train(ours, opt, data, batch):
+def ours_train(ours, opt, data, batch, precision="float32"):
     # Our KL weight and free nats move every step (the schedules); the paper's are per-epoch constants:
     # the same arithmetic per step either way.
     config = TrainingConfig(epochs=1, batch_size=batch, free_nats=FREE_NATS, free_nats_epochs=10, warmup_epochs=2,
-                            free_nats_mode="element", precision="float32")
+                            free_nats_mode="element", precision=precision)
     train_epochs(ours, data, config, generator=torch.Generator().manual_seed(0), optimizer=opt)
 
 
@@ -176,6 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--score_images", type=int, help="override the images per scoring call")
     ap.add_argument("--steps", type=int, help="override the training steps per timed run")
     ap.add_argument("--repeats", type=int, help="timed runs per side (default 5, quick 3)")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="our side's training and scoring arithmetic (the paper's code runs float32)")
     args = ap.parse_args(argv)
     root = find_paper_code(args.paper_code, "vs_paper_code")
     if root is None:
@@ -186,7 +190,7 @@ def main(argv=None) -> int:
     roof = matmul_roofline()
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
           f"{platform.processor() or platform.machine()}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  "
+          f"threads {torch.get_num_threads()}  ours in {args.precision}  "
           f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}  "
           f"load {os.getloadavg()}", flush=True)
     for note in notes:
@@ -207,7 +211,7 @@ def main(argv=None) -> int:
             paper.eval()
             for s in args.samples:
                 runs = {"paper": lambda s=s: paper_scores(oodd, paper, x, s),
-                        "ours": lambda s=s: ours_scores(ours, x, s, max_rows)}
+                        "ours": lambda s=s: ours_scores(ours, x, s, max_rows, args.precision)}
                 for fn in runs.values():
                     fn()  # warm-up
                 fl = {side: flops(fn) for side, fn in runs.items()}
@@ -218,9 +222,9 @@ def main(argv=None) -> int:
             batches = list(data.split(batch))
             p_opt, o_opt = torch.optim.Adam(paper.parameters(), lr=3e-4), make_optimizer(ours, 3e-4)
             runs = {"paper": lambda: paper_train(oodd, paper, p_opt, batches),
-                    "ours": lambda: ours_train(ours, o_opt, data, batch)}
+                    "ours": lambda: ours_train(ours, o_opt, data, batch, args.precision)}
             fl = {"paper": flops(lambda: paper_train(oodd, paper, p_opt, batches[:1])) * steps,
-                  "ours": flops(lambda: ours_train(ours, o_opt, data[:batch], batch)) * steps}
+                  "ours": flops(lambda: ours_train(ours, o_opt, data[:batch], batch, args.precision)) * steps}
             lines.append((arch, "training", batch, None, batch * steps, alternate(runs, repeats), fl))
             print(row(*lines[-1], roof), f"load {os.getloadavg()}", flush=True)
     roof = max(roof, matmul_roofline())

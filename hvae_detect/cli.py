@@ -184,6 +184,9 @@ def _add_train(sub, fmt):
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="training arithmetic: bfloat16 mixed precision (float32 bound) or auto (bfloat16 on CUDA "
                         "and on CPUs with bfloat16 instructions)")
+    p.add_argument("--compile", default=d.compile, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the training pass: faster steps after a compilation of about a minute "
+                        "(benchmarks/RESULTS.md), so for long runs")
     p.add_argument("--test_every", type=int, default=10, help="validate every this many epochs")
     p.add_argument("--train_datasets", default=defaults.SEED_TRAIN, help='JSON {"Name": {"dynamic": bool, "split": ...}}')
     p.add_argument("--val_datasets", default=defaults.SEED_VAL,

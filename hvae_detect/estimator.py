@@ -72,9 +72,10 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         Arithmetic of the scoring passes ("auto" as ``precision``); bfloat16 is faster on CPUs that have
         it and moves AUROCs little (benchmarks/RESULTS.md); a threshold holds for one precision.
     epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
-    free_nats_mode, data_init, train_samples, train_importance_weighted
+    free_nats_mode, data_init, train_samples, train_importance_weighted, compile
         Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
-        paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster). The
+        paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster),
+        torch.compile of the training pass (faster steps after about a minute's compilation). The
         estimator keeps the objective its measured CPU numbers used (per-layer free nats, no
         data-dependent initialisation); ``hvae-detect train`` defaults to the paper's.
     activation, likelihood_head, n_mix, log_scale_min
@@ -147,7 +148,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         "learning_rate": [_positive(Real)],
         **dict.fromkeys(("free_nats", "free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left")]),
         "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
-        **dict.fromkeys(("data_init", "train_importance_weighted"), ["boolean"]),
+        **dict.fromkeys(("data_init", "train_importance_weighted", "compile"), ["boolean"]),
         "activation": [StrOptions(set(ACTIVATIONS))],
         "likelihood_head": [StrOptions(set(HEADS))],
         "log_scale_min": [Interval(Real, LOG_SCALE_MIN, 0, closed="left")],
@@ -168,7 +169,8 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
                  random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
                  train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
-                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1, scoring_precision="float32"):
+                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1, scoring_precision="float32",
+                 compile=_TRAINING.compile):
         self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
         self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
@@ -178,7 +180,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         self.verbose, self.free_nats_mode, self.data_init = verbose, free_nats_mode, data_init
         self.train_samples, self.train_importance_weighted = train_samples, train_importance_weighted
         self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
-        self.holdout, self.scoring_precision = holdout, scoring_precision
+        self.holdout, self.scoring_precision, self.compile = holdout, scoring_precision, compile
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})

@@ -16,9 +16,9 @@ from reference_scoring import naive_ood_scores
 
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.vae import VAE
+from hvae_detect.precision import autocast, resolve_precision
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 from hvae_detect.training.config import TrainingConfig
-from hvae_detect.precision import autocast, resolve_precision
 from hvae_detect.training.loop import TrainingDiverged, train_epochs, training_loss
 
 _model, _images, _gen = tiny_model, images_for, gen

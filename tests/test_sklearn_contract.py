@@ -57,8 +57,8 @@ def test_sklearn_estimator_checks(estimator, check):
 def detector(request):
     likelihood, precision = request.param  # bfloat16 scoring keeps every contract of float32's
     images = _grey if likelihood == "bernoulli" else _colour
-    det = _tiny(iw_samples=3, iw_samples_lk=2, n_mix=2, scoring_precision=precision).fit(images(24))
-    return det, images(16, seed=1)
+    det = _tiny(iw_samples=3, iw_samples_lk=2, n_mix=2, scoring_precision=precision)
+    return det.fit(images(24)), images(16, seed=1)
 
 
 @settings(max_examples=8, deadline=None)

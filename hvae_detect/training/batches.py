@@ -65,6 +65,13 @@ def posterior_noise(model, keys: torch.Tensor, n_samples: int = 1) -> list[torch
     return importance_noise(model, keys.repeat(n_samples), 0, samples)
 
 
+def generator_noise(model, n_images: int, n_samples: int, generator, device) -> list[torch.Tensor]:
+    """Standard-normal draws of every latent for (sample, image) rows from ``generator``, lowest latent
+    first: what a model draws inside its pass, drawn before it (a compiled pass takes no generator)."""
+    return [torch.randn((n_samples * n_images, *shape), generator=generator, device=device)
+            for shape in model.latent_shapes]
+
+
 def _check(batch):
     """In the loader's worker: floats must be finite and in [0, 1] (uint8 needs no check)."""
     images, indices = collate(batch)

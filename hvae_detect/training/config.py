@@ -35,6 +35,7 @@ class TrainingConfig:
     data_init: bool = False            # data-dependent weight-norm initialisation on the first batch
     train_samples: int = 1             # posterior samples per training image
     train_importance_weighted: bool = False  # combine them by log-mean-exp (IWAE) instead of the mean
+    compile: bool = False              # torch.compile the model's training pass (see training.loop)
 
     def __post_init__(self):
         self.validate()
@@ -53,7 +54,7 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be a non-negative finite number, got {v!r}")
         if self.free_nats_mode not in FREE_NATS_MODES:
             raise ValueError(f"free_nats_mode must be one of {FREE_NATS_MODES}, got {self.free_nats_mode!r}")
-        for name in ("data_init", "train_importance_weighted"):
+        for name in ("data_init", "train_importance_weighted", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:

@@ -8,6 +8,11 @@ Schedules follow the paper's code: free nats stay at ``free_nats`` for the first
 from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.
 Free nats come in two modes (``TrainingConfig.free_nats_mode``, described there).
+``TrainingConfig.compile`` runs the model's pass through torch.compile (the loss around it stays eager:
+its schedules change every step); measured in benchmarks/RESULTS.md, opt-in since compiling costs about
+a minute on two cores. torch keeps a few graphs per function and process: after a few compiled fits in
+one process, later ones train eagerly (torch warns). Scoring stays eager: a compiled pass differs from
+the eager one in the last bits, and which one runs would depend on the process, not on the image.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hvae_detect.training.batches import LoaderBatches, TensorBatches, posterior_noise
+from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
 from hvae_detect.precision import autocast
 from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
 from hvae_detect.training.distributed import (SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel,
@@ -140,6 +145,9 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
                 model.init_from_data(source.first_global_batch()[0], generator)
             broadcast_module(model, ctx)
         net = data_parallel(model, ctx, device)  # DDP starts from rank 0's weights too
+        # Compiled inside channels_last_weights, which holds for the whole run: one graph per batch size.
+        # The generator's draws are made before the pass (a generator in the graph would break it).
+        net = torch.compile(net, dynamic=False) if config.compile else net
         for epoch in range(start_epoch, end_epoch):
             model.train()
             elbo_sum = torch.zeros((), device=device)
@@ -153,7 +161,11 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
                     t = epoch + step / steps
                     if not streamed and config.data_init and epoch == 0 and step == 0:  # the paper's first batch
                         model.init_from_data(x, generator)
-                    noise = None if keys is None else posterior_noise(model, keys, config.train_samples)
+                    if keys is not None:
+                        noise = posterior_noise(model, keys, config.train_samples)
+                    else:
+                        noise = generator_noise(model, x.shape[0], config.train_samples, generator, device) \
+                            if config.compile else None
                     with autocast(device, config.precision):
                         loss, elbo, kl = training_loss(net, x, kl_weight_at(t, config.warmup_epochs),
                                                        free_nats_at(t, config.free_nats, config.free_nats_epochs),
