@@ -16,6 +16,8 @@ all alike. Each speed-up is measured on its own against the naive step:
   weights and bound (``training.autocast``; ``precision="bfloat16"``, opt-in).
 - package (all): everything together, i.e. ``train_epochs``' default step, and
   "package (all, bf16)", the same with ``precision="bfloat16"``.
+- NCHW: "package (all, bf16)" without channels-last weights (the layout oneDNN prefers can differ
+  in bfloat16).
 - compiled: "package (all)" and "package (all, bf16)" with the model's pass through torch.compile
   (``compile=True``: the posterior draws made before the pass); the first-run column holds the
   compilation (the inductor's cache under the system's temp folder makes a second process faster).
@@ -118,9 +120,11 @@ def variants(device, compiled=True):
     out["bf16-autocast"] = ("package", False, False, 1, "bfloat16", False)
     out["package (all)"] = ("package", True, True, check, "float32", False)
     out["package (all, bf16)"] = ("package", True, True, check, "bfloat16", False)
+    out["package (all, bf16, NCHW)"] = ("package", False, True, check, "bfloat16", False)
     if compiled:
         out["package (all, compiled)"] = ("package", True, True, check, "float32", True)
         out["package (all, bf16, compiled)"] = ("package", True, True, check, "bfloat16", True)
+        out["package (all, bf16, NCHW, compiled)"] = ("package", False, True, check, "bfloat16", True)
     return out
 
 

@@ -120,11 +120,11 @@ def ours_scores(ours, x, n_samples, max_rows, precision="float32"):
                                  max_rows=max_rows)
 
 
-def ours_train(ours, opt, data, batch, precision="float32"):
+def ours_train(ours, opt, data, batch, precision="float32", compile_=False):
     # Our KL weight and free nats move every step (the schedules); the paper's are per-epoch constants:
     # the same arithmetic per step either way.
     config = TrainingConfig(epochs=1, batch_size=batch, free_nats=FREE_NATS, free_nats_epochs=10, warmup_epochs=2,
-                            free_nats_mode="element", precision=precision)
+                            free_nats_mode="element", precision=precision, compile=compile_)
     train_epochs(ours, data, config, generator=torch.Generator().manual_seed(0), optimizer=opt)
 
 
@@ -180,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, help="timed runs per side (default 5, quick 3)")
     ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                     help="our side's training and scoring arithmetic (the paper's code runs float32)")
+    ap.add_argument("--compile", action="store_true",
+                    help="our training pass through torch.compile (compiled in two untimed runs first; FLOPs "
+                         "counted on the eager pass, the same arithmetic)")
     args = ap.parse_args(argv)
     root = find_paper_code(args.paper_code, "vs_paper_code")
     if root is None:
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     roof = matmul_roofline()
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
           f"{platform.processor() or platform.machine()}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  ours in {args.precision}  "
+          f"threads {torch.get_num_threads()}  ours in {args.precision}{', compiled' if args.compile else ''}  "
           f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}  "
           f"load {os.getloadavg()}", flush=True)
     for note in notes:
@@ -222,7 +225,9 @@ def main(argv=None) -> int:
             batches = list(data.split(batch))
             p_opt, o_opt = torch.optim.Adam(paper.parameters(), lr=3e-4), make_optimizer(ours, 3e-4)
             runs = {"paper": lambda: paper_train(oodd, paper, p_opt, batches),
-                    "ours": lambda: ours_train(ours, o_opt, data, batch, args.precision)}
+                    "ours": lambda: ours_train(ours, o_opt, data, batch, args.precision, args.compile)}
+            for _ in range(2 if args.compile else 0):  # the compilation, and torch's one recompilation
+                runs["ours"]()
             fl = {"paper": flops(lambda: paper_train(oodd, paper, p_opt, batches[:1])) * steps,
                   "ours": flops(lambda: ours_train(ours, o_opt, data[:batch], batch, args.precision)) * steps}
             lines.append((arch, "training", batch, None, batch * steps, alternate(runs, repeats), fl))

@@ -28,9 +28,9 @@ def cpu_has_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """"auto" means bfloat16 mixed precision on CUDA and on CPUs with bfloat16 instructions, where a
-    training step measured faster than float32 (benchmarks/training_speed.py: 1.3x on an AVX512-BF16
-    CPU, "small" and the paper's Fashion-MNIST architecture), and float32 elsewhere."""
+    """"auto" means bfloat16 mixed precision on CUDA and on CPUs with bfloat16 instructions, where it
+    measured faster than float32 (on an AVX512-BF16 CPU: training steps 1.3-1.9x, benchmarks/
+    training_speed.py; scoring 1.8x, benchmarks/scoring_precision.py), and float32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":

@@ -17,6 +17,7 @@ the eager one in the last bits, and which one runs would depend on the process, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable
@@ -25,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
-from hvae_detect.precision import autocast
+from hvae_detect.precision import autocast, resolve_precision
 from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
 from hvae_detect.training.distributed import (SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel,
                                               gather_objects)
@@ -138,14 +139,16 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
     # only every CHECK_EVERY steps, so the device is never drained just to look at the loss.
     check_every = 1 if device.type == "cpu" else CHECK_EVERY
     history = []
-    # Convolutions run channels-last (same values, faster kernels; see channels_last_weights).
-    with model.channels_last_weights():
+    # Convolutions run channels-last (same values, faster kernels; see channels_last_weights), except in
+    # bfloat16 on a CPU, where oneDNN's NCHW kernels measured faster (benchmarks/RESULTS.md).
+    cpu_bfloat16 = device.type == "cpu" and resolve_precision(config.precision, device) == "bfloat16"
+    with contextlib.nullcontext() if cpu_bfloat16 else model.channels_last_weights():
         if streamed and config.data_init and start_epoch == 0:  # as the paper: the first (global) batch
             if ctx.is_main:
                 model.init_from_data(source.first_global_batch()[0], generator)
             broadcast_module(model, ctx)
         net = data_parallel(model, ctx, device)  # DDP starts from rank 0's weights too
-        # Compiled inside channels_last_weights, which holds for the whole run: one graph per batch size.
+        # Compiled inside the run's weight layout, which holds for the whole run: one graph per batch size.
         # The generator's draws are made before the pass (a generator in the graph would break it).
         net = torch.compile(net, dynamic=False) if config.compile else net
         for epoch in range(start_epoch, end_epoch):
