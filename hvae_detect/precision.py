@@ -1,15 +1,14 @@
 """Arithmetic precision: float32, or bfloat16 mixed precision where the device computes it fast.
 
 One home for the choice that training (``TrainingConfig.precision``) and scoring
-(``HVAEOutlierDetector.scoring_precision``) both make.
+(``HVAEOutlierDetector.scoring_precision``) both make. torch is imported where it is used, so that the
+command line's help can read PRECISIONS without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-
-import torch
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -34,6 +33,7 @@ def resolve_precision(precision: str, device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
+        import torch
         kind = torch.device(device).type
         return "bfloat16" if kind == "cuda" or (kind == "cpu" and cpu_has_bfloat16()) else "float32"
     return precision
@@ -45,4 +45,5 @@ def autocast(device, precision: str):
     float32 (see the Gaussian layers and the head)."""
     if resolve_precision(precision, device) == "float32":
         return contextlib.nullcontext()
+    import torch
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
