@@ -5,6 +5,7 @@ with torch's default OpenMP waiting ("spin") and with the package's policy ("pas
     python benchmarks/shared_cores.py                        # ~8 minutes on 2 cores
     python benchmarks/shared_cores.py --seconds 4 --repeats 2 --workloads train   # quick
     python benchmarks/shared_cores.py --threads 1 2          # also compare thread counts
+    python benchmarks/shared_cores.py --competitors          # alone only: what passive waiting costs idle
 
 Each measurement is a fresh interpreter (the wait policy is read once, when torch is imported)
 running the workload for ``--seconds``: training steps of the "small" architecture (batch 64,
@@ -99,7 +100,8 @@ def measure(workload, policy, competitor, seconds, threads):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=["train", "score"], choices=["train", "score"])
-    ap.add_argument("--competitors", nargs="+", default=["matmul", "busy"], choices=sorted(COMPETITORS))
+    ap.add_argument("--competitors", nargs="*", default=["matmul", "busy"], choices=sorted(COMPETITORS),
+                    help="beside the measurement alone; none named: alone only (the policies on an idle machine)")
     ap.add_argument("--policies", nargs="+", default=["spin", "passive"], choices=["spin", "passive"],
                     help="spin: torch's default; passive: hvae_detect.threads.apply_wait_policy()")
     ap.add_argument("--threads", nargs="+", type=int, default=[0], help="torch threads (0: torch's default)")

@@ -107,8 +107,8 @@ def test_the_bfloat16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path):
     precision.cpu_has_bfloat16.cache_clear()
 
 
-@pytest.mark.parametrize("precision, channels_last", [("float32", True), ("bfloat16", False)])
-def test_cpu_training_takes_channels_last_weights_in_float32_only(monkeypatch, precision, channels_last):
+@pytest.mark.parametrize("arithmetic, channels_last", [("float32", True), ("bfloat16", False)])
+def test_cpu_training_takes_channels_last_weights_in_float32_only(monkeypatch, arithmetic, channels_last):
     """On a CPU, bfloat16 steps measured faster with NCHW kernels, float32 steps keep channels-last weights."""
     import contextlib
 
@@ -123,6 +123,6 @@ def test_cpu_training_takes_channels_last_weights_in_float32_only(monkeypatch, p
         yield
 
     monkeypatch.setattr(model, "channels_last_weights", recorded)
-    loop.train_epochs(model, images_for(model, 8), TrainingConfig(epochs=1, batch_size=4, precision=precision),
+    loop.train_epochs(model, images_for(model, 8), TrainingConfig(epochs=1, batch_size=4, precision=arithmetic),
                       generator=torch.Generator().manual_seed(0))
     assert bool(entered) is channels_last

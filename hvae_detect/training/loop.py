@@ -25,8 +25,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
 from hvae_detect.precision import autocast, resolve_precision
+from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
 from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
 from hvae_detect.training.distributed import (SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel,
                                               gather_objects)
