@@ -6,6 +6,7 @@ with torch's default OpenMP waiting ("spin") and with the package's policy ("pas
     python benchmarks/shared_cores.py --seconds 4 --repeats 2 --workloads train   # quick
     python benchmarks/shared_cores.py --threads 1 2          # also compare thread counts
     python benchmarks/shared_cores.py --competitors          # alone only: what passive waiting costs idle
+    python benchmarks/shared_cores.py --policies spin passive bounded --spincount 10000   # a bounded spin too
 
 Each measurement is a fresh interpreter (the wait policy is read once, when torch is imported)
 running the workload for ``--seconds``: training steps of the "small" architecture (batch 64,
@@ -37,11 +38,13 @@ COMPETITORS = {
 }
 
 
-def worker(workload: str, seconds: float, policy: str, threads: int) -> dict:
+def worker(workload: str, seconds: float, policy: str, threads: int, spincount: int) -> dict:
     """Runs in a fresh interpreter: apply the policy (or not), then import torch and time the workload."""
     if policy == "passive":
         from hvae_detect.threads import apply_wait_policy
         apply_wait_policy()
+    elif policy == "bounded":  # libgomp spins this many iterations, then sleeps (its default: 300,000)
+        os.environ["GOMP_SPINCOUNT"] = str(spincount)
     import torch
 
     from hvae_detect.models.architectures import PRESETS
@@ -80,7 +83,7 @@ def worker(workload: str, seconds: float, policy: str, threads: int) -> dict:
             "threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
 
-def measure(workload, policy, competitor, seconds, threads):
+def measure(workload, policy, competitor, seconds, threads, spincount=10000):
     env = {k: v for k, v in os.environ.items()}
     rival = None
     if competitor != "none":  # the competitor gets the caller's environment, never the package's policy
@@ -88,7 +91,8 @@ def measure(workload, policy, competitor, seconds, threads):
         time.sleep(1.0)  # let it reach its loop
     try:
         out = subprocess.run([sys.executable, __file__, "--worker", workload, "--seconds", str(seconds),
-                              "--policy", policy, "--threads", str(threads)], env=env, capture_output=True,
+                              "--policy", policy, "--threads", str(threads), "--spincount", str(spincount)],
+                             env=env, capture_output=True,
                              text=True, check=True)
     finally:
         if rival is not None:
@@ -102,16 +106,19 @@ def main(argv=None):
     ap.add_argument("--workloads", nargs="+", default=["train", "score"], choices=["train", "score"])
     ap.add_argument("--competitors", nargs="*", default=["matmul", "busy"], choices=sorted(COMPETITORS),
                     help="beside the measurement alone; none named: alone only (the policies on an idle machine)")
-    ap.add_argument("--policies", nargs="+", default=["spin", "passive"], choices=["spin", "passive"],
-                    help="spin: torch's default; passive: hvae_detect.threads.apply_wait_policy()")
+    ap.add_argument("--policies", nargs="+", default=["spin", "passive"], choices=["spin", "passive", "bounded"],
+                    help="spin: torch's default; passive: hvae_detect.threads.apply_wait_policy(); bounded: "
+                         "GOMP_SPINCOUNT=--spincount")
     ap.add_argument("--threads", nargs="+", type=int, default=[0], help="torch threads (0: torch's default)")
     ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per measurement")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--spincount", type=int, default=10000,
+                    help='the "bounded" policy: GOMP_SPINCOUNT, spins before a waiting thread sleeps')
     ap.add_argument("--worker", choices=["train", "score"], help=argparse.SUPPRESS)
     ap.add_argument("--policy", default="spin", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.seconds, args.policy, args.threads[0])))
+        print(json.dumps(worker(args.worker, args.seconds, args.policy, args.threads[0], args.spincount)))
         return
     user = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
             if k in os.environ}
@@ -123,7 +130,7 @@ def main(argv=None):
     results = {cfg: [] for cfg in configs}
     for r in range(args.repeats):
         for cfg in (configs if r % 2 == 0 else configs[::-1]):
-            out = measure(cfg[0], cfg[1], cfg[3], args.seconds, cfg[2])
+            out = measure(cfg[0], cfg[1], cfg[3], args.seconds, cfg[2], args.spincount)
             results[cfg].append(out)
             print(f"  repeat {r + 1}: {cfg}  {out['images_per_s']:.1f} img/s  cpu/wall {out['cpu_per_wall']:.2f}  "
                   f"threads {out['threads']}  load {os.getloadavg()}", flush=True)
