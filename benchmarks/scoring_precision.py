@@ -32,7 +32,7 @@ from hvae_detect.precision import cpu_has_bfloat16
 from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
 
-PRECISIONS = ("float32", "bfloat16")
+COMPARED = ("float32", "bfloat16")  # scoring_precision values, in this order
 
 
 def main(argv=None) -> int:
@@ -55,9 +55,9 @@ def main(argv=None) -> int:
                               random_state=args.seed).fit(images(args.in_dist, "train", args.train))
     print(f"fit {(time.time() - t0) / 60:.1f} min", flush=True)
     x_in, x_out = images(args.in_dist, "test", args.n), images(args.ood, "test", args.n)
-    scores, speed = {}, {name: [] for name in PRECISIONS}
+    scores, speed = {}, {name: [] for name in COMPARED}
     for r in range(args.repeats):
-        for precision in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
+        for precision in COMPARED if r % 2 == 0 else COMPARED[::-1]:
             det.set_params(scoring_precision=precision)
             t = time.perf_counter()
             scores[precision] = (det.ood_scores(x_in), det.ood_scores(x_out))

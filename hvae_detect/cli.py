@@ -12,7 +12,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from hvae_detect import threads
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
@@ -316,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    threads.apply_wait_policy()  # before anything imports torch: OpenMP reads it once (hvae_detect.threads)
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -232,8 +232,9 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         outputs = self._engine_outputs(x if held is None else x[held], needs)
         self.references_ = statistics.fit_references(outputs)
         held_scores = self._normality(outputs)  # every image is scored once: the held-out ones here
-        self.train_score_samples_ = held_scores if held is None else np.empty(len(x))
+        self.train_score_samples_ = held_scores
         if held is not None:
+            self.train_score_samples_ = np.empty(len(x))
             self.train_score_samples_[held] = held_scores
             self.train_score_samples_[~held] = self._score_samples(x[~held])
         contamination = 0.05 if self.contamination == "auto" else self.contamination

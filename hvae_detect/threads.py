@@ -12,8 +12,8 @@ the other process, and a training step crosses thousands of barriers. With
 the fix").
 
 libgomp reads its settings once, when torch is first imported, so ``apply_wait_policy`` must run
-before that: ``import hvae_detect`` calls it (it has no effect when torch came first) and so does
-``hvae_detect.cli.main``. It never overrides the user: when any of
+before that: ``import hvae_detect`` calls it (it has no effect when torch came first), which every
+entry point (``hvae-detect``, ``python -m hvae_detect``) runs first. It never overrides the user: when any of
 ``USER_SETTINGS`` is set (e.g. ``OMP_WAIT_POLICY=ACTIVE`` to keep spinning) nothing changes, and
 thread counts (torch's default, ``OMP_NUM_THREADS``, ``torch.set_num_threads``) are not touched.
 """
