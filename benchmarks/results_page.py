@@ -6,7 +6,9 @@
 A reader should see at a glance what each statistic scores after how much training, beside the paper's
 figure; benchmarks/RESULTS.md stays the dated history. The numbers come only from the measured records in
 benchmarks/records/ (one JSON file per run; benchmarks/records/README.md lists the fields), the paper's
-from ``PAPER_AUROC``. ``--records DIR`` / ``--out DIR`` point elsewhere (tests).
+from ``PAPER_AUROC``. The plot marks each run's default statistic (the record's optional ``default``,
+``default_of``), since that is what a user of the detector gets. ``--records DIR`` / ``--out DIR`` point
+elsewhere (tests).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -44,11 +47,13 @@ PAPER_AUROC = {
 PAPER_OTHERS = {("fashion_mnist", "mnist"): "likelihood regret 0.988", ("cifar10", "svhn"): "likelihood regret 0.875"}
 PAPER_TRAINING = "HVAE about 2 days, BIVA about a week, on one GTX 1080 Ti"
 
-# The reported pairs, in page order; a record of another pair gets a table after them.
+# The pairs, in page order (the reported ones, then the colour pairs kept for choosing defaults, issue 34);
+# a record of another pair gets a table after them. Sets by their file name in ../shared/data.
 PAIRS = (("fashion_mnist", "mnist"), ("fashion_mnist", "kmnist"), ("fashion_mnist", "notmnist"),
-         ("fashion_mnist", "omniglot"), ("cifar10", "svhn"))
+         ("fashion_mnist", "omniglot"), ("cifar10", "svhn"), ("cifar10", "gtsrb"), ("cifar10", "tinyimagenet_resize"))
 NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "kmnist": "KMNIST", "notmnist": "notMNIST",
-         "omniglot": "Omniglot", "cifar10": "CIFAR10", "svhn": "SVHN"}
+         "omniglot": "Omniglot", "cifar10": "CIFAR10", "svhn": "SVHN", "gtsrb": "GTSRB",
+         "tinyimagenet_resize": "Tiny ImageNet (resize)"}
 # What the local copies in ../shared/data are (their SOURCES.md): they are not always the paper's data.
 DATA_CAVEATS = {
     "cifar10": "decoded from JPEG (quality 75), so lossy; 20,000 of the 50,000 training images",
@@ -56,7 +61,14 @@ DATA_CAVEATS = {
     "notmnist": "a 10,000-image sample of notMNIST_small",
     "omniglot": ("the evaluation set resized to 28x28 with interpolation by a third party (the paper: nearest "
                  "neighbour), white strokes on black as stored (the paper's Omniglot28x28Inverted)"),
+    "gtsrb": ("the first 10,000 of the 12,630 test images, lossless, resized to 32x32 by a third party "
+              "(OpenCV bilinear on the whole image, aspect ratio not kept)"),
+    "tinyimagenet_resize": ("the 10,000 Tiny ImageNet test images, decoded from 64x64 JPEG (lossy) and resized to "
+                            "32x32 with PIL bicubic: ODIN's images, not ODIN's file byte for byte"),
 }
+# The statistic a record's detector recommends: its "default" field; older records name it only in
+# their notes ("Default statistic: Fused ...") or not at all, and were made while the default was Fused.
+DEFAULT_BEFORE_FIELD = "Fused"
 
 # Field: (type, what a valid value is). Every record has these; "scoring" and "notes" are optional text.
 FIELDS = {
@@ -70,7 +82,8 @@ FIELDS = {
     "command": (str, "the command that produced the run"),
     "results_section": ((str, type(None)), "the title of its section in benchmarks/RESULTS.md, or null"),
 }
-OPTIONAL = {"scoring": (str, "text"), "notes": (str, "text")}
+OPTIONAL = {"scoring": (str, "text"), "notes": (str, "text"),
+            "default": (str, "the statistic key the run's detector recommends, e.g. \"Fused\"")}
 
 
 class RecordError(ValueError):
@@ -101,6 +114,11 @@ def validate(record, source: str) -> dict:
         fail("date", FIELDS["date"][1], record["date"])
     if not record["auroc"]:
         fail("auroc", FIELDS["auroc"][1] + " with at least one OOD set", record["auroc"])
+    if "default" in record:
+        try:
+            statistics.of_key(record["default"])
+        except ValueError as error:
+            fail("default", f"a statistic key ({error})", record["default"])
     for ood, row in record["auroc"].items():
         if not isinstance(row, dict) or not row:
             fail(f"auroc.{ood}", "{statistic key: AUROC} with at least one key", row)
@@ -148,6 +166,14 @@ def name(dataset: str) -> str:
 def family(record) -> str:
     """The model family, the first word group of ``model`` ("HVAE", "BIVA")."""
     return record["model"].split(",")[0]
+
+
+def default_of(record) -> str:
+    """The key of the record's default statistic (``DEFAULT_BEFORE_FIELD`` for records without one)."""
+    if "default" in record:
+        return record["default"]
+    named = re.search(r"Default statistic: (\S+?)[\s,;.]*(?:\s|$)", record.get("notes", ""))
+    return named[1] if named else DEFAULT_BEFORE_FIELD
 
 
 def runs_of(pair, runs) -> list[tuple[str, dict]]:
@@ -214,8 +240,27 @@ def render_page(runs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_plot(runs, path: Path) -> None:
-    """One panel per pair: each run's AUROC per statistic against its training minutes; the paper dashed."""
+def panel_series(pair, runs, keys) -> list[tuple[str, bool, bool, list[tuple[float, float]]]]:
+    """(key, HVAE family?, the run's default?, [(minutes, AUROC)]) of each point series in ``pair``'s panel,
+    the defaults' last so that they are drawn on top."""
+    series = []
+    for default in (False, True):
+        for key in keys:
+            for hvae in (True, False):
+                points = [(r["train_minutes"], r["auroc"][pair[1]][key]) for _, r in runs_of(pair, runs)
+                          if key in r["auroc"][pair[1]] and (family(r) == "HVAE") == hvae
+                          and (default_of(r) == key) == default]
+                if points:
+                    series.append((key, hvae, default, points))
+    return series
+
+
+def draw_plot(runs, path: Path):
+    """One panel per pair: each run's AUROC per statistic against its training minutes; the paper dashed.
+
+    The statistic the run's detector recommends (``default_of``) is what a user gets, so its points are
+    large, filled and black-edged, drawn on top; the other statistics are small and light. Returns the figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,16 +275,21 @@ def draw_plot(runs, path: Path) -> None:
     nrows = -(-(len(pairs) + 1) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(10, 2.9 * nrows), sharey=True, squeeze=False)
     panels = axes.ravel()
+    drawn_defaults = set()
     for ax, pair in zip(panels, pairs):
+        for key, hvae, default, points in panel_series(pair, runs, keys):
+            colour, marker = style[key]
+            face = colour if hvae else "white"
+            if default:
+                drawn_defaults.add(key)
+                ax.plot(*zip(*points), linestyle="none", marker=marker, color=colour, ms=11, markerfacecolor=face,
+                        markeredgecolor="black", markeredgewidth=1.5, zorder=4)
+            else:
+                ax.plot(*zip(*points), linestyle="none", marker=marker, color=colour, ms=4, alpha=0.45,
+                        markerfacecolor=None if hvae else "none", zorder=2)
         for key in keys:
-            for hvae in (True, False):
-                points = [(r["train_minutes"], r["auroc"][pair[1]][key]) for _, r in runs_of(pair, runs)
-                          if key in r["auroc"][pair[1]] and (family(r) == "HVAE") == hvae]
-                if points:
-                    ax.plot(*zip(*points), linestyle="none", marker=style[key][1], color=style[key][0], ms=5,
-                            alpha=0.8, markerfacecolor=None if hvae else "none")
             for value, _ in PAPER_AUROC.get(pair, {}).get(key, ())[:1]:
-                ax.axhline(value, color=style[key][0], linestyle="--", linewidth=1)
+                ax.axhline(value, color=style[key][0], linestyle="--", linewidth=1, alpha=0.7)
         ax.set_title(f"{name(pair[0])} -> {name(pair[1])}", fontsize=10)
         ax.set_xlabel("training minutes", fontsize=9)
         ax.set_ylim(0, 1.02)
@@ -249,7 +299,14 @@ def draw_plot(runs, path: Path) -> None:
         ax.set_ylabel("AUROC", fontsize=9)
     for ax in panels[len(pairs):]:
         ax.axis("off")
-    handles = [Line2D([], [], linestyle="none", marker=style[k][1], color=style[k][0], label=k) for k in keys]
+    handles = []
+    defaults = [k for k in keys if k in drawn_defaults]
+    if defaults:
+        colour, marker = style[defaults[0]] if len(defaults) == 1 else ("grey", "o")
+        handles.append(Line2D([], [], linestyle="none", marker=marker, color=colour, ms=11, markeredgecolor="black",
+                              markeredgewidth=1.5, label=f"default ({', '.join(defaults)})"))
+    handles += [Line2D([], [], linestyle="none", marker=style[k][1], color=style[k][0], alpha=0.6, label=k)
+                for k in keys]
     others = sorted({family(r) for _, r in runs} - {"HVAE"})
     if others:
         handles.append(Line2D([], [], linestyle="none", marker="o", color="grey", markerfacecolor="none",
@@ -259,6 +316,7 @@ def draw_plot(runs, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
+    return fig
 
 
 def main(argv=None) -> int:

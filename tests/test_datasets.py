@@ -49,6 +49,10 @@ def fake_root(tmp_path):
     ("SmallNORBBinarized", "SmallNORB", "Binarized", False),
     ("SmallNORB28x28Dequantized", "SmallNORB28x28", "Dequantized", False),
     ("SmallNORB28x28InvertedQuantized", "SmallNORB28x28Inverted", "Quantized", False),
+    ("TinyImageNetResizeDequantized", "TinyImageNetResize", "Dequantized", False),
+    ("TinyImageNetResizeQuantizedGrey", "TinyImageNetResize", "Quantized", True),
+    ("GTSRBQuantized", "GTSRB", "Quantized", False),
+    ("GTSRBDequantizedGrey", "GTSRB", "Dequantized", True),
 ])
 def test_parse_names(name, base, variant, grey):
     spec = parse_dataset_name(name)
@@ -57,7 +61,8 @@ def test_parse_names(name, base, variant, grey):
 
 @pytest.mark.parametrize("name", ["CIFAR10Binarized", "MNISTBinarizedGrey", "FooBinarized", "MNIST",
                                   "mnistBinarized", "SmallNORBQuantizedGrey", "OmniglotDequantizedGrey",
-                                  "SmallNORB96Quantized"])
+                                  "SmallNORB96Quantized", "GTSRBBinarized", "TinyImageNetResizeBinarized",
+                                  "TinyImageNetDequantized"])
 def test_bad_names(name):
     with pytest.raises(ValueError):
         parse_dataset_name(name)
@@ -293,6 +298,43 @@ def test_omniglot_npz_resize_warning(tmp_path, monkeypatch):
         load_raw("OmniglotQuantized", "test", tmp_path)
 
 
+@pytest.mark.parametrize("base, stem", [("TinyImageNetResize", "tinyimagenet_resize"), ("GTSRB", "gtsrb")])
+def test_colour_test_sets(tmp_path, monkeypatch, base, stem):
+    """Tiny ImageNet (resize) and GTSRB: their own npz, test split only, no torchvision source or download."""
+    import torchvision.datasets as tvd
+
+    def no_torchvision(*a, **kw):
+        raise AssertionError("a test-only npz set must not ask torchvision")
+
+    monkeypatch.setattr(tvd, "GTSRB", no_torchvision)
+    assert parse_dataset_name(f"{base}Quantized").file_stem == stem
+    # train is refused by name, before any file is read, wherever a split is asked for
+    for ask in (lambda: load_raw(f"{base}Dequantized", "train", tmp_path),
+                lambda: load_dataset(f"{base}Quantized", None, tmp_path),
+                lambda: parse_dataset_options({f"{base}DequantizedGrey": {"split": "train", "dynamic": True}})):
+        with pytest.raises(ValueError, match=rf"{base}\w+ is test-only: {stem}\.npz holds x_test .*no train split.*"
+                                             r"'validation' or 'test'"):
+            ask()
+    with pytest.raises(DatasetNotFound) as e:
+        load_raw(f"{base}Quantized", "test", tmp_path)
+    msg = str(e.value)
+    assert f"{stem}.npz" in msg and str(tmp_path.resolve()) in msg and "(N, 32, 32, 3)" in msg
+    assert f"no torchvision download for {base}" in msg and "SOURCES.md" in msg and "x_train" not in msg
+
+    x = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / f"{stem}.npz", x_test=x, y_test=np.zeros(4, np.int64))
+    for split in ("validation", "test"):
+        np.testing.assert_array_equal(load_raw(f"{base}Quantized", split, tmp_path), x.transpose(0, 3, 1, 2))
+    d = load_dataset(f"{base}Dequantized", {"split": "validation", "dynamic": False}, tmp_path)
+    assert d.label == f"{base} test" and d.image_shape == (3, 32, 32)
+    k = torch.round(d.x * 255)
+    assert torch.all(d.fixed() >= k / 256) and torch.all(d.fixed() < (k + 1) / 256)
+    g = load_dataset(f"{base}QuantizedGrey", {"split": "test", "dynamic": False}, tmp_path)
+    np.testing.assert_allclose(g.fixed().numpy(), _grey_reference(x.transpose(0, 3, 1, 2) / 255.0), atol=1e-5)
+    with pytest.raises(ValueError, match="test-only"):
+        load_raw(f"{base}Quantized", "train", tmp_path)  # a file at hand changes nothing
+
+
 @pytest.fixture
 def norb_root(tmp_path):
     rng = np.random.default_rng(3)
@@ -372,6 +414,26 @@ def test_shared_data():
     assert grey.fixed().shape == (20, 3, 32, 32) and torch.equal(grey.fixed()[:, 0], grey.fixed()[:, 1])
     with pytest.warns(UserWarning, match="svhn.npz has no x_extra"):
         assert load_raw("SVHNDequantized", "validation", SHARED).shape == (10000, 3, 32, 32)
+
+
+@needs_shared
+@pytest.mark.parametrize("name, stem, classes", [("TinyImageNetResizeDequantized", "tinyimagenet_resize", {0}),
+                                                 ("GTSRBDequantized", "gtsrb", set(range(43)))])
+def test_shared_colour_test_sets(name, stem, classes):
+    """The new names read ../shared/data's files as SOURCES.md describes them: 10,000 colour test images."""
+    if not (SHARED / f"{stem}.npz").is_file():
+        pytest.skip(f"../shared/data/{stem}.npz is not present")
+    with np.load(SHARED / f"{stem}.npz") as f:
+        assert set(f.files) == {"x_test", "y_test"} and set(np.unique(f["y_test"])) == classes
+        first = f["x_test"][:3].transpose(0, 3, 1, 2)
+    x = load_raw(name, "test", SHARED)
+    assert x.shape == (10000, 3, 32, 32) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[:3], first)
+    np.testing.assert_array_equal(load_raw(name, "validation", SHARED)[:3], first)
+    with pytest.raises(ValueError, match="test-only"):
+        load_raw(name, "train", SHARED)
+    grey = load_dataset(name + "Grey", {"split": "test", "dynamic": False}, SHARED, max_examples=8).fixed()
+    assert grey.shape == (8, 3, 32, 32) and torch.equal(grey[:, 0], grey[:, 2])
 
 
 def test_fixed_seed_depends_on_name_and_split():

@@ -71,6 +71,7 @@ def test_page_and_plot_from_records(tmp_path):
     ({"auroc": {"svhn": {"LLR>1": 1.7}}}, "auroc.svhn.LLR>1", r"a number in \[0, 1\]"),
     ({"auroc": {"svhn": {"LLR": 0.5}}}, "auroc.svhn.LLR", "a statistic key"),
     ({"auroc": {}}, "auroc", "at least one OOD set"),
+    ({"default": "LLR"}, "default", "a statistic key"),
 ])
 def test_a_bad_record_names_its_file_field_and_what_was_expected(tmp_path, change, field, expected):
     write(tmp_path, "good.json", made_up())
@@ -89,6 +90,69 @@ def test_missing_unknown_and_undecodable_records(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{")
     assert page.main(["--records", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "bad.json: not JSON" in capsys.readouterr().err
+
+
+def test_colour_choosing_pairs_get_a_table_each(tmp_path):
+    """CIFAR10 -> GTSRB and CIFAR10 -> Tiny ImageNet (sets by file name) after the reported pairs, with caveats."""
+    records, out = tmp_path / "records", tmp_path / "docs"
+    write(records, "a.json", made_up(auroc={"tinyimagenet_resize": {"L": 0.55, "Fused": 0.6},
+                                            "gtsrb": {"L": 0.7, "Fused": 0.8}, "svhn": {"L": 0.2}}))
+    write(records, "b.json", made_up(train_minutes=3, auroc={"gtsrb": {"Fused": 0.75}}, default="Fused"))
+    assert page.main(["--records", str(records), "--out", str(out)]) == 0
+    text = (out / page.PAGE).read_text()
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## CIFAR10 -> SVHN", "## CIFAR10 -> GTSRB", "## CIFAR10 -> Tiny ImageNet (resize)", "## Runs"]
+    gtsrb = table_rows(text, "CIFAR10 -> GTSRB")
+    assert gtsrb.pop("statistic")[:2] == ["[2] HVAE<br>3.0 min<br>2 test cores", "[1] HVAE<br>10.0 min<br>2 test cores"]
+    assert gtsrb == {"L": ["", "0.700", ""], "Fused": ["**0.750**", "**0.800**", ""]}
+    tiny = table_rows(text, "CIFAR10 -> Tiny ImageNet (resize)")
+    assert tiny["Fused"] == ["**0.600**", ""] and tiny["L"] == ["0.550", ""]
+    for caveat in ("first 10,000 of the 12,630 test images", "OpenCV bilinear", "JPEG (lossy)", "PIL bicubic",
+                   "not ODIN's file byte for byte"):
+        assert caveat in text
+
+
+def test_the_plot_marks_each_runs_default_statistic(tmp_path):
+    """The default's points are large, filled, black-edged and on top, with their own legend entry; a record
+    names its default in "default", or (older records) in its notes, or was made while it was Fused."""
+    runs = [("a.json", made_up(train_minutes=5, auroc={"svhn": {"L": 0.2, "Fused": 0.7, "LLR>1": 0.6}})),
+            ("b.json", made_up(train_minutes=9, auroc={"svhn": {"L": 0.3, "Fused": 0.8, "LLR>1": 0.85}},
+                               default="LLR>1")),
+            ("c.json", made_up(train_minutes=7, auroc={"gtsrb": {"L": 0.4, "LLR>2": 0.9}},
+                               notes="Default statistic: LLR>2, chosen on the choosing pairs.")),
+            ("d.json", made_up(model="BIVA, tiny", auroc={"svhn": {"L": 0.1, "Fused": 0.5}}))]
+    for file, record in runs:
+        page.validate(record, file)
+    assert [page.default_of(r) for _, r in runs] == ["Fused", "LLR>1", "LLR>2", "Fused"]
+    keys = page.ordered_keys({"L", "Fused", "LLR>1", "LLR>2"})
+    series = page.panel_series(("cifar10", "svhn"), runs, keys)
+    assert [(key, hvae, points) for key, hvae, default, points in series if default] == [
+        ("Fused", True, [(5, 0.7)]), ("Fused", False, [(10, 0.5)]), ("LLR>1", True, [(9, 0.85)])]
+    assert ("Fused", True, False, [(9, 0.8)]) in series and ("LLR>1", True, False, [(5, 0.6)]) in series
+
+    fig = page.draw_plot(runs, tmp_path / page.PLOT)
+    assert (tmp_path / page.PLOT).read_bytes().startswith(b"\x89PNG")
+    svhn, gtsrb = fig.axes[:2]
+    assert (svhn.get_title(), gtsrb.get_title()) == ("CIFAR10 -> SVHN", "CIFAR10 -> GTSRB")
+
+    def points(ax, marked):
+        lines = [line for line in ax.lines if line.get_linestyle() == "None"
+                 and (line.get_markeredgecolor() == "black") == marked]
+        return lines, sorted((x, y) for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()))
+
+    marked, at = points(svhn, True)
+    assert at == [(5, 0.7), (9, 0.85), (10, 0.5)]
+    others, rest = points(svhn, False)
+    assert (5, 0.2) in rest and (9, 0.8) in rest and not set(at) & set(rest)
+    assert min(line.get_markersize() for line in marked) > 2 * max(line.get_markersize() for line in others)
+    assert all(line.get_alpha() is None for line in marked) and all(line.get_alpha() < 1 for line in others)
+    assert min(line.get_zorder() for line in marked) > max(line.get_zorder() for line in others)
+    assert points(gtsrb, True)[1] == [(7, 0.9)]
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "default (Fused, LLR>1, LLR>2)"
+
+    # the repository's records without the field: their notes, or the default of their time, name Fused
+    assert {page.default_of(r) for _, r in page.load_records(page.RECORDS) if "default" not in r} <= {"Fused"}
 
 
 def test_the_repository_page_is_current():

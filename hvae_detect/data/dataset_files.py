@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvae_detect.data.dataset_names import (DATA_ROOT_ENV, SPLITS, DatasetNotFound, DatasetSpec,
+from hvae_detect.data.dataset_names import (DATA_ROOT_ENV, DatasetNotFound, DatasetSpec, check_split,
                                        default_data_root, parse_dataset_name)
 
 # the paper's torchvision folders below its data root
@@ -152,8 +152,10 @@ def _offline_message(spec: DatasetSpec, root: Path, split: str, errors: list[str
     shape = f" of shape (N, {h}, {w})" if spec.info.grey else f" of shape (N, {h}, {w}, 3)"
     if loader == "SmallNORB":
         shape = f" of shape (48600, {h}, {w}) (stereo pairs as consecutive images)"
-    msg = (f"{spec.name} ({split} split) not found. Put {stem}.npz (uint8 arrays x_train, y_train, x_test, y_test; "
-           f"at least {key}{shape}) in {where} (pass --data_root DIR or set {DATA_ROOT_ENV})")
+    arrays = (f"uint8 x_test{shape} and its labels y_test" if spec.info.test_only
+              else f"uint8 arrays x_train, y_train, x_test, y_test; at least {key}{shape}")
+    msg = (f"{spec.name} ({split} split) not found. Put {stem}.npz ({arrays}) in {where} "
+           f"(pass --data_root DIR or set {DATA_ROOT_ENV})")
     if loader == "SmallNORB":
         name = SMALLNORB_FILES["train" if split == "train" else "test"]
         msg += (f", or the official small NORB file {name} (or .gz; from "
@@ -161,6 +163,9 @@ def _offline_message(spec: DatasetSpec, root: Path, split: str, errors: list[str
                 f"(torchvision has no SmallNORB loader; nothing is downloaded)")
     elif loader is not None:
         msg += f", or torchvision's {loader} files under {where}, or allow a download"
+    elif spec.info.test_only:
+        msg += (f". There is no torchvision download for {spec.base}, so nothing is downloaded; "
+                f"../shared/data/SOURCES.md says how the file was made")
     else:
         msg += " (torchvision has no loader for this dataset)"
     return msg + ". Tried: " + "; ".join(errors)
@@ -174,8 +179,7 @@ def load_raw(name_or_spec, split: str = "train", data_root=None, download: bool 
     part of :func:`preprocess`. ``split`` "validation" is the paper's held-out split (SVHN: extra).
     """
     spec = name_or_spec if isinstance(name_or_spec, DatasetSpec) else parse_dataset_name(name_or_spec)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(spec, split)
     info = spec.info
     root = Path(data_root if data_root is not None else default_data_root())
     npz = root / f"{spec.file_stem}.npz"

@@ -18,9 +18,11 @@ SmallNORB28x28          smallnorb.npz                  the .mat files; 96 -> 28 
 SmallNORB28x28Inverted  smallnorb.npz                  same, then 255 - x                        1 x 28 x 28
 CIFAR10                 cifar10.npz                    torchvision CIFAR10 files, download       3 x 32 x 32
 SVHN                    svhn.npz (test only here)      torchvision SVHN files, download          3 x 32 x 32
+TinyImageNetResize      tinyimagenet_resize.npz        none (npz only; test split only)          3 x 32 x 32
+GTSRB                   gtsrb.npz                      none (npz only; test split only)          3 x 32 x 32
 ======================  =============================  ========================================  =============
 
-("here" is ../shared/data; see its SOURCES.md.) The ``Grey`` suffix (CIFAR10, SVHN) keeps 3 x 32 x 32.
+("here" is ../shared/data; see its SOURCES.md.) The ``Grey`` suffix (colour sets) keeps 3 x 32 x 32.
 
 Variants (as in the paper's code):
 
@@ -35,7 +37,7 @@ Variants (as in the paper's code):
   one fixed draw otherwise), EXCEPT for Omniglot, Omniglot28x28[Inverted] and
   SmallNORB28x28[Inverted], where the paper's code treats the data as 3-level:
   (2 x / 255 + u) / 3. The 96 x 96 ``SmallNORBDequantized`` is the 8-bit (x + u) / 256.
-- ``Grey`` suffix (CIFAR10, SVHN; the paper has ``DequantizedGrey``, ``QuantizedGrey``
+- ``Grey`` suffix (colour sets; the paper has ``DequantizedGrey``, ``QuantizedGrey``
   is an extension): after the variant, as the paper's ``Grayscale(num_output_channels=3)``:
   luminance 0.2126 R + 0.7152 G + 0.0722 B of the (dequantised) colour image, then
   the sRGB -> linear expansion (v / 12.92 if v <= 0.04045, else ((v + 0.055) / 1.055) ** 2.4,
@@ -51,7 +53,17 @@ paper's ``ood-llr.py`` caps every set at the smallest set's size (10,000 with a 
 validation set), so its "SVHN test" rows are the first 10,000 images of ``extra``
 (pass ``max_examples``/``--n_eval_examples`` for the same cap here). Several local files
 hold only a test split (kmnist, notmnist, omniglot, svhn in ../shared/data); asking for
-their train split is an error that says so.
+their train split is an error that says so. TinyImageNetResize and GTSRB are test sets only
+(OOD sets for colour models, not in the paper): ``"train"`` is refused by name, before any file
+is read, and ``"validation"`` and ``"test"`` both give the file's ``x_test``.
+
+Tiny ImageNet (resize): the 10,000 unlabelled Tiny ImageNet test images, the images of ODIN's
+"TinyImageNet (resize)" OOD set, decoded from their 64 x 64 JPEGs (LOSSY) and resized to 32 x 32
+with PIL bicubic; NOT ODIN's file byte for byte (its resize filter is undocumented); labels all 0.
+GTSRB: the first 10,000 of the 12,630 GTSRB test images in the official order (a SUBSET), lossless
+PPMs that their source resized to 32 x 32 with OpenCV's bilinear on the whole image (no ROI crop,
+aspect ratio not kept); labels 0-42. Neither is downloaded: torchvision has no Tiny ImageNet loader,
+and its GTSRB gives the variable-size originals, not these; SOURCES.md says how the files were made.
 
 SVHN validation without ``extra``: an ``svhn.npz`` read for ``"validation"`` gives its
 ``x_extra`` array when it has one. If it holds only ``x_test`` (the ../shared/data copy:
@@ -119,6 +131,7 @@ class BaseInfo(NamedTuple):
     invert: bool = False            # the paper's "Inverted": 255 - x (after the resize)
     dequant_levels: int = 256       # Dequantized: 256 -> (k + u) / 256; 3 -> (2 x + u) / 3 (paper's Omniglot)
     npz_inverted: bool = False      # the local npz is stored with 255 - x already applied
+    test_only: bool = False         # a test set only (no train file, no download): "train" is refused by name
 
 
 BASES = {
@@ -137,6 +150,8 @@ BASES = {
                                        dequant_levels=3),
     "CIFAR10": BaseInfo("cifar10", "CIFAR10", False, (32, 32)),
     "SVHN": BaseInfo("svhn", "SVHN", False, (32, 32)),
+    "TinyImageNetResize": BaseInfo("tinyimagenet_resize", None, False, (32, 32), test_only=True),
+    "GTSRB": BaseInfo("gtsrb", None, False, (32, 32), test_only=True),
 }
 
 _NAME_RE = re.compile(r"^(?P<base>.+?)(?P<variant>Binarized|Quantized|Dequantized)(?P<grey>Grey)?$")
@@ -182,10 +197,20 @@ def parse_dataset_name(name: str) -> DatasetSpec:
     base, variant, grey = m.group("base"), m.group("variant"), m.group("grey") is not None
     colour = not BASES[base].grey
     if grey and not colour:
-        raise ValueError(f"{name!r}: the Grey suffix applies to colour datasets (CIFAR10, SVHN) only")
+        raise ValueError(f"{name!r}: the Grey suffix applies to colour datasets "
+                         f"({', '.join(b for b, i in BASES.items() if not i.grey)}) only")
     if variant == "Binarized" and colour:
         raise ValueError(f"{name!r}: Binarized is defined for the grey datasets only; use Quantized or Dequantized")
     return DatasetSpec(name, base, variant, grey)
+
+
+def check_split(spec: DatasetSpec, split: str) -> None:
+    """A ValueError for a split the data set does not have, naming the ones it has."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "train" and spec.info.test_only:
+        raise ValueError(f"{spec.name} is test-only: {spec.file_stem}.npz holds x_test and y_test and there is no "
+                         f"train split to supply; use split 'validation' or 'test' (both read x_test)")
 
 
 def parse_dataset_options(value) -> dict:
@@ -199,7 +224,7 @@ def parse_dataset_options(value) -> dict:
         raise ValueError(f"expected a non-empty JSON object of dataset names to options, got {value!r}")
     out = {}
     for name, opts in value.items():
-        parse_dataset_name(name)
+        spec = parse_dataset_name(name)
         opts = dict(opts or {})
         unknown = set(opts) - {"dynamic", "split"}
         if unknown:
@@ -207,6 +232,7 @@ def parse_dataset_options(value) -> dict:
         split = opts.get("split", "train")
         if split not in SPLITS:
             raise ValueError(f"{name}: split must be one of {SPLITS}, got {split!r}")
+        check_split(spec, split)
         dynamic = opts.get("dynamic", split == "train")
         if not isinstance(dynamic, bool):
             raise ValueError(f"{name}: dynamic must be true or false, got {dynamic!r}")
