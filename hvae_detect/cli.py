@@ -20,6 +20,20 @@ from hvae_detect.precision import PRECISIONS
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's usage errors: one line on stderr, exit status 2 (README)."""
+
+    def error(self, message, prog=None):
+        self.exit(2, f"{prog or self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports them from the top parser: name the command they were given to
+            command = getattr(args, "command", None)
+            self.error(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else None)
+        return args
+
+
 def _int_at_least(minimum: int, what: str):
     """An argparse type: an integer >= ``minimum``, else a usage error naming ``what`` was expected."""
     def parse(text):
@@ -304,7 +318,7 @@ def _add_results(sub, fmt):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hvae-detect", description=__doc__)
+    parser = _Parser(prog="hvae-detect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
     _add_demo(sub)

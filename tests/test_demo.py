@@ -63,6 +63,24 @@ def test_verdict_says_what_the_numbers_show():
     assert "LocalOutlierFactor on raw pixels beats it (0.950)" in demo.verdict(demo.NEAR_SET, near)
 
 
+def test_verdict_claims_no_recovery_or_separation_the_numbers_do_not_show():
+    row = lambda a: {"auroc": a, "auprc": a, "fpr80": 1 - a}  # noqa: E731
+    far = {"L": row(0.30), "LLR>1": row(0.25), "LLR>2": row(0.28), "LocalOutlierFactor": row(0.9)}
+    said = demo.verdict(demo.FAR_SETS[0], far)  # LLR>k below L's AUROC: nothing is recovered
+    assert "recovers" not in said and "LLR>k does not recover it (best: LLR>2 0.280" in said
+    assert not said.startswith("the paper's effect")
+    far["LLR>2"] = row(0.55)  # above L's and 0.5, but not clearly above chance
+    assert "does not recover it (best: LLR>2 0.550" in demo.verdict(demo.FAR_SETS[0], far)
+    far["LLR>2"] = row(0.62)
+    assert "LLR>2 recovers it to 0.620" in demo.verdict(demo.FAR_SETS[0], far)
+    at_chance = dict(far, L=row(0.51), **{"LLR>2": row(0.52)})  # neither is clearly above chance
+    said = demo.verdict(demo.FAR_SETS[0], at_chance)
+    assert "already separates" not in said and said.startswith("neither L (AUROC 0.510) nor LLR>k (best: LLR>2 0.520)")
+    said = demo.verdict(demo.FAR_SETS[0], dict(at_chance, **{"LLR>1": row(0.7)}))
+    assert said.startswith("L does not separate this set (AUROC 0.510, near chance); LLR>1 does (0.700)")
+    assert demo.verdict(demo.FAR_SETS[0], dict(at_chance, L=row(demo.SEPARATES))).startswith("L already separates")
+
+
 def test_demo_paper_without_data_names_the_missing_file(tmp_path, capsys):
     (tmp_path / "mnist.npz").write_bytes(b"")  # one of the two present
     assert main(["demo", "--paper", "--data_root", str(tmp_path)]) == 2

@@ -3,9 +3,10 @@
 :func:`image_source` accepts a path of a ``.npy`` file or of an uncompressed ``.npz`` file
 (memory-mapped: only the images a batch needs are read), a numpy array (a memmap too) or a
 torch tensor, and any map-style torch Dataset (torchvision's, or your own) whose items are
-images or (image, label) pairs: PIL images, numpy arrays or tensors. Images are returned as
-stored (uint8 0..255 or floats in [0, 1], channels first); a batch is checked and scaled to
-[0, 1] on the device (:func:`hvae_detect.data.inputs.check_image_tensor`).
+images or (image, label) pairs: PIL images, numpy arrays or tensors; flattened images (n, C*H*W)
+with an ``image_shape`` (without one, a perfect square is read as one grey channel). Images are
+returned as stored (uint8 0..255 or floats in [0, 1], channels first); a batch is checked and scaled
+to [0, 1] on the device (:func:`hvae_detect.data.inputs.check_image_tensor`).
 
 Arrays are read a whole batch at a time (``__getitems__``, in sorted order: a memory-mapped
 file is then read forwards), and a memory-mapped source reopens its file in each worker
@@ -26,11 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from hvae_detect.data.inputs import (check_image_tensor, check_images, check_shape, is_map_dataset,
-                                     resolve_image_shape, to_numpy)
+                                     resolve_image_shape, sample_indices, to_numpy, warn_if_binary_uint8)
 
 
-def _as_chw_shape(shape) -> tuple:
-    image = resolve_image_shape(shape)
+def _as_chw_shape(shape, image_shape=None) -> tuple:
+    image = resolve_image_shape(shape, image_shape)
     if image[0] not in (1, 3):
         raise ValueError(f"expected images shaped (n, H, W) or (n, C, H, W) with C in {{1, 3}}, got an array of "
                          f"shape {tuple(shape)}; channels-last arrays must be transposed to channels-first")
@@ -38,17 +39,20 @@ def _as_chw_shape(shape) -> tuple:
 
 
 class ArrayImages(Dataset):
-    """Images of an array (numpy, memory-mapped numpy, or torch on the CPU), (N, H, W) or (N, C, H, W)."""
+    """Images of an array (numpy, memory-mapped numpy, or torch on the CPU), (N, H, W) or (N, C, H, W),
+    or (N, d) rows of flattened images of ``image_shape``."""
 
-    def __init__(self, array):
+    def __init__(self, array, image_shape=None):
         if isinstance(array, torch.Tensor):
             array = array.detach().cpu()
         elif not isinstance(array, np.ndarray):
             raise ValueError(f"expected a numpy array or torch tensor of images, got {type(array).__name__}")
-        if array.ndim not in (3, 4) or len(array) == 0:
-            raise ValueError(f"expected a non-empty array of images (n, H, W) or (n, C, H, W), got shape "
-                             f"{tuple(array.shape)}")
-        self.image_shape = _as_chw_shape(array.shape)
+        if array.ndim not in (2, 3, 4):
+            raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d) with an image_shape, got "
+                             f"an array of shape {tuple(array.shape)}")
+        if len(array) == 0:
+            raise ValueError(f"expected a non-empty array of images, got shape {tuple(array.shape)}")
+        self.image_shape = _as_chw_shape(array.shape, image_shape)
         self._array = array
 
     @property
@@ -93,10 +97,10 @@ def _release_pages(array) -> None:
 class MemoryMappedImages(ArrayImages):
     """An array in a ``.npy`` file, or a member of an uncompressed ``.npz`` file, read through a memory map."""
 
-    def __init__(self, path, key: str | None = None):
+    def __init__(self, path, key: str | None = None, image_shape=None):
         self.path, self.key = Path(path), key
         self._array = None
-        super().__init__(self.array)
+        super().__init__(self.array, image_shape)
 
     @property
     def array(self):
@@ -192,29 +196,36 @@ class DatasetImages(Dataset):
         return image, index
 
 
-def image_source(data, key: str | None = None) -> Dataset:
-    """A map-style Dataset of (image, index) with an ``image_shape`` (C, H, W), for any supported ``data``."""
+def image_source(data, key: str | None = None, image_shape=None) -> Dataset:
+    """A map-style Dataset of (image, index) with an ``image_shape`` (C, H, W), for any supported ``data``
+    (``image_shape``: that of the rows of a 2-D array or file of flattened images)."""
     if isinstance(data, (ArrayImages, DatasetImages)):
         return data
     if isinstance(data, (str, Path)):
-        return MemoryMappedImages(data, key)
+        return MemoryMappedImages(data, key, image_shape)
     if isinstance(data, (np.ndarray, torch.Tensor)):
-        return ArrayImages(data)
+        return ArrayImages(data, image_shape)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return DatasetImages(data)
     raise ValueError(f"expected a path of a .npy/.npz file, an array, a tensor or a map-style Dataset of images, "
                      f"got {type(data).__name__}")
 
 
-def streamed_images(X, min_images: int = 2) -> Dataset | None:
+def streamed_images(X, min_images: int = 2, image_shape=None) -> Dataset | None:
     """The source ``fit`` streams ``X`` from when it may not fit in memory (an np.memmap, the path
-    of a .npy / .npz file, a map-style Dataset); None for data held in memory (arrays, tensors)."""
+    of a .npy / .npz file, a map-style Dataset); None for data held in memory (arrays, tensors).
+    ``image_shape``: that of flattened images (n, d). Warns about uint8 images of only 0 and 1 (from a
+    sample of ``hvae_detect.data.inputs.BINARY_SAMPLE`` images spread over the set)."""
     if not (isinstance(X, (np.memmap, Path)) or is_map_dataset(X)
             or (isinstance(X, str) and X.endswith((".npy", ".npz")))):
         return None
-    source = image_source(X)
+    source = image_source(X, image_shape=image_shape)
     if len(source) < min_images:
         raise ValueError(f"expected at least {min_images} images, got {len(source)}")
+    if isinstance(source, ArrayImages):
+        warn_if_binary_uint8(source.__getitems__(sample_indices(len(source)))[0])
+    else:  # items of a Dataset are read one by one: a smaller sample
+        warn_if_binary_uint8(torch.stack([source[int(i)][0] for i in sample_indices(len(source), 32)]))
     return source
 
 
@@ -232,7 +243,8 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
     X: a numpy array (memory-mapped arrays are read a slice at a time), a torch tensor on
     any device (kept there when it is already on ``device``), an array-like, a map-style
     torch Dataset of images (read through a DataLoader), or an iterable of batches (items
-    may be (images, labels) pairs).
+    may be (images, labels) pairs). uint8 images of only 0 and 1 are warned about once, from the first
+    batch.
     """
     if is_map_dataset(X):
         loader = torch.utils.data.DataLoader(image_source(X), batch_size=batch_size, collate_fn=collate)
@@ -251,9 +263,10 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
         for start in range(0, len(source), batch_size):
             part = source[start:start + batch_size]
             if isinstance(part, torch.Tensor):
-                yield check_image_tensor(part, image_shape, expected_shape).to(device)
+                yield check_image_tensor(part, image_shape, expected_shape, warn_binary=not seen).to(device)
             else:
-                yield torch.from_numpy(check_images(part, image_shape, expected_shape)).to(device)
+                x = check_images(part, image_shape, expected_shape, warn_binary=not seen)
+                yield torch.from_numpy(x).to(device)
             seen += len(part)
     if not seen:
         raise ValueError("expected at least 1 images, got 0")

@@ -4,18 +4,57 @@ Images arrive as numpy arrays (memory-mapped too) or torch tensors on any device
 uint8 in 0..255 or floats in [0, 1], shaped (n, H, W), (n, C, H, W) with C in
 {1, 3}, or (n, d) with an ``image_shape``. Everything else is a ValueError that says what was
 expected. Batches of any source (iterables, Datasets) are read by
-``hvae_detect.data.image_sources.image_batches``.
+``hvae_detect.data.image_sources.image_batches``. uint8 images that hold only 0 and 1 (binary
+images stored as uint8) would be read as nearly black: :func:`warn_if_binary_uint8` warns, once per
+call, from a bounded sample of at most ``BINARY_SAMPLE`` images spread over the set.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 import torch.utils.data
 
 _FLOATS = (np.float16, np.float32, np.float64)
+BINARY_SAMPLE = 256  # images read by the check for uint8 images of only 0 and 1 (spread over the set)
+
+
+def sample_indices(n: int, at_most: int = BINARY_SAMPLE) -> np.ndarray:
+    """At most ``at_most`` indices spread evenly over 0..n-1, in increasing order."""
+    return np.unique(np.linspace(0, n - 1, min(n, at_most)).astype(np.int64)) if n else np.zeros(0, np.int64)
+
+
+def warn_if_binary_uint8(images) -> None:
+    """Warn when uint8 ``images`` (an array or tensor: a sample, see ``sample_indices``) hold only 0 and 1."""
+    if isinstance(images, torch.Tensor):
+        binary = images.dtype == torch.uint8 and images.numel() > 0 and int(images.max()) == 1
+    else:
+        binary = images.dtype == np.uint8 and images.size > 0 and int(images.max()) == 1
+    if binary:
+        warnings.warn("the uint8 images hold only the values 0 and 1, and uint8 is read as 0..255, so they are "
+                      "nearly black to the model; pass binary images as floats 0.0/1.0 or multiplied by 255",
+                      UserWarning, stacklevel=2)
+
+
+def _ragged(X) -> str:
+    """What is wrong with a list of images that numpy cannot stack."""
+    def shape(item):
+        try:
+            return tuple(int(v) for v in np.shape(item))
+        except ValueError:
+            return None
+    shapes = [shape(item) for item in X]
+    for i, s in enumerate(shapes):
+        if s != shapes[0] or s is None:
+            first = "has no regular shape" if shapes[0] is None else f"has shape {shapes[0]}"
+            other = "has no regular shape" if s is None else f"has shape {s}"
+            where = f"image 0 {first}" + (f" and image {i} {other}" if i else "")
+            return (f"the images of a list must all have the same shape: {where}; expected images shaped (H, W) "
+                    "or (C, H, W), all alike (resize or crop them first)")
+    return "expected a numeric array of images, got a list that numpy cannot stack into one"
 
 
 def to_numpy(X):
@@ -24,8 +63,15 @@ def to_numpy(X):
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy()
     if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
-        arr = np.asarray(X)
+        try:
+            arr = np.asarray(X)
+        except ValueError:  # numpy's "inhomogeneous shape"
+            if isinstance(X, (list, tuple)):
+                raise ValueError(_ragged(X)) from None
+            raise
         if arr.dtype == object:
+            if isinstance(X, (list, tuple)):
+                raise ValueError(_ragged(X))
             raise ValueError("expected a numeric array of images, got an object array")
         return arr
     raise ValueError(f"expected a numpy array or torch tensor of images, got {type(X).__name__}")
@@ -72,8 +118,9 @@ def check_shape(shape, image_shape, expected_shape, min_samples):
     return image
 
 
-def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.ndarray:
-    """Validate images and return them as float32 (n, C, H, W) in [0, 1]."""
+def check_images(X, image_shape=None, expected_shape=None, min_samples=1, warn_binary=True) -> np.ndarray:
+    """Validate images and return them as float32 (n, C, H, W) in [0, 1]; ``warn_binary``: warn about
+    uint8 images of only 0 and 1 (from a sample of them)."""
     arr = to_numpy(X)
     if np.iscomplexobj(arr):
         raise ValueError("Complex data not supported: expected uint8 or float images")
@@ -81,6 +128,8 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.
         raise ValueError("images contain NaN or infinite values")
     shape = check_shape(arr.shape, image_shape, expected_shape, min_samples)
     if arr.dtype == np.uint8:
+        if warn_binary:
+            warn_if_binary_uint8(arr[sample_indices(len(arr))])
         out = arr.astype(np.float32) / 255.0
     elif arr.dtype.type in _FLOATS:
         if not np.all(np.isfinite(arr)):
@@ -94,10 +143,13 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1) -> np.
     return out.reshape(arr.shape[0], *shape)
 
 
-def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1) -> torch.Tensor:
+def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1,
+                       warn_binary=True) -> torch.Tensor:
     """``check_images`` for a torch tensor, on its own device: float32 (n, C, H, W) in [0, 1]."""
     shape = check_shape(x.shape, image_shape, expected_shape, min_samples)
     if x.dtype == torch.uint8:
+        if warn_binary:
+            warn_if_binary_uint8(x[torch.from_numpy(sample_indices(len(x))).to(x.device)])
         out = x.float() / 255.0
     elif x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         if x.numel() and not bool(torch.isfinite(x).all()):

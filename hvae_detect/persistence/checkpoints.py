@@ -147,6 +147,9 @@ def resolve_model_dir(path, checkpoint: str = "best") -> Path:
         return folder
     if (path / "config.json").is_file() or (path / "state.json").is_file():
         return path
+    if not path.exists():
+        raise ValueError(f"{path} does not exist, so it is neither a run folder (run.json) nor a saved model "
+                         "(config.json): check the path")
     raise ValueError(f"{path} is neither a run folder (run.json) nor a saved model (config.json)")
 
 
