@@ -1,7 +1,8 @@
-"""Command line: ``hvae-detect demo | train | score | results``.
+"""Command line: ``hvae-detect demo | train | score | results | fit | detect``.
 
-Every flag is declared here; each command's work lives in ``hvae_detect.commands``, imported only
-when that command runs, so that ``--help`` and usage errors are answered without torch.
+Every flag is declared here (fit's and detect's in ``hvae_detect.image_cli``); each command's work lives
+in ``hvae_detect.commands``, imported only when that command runs, so that ``--help`` and usage errors
+are answered without torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
+from hvae_detect.image_cli import add_detect as _add_detect, add_fit as _add_fit
 from hvae_detect.data.dataset_names import DATA_ROOT_ENV
 from hvae_detect.precision import PRECISIONS
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
@@ -325,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub, fmt)
     _add_score(sub, fmt)
     _add_results(sub, fmt)
+    _add_fit(sub)
+    _add_detect(sub)
     return parser
 
 
