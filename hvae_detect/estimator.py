@@ -17,7 +17,7 @@ from hvae_detect.data.inputs import check_images, hold_out
 from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
 from hvae_detect.likelihoods import resolve_likelihood
-from hvae_detect.models.architectures import resolve_architecture
+from hvae_detect.models.architectures import AUTO, auto_preset, resolve_architecture
 from hvae_detect.models.base import HEADS
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.layers import ACTIVATIONS
@@ -27,7 +27,7 @@ from hvae_detect.precision import PRECISIONS
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.outputs import image_outputs
 from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
+from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig, resolve_epochs
 from hvae_detect.training.loop import train_epochs
 
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
@@ -49,8 +49,12 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
 
     Parameters
     ----------
-    architecture : str or dict, default="small"
-        A preset ("small", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
+    architecture : str or dict, default="auto"
+        "auto" picks by the images: "bottleneck" (one latent of 100 dimensions under three stride-2
+        blocks: its narrow path is what separates colour images) for colour images, "small" (the
+        paper's three-latent shape at CPU size) for grey ones and for the statistics of one k (L>k, LLR>k
+        need a hierarchy); chosen on held-out pairs (benchmarks/RESULTS.md, "Colour images"). Or a preset
+        ("small", "bottleneck", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
         "biva-cifar"; "lvae-small"), or a dict with the paper's "config_deterministic" and
         "config_stochastic" structures and optionally the model family, "model": "VAE" (the
         default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
@@ -71,7 +75,10 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
     scoring_precision : {"float32", "bfloat16", "auto"}, default="float32"
         Arithmetic of the scoring passes ("auto" as ``precision``); bfloat16 is faster on CPUs that have
         it and moves AUROCs little (benchmarks/RESULTS.md); a threshold holds for one precision.
-    epochs, batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
+    epochs : int or "auto", default="auto"
+        "auto": enough epochs to see about 60,000 training images (at most 50), a fit of minutes on two
+        CPU cores at 10,000 images (benchmarks/RESULTS.md) that two runs with one random_state repeat.
+    batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
     free_nats_mode, data_init, train_samples, train_importance_weighted, compile
         Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
         paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster),
@@ -143,8 +150,9 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         "architecture": [str, dict],
         "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
         "statistic": [str],  # a name in the statistics table, checked against it (statistics.get)
-        **dict.fromkeys(("k", "iw_samples", "iw_samples_lk", "epochs", "batch_size", "train_samples", "n_mix"),
+        **dict.fromkeys(("k", "iw_samples", "iw_samples_lk", "batch_size", "train_samples", "n_mix"),
                         [_positive(Integral)]),
+        "epochs": [_positive(Integral), StrOptions({"auto"})],
         "learning_rate": [_positive(Real)],
         **dict.fromkeys(("free_nats", "free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left")]),
         "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
@@ -161,8 +169,8 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         "verbose": ["verbose"],
     }
 
-    def __init__(self, architecture="small", likelihood="auto", statistic="fused", k=1, iw_samples=1,
-                 iw_samples_lk=1, epochs=_TRAINING.epochs, batch_size=_TRAINING.batch_size,
+    def __init__(self, architecture="auto", likelihood="auto", statistic="fused", k=1, iw_samples=1,
+                 iw_samples_lk=1, epochs="auto", batch_size=_TRAINING.batch_size,
                  learning_rate=_TRAINING.learning_rate, free_nats=_TRAINING.free_nats,
                  free_nats_epochs=_TRAINING.free_nats_epochs, warmup_epochs=_TRAINING.warmup_epochs, n_mix=10,
                  image_shape=None, contamination="auto", device="auto", precision=_TRAINING.precision,
@@ -182,14 +190,22 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
         self.holdout, self.scoring_precision, self.compile = holdout, scoring_precision, compile
 
-    def _training_config(self) -> TrainingConfig:
-        return TrainingConfig(**{name: getattr(self, name) for name in TrainingConfig.field_names()})
+    def _training_config(self, n_train: int = 1) -> TrainingConfig:
+        settings = {name: getattr(self, name) for name in TrainingConfig.field_names()}
+        return TrainingConfig(**{**settings, "epochs": resolve_epochs(self.epochs, n_train)})
 
     def _check_params(self):
         self._validate_params()
         statistics.get(self.statistic)
         self._training_config()  # finite values
-        resolve_architecture(self.architecture)
+        if self.architecture != AUTO:
+            resolve_architecture(self.architecture)
+
+    def _architecture_for(self, shape):
+        """The architecture of a model of images of ``shape``: ``architecture``, or what "auto" picks."""
+        if self.architecture != AUTO:
+            return self.architecture
+        return auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k)
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -197,7 +213,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         device; or, streamed through a DataLoader (draws keyed by image), a memory-mapped array, the path
         of a .npy or uncompressed .npz file, or a map-style torch Dataset of images."""
         self._check_params()
-        source = streamed_images(X)
+        source = streamed_images(X, image_shape=self.image_shape)
         streamed = source is not None
         if streamed:
             x, shape = (source if isinstance(X, (str, Path)) else X), source.image_shape
@@ -206,7 +222,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
             shape = x.shape[1:]
         seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
         held = None if streamed else hold_out(len(x), self.holdout, int(seeds[2]))  # a mask, or None
-        config = ModelConfig(shape, self.architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
+        config = ModelConfig(shape, self._architecture_for(shape), resolve_likelihood(self.likelihood, n_channels=shape[0]),
                              self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
         device = resolve_device(self.device)
         # The global generator (initial weights, data_init's directions) is seeded from random_state;
@@ -214,9 +230,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seeds[0]))
             model = make_model(config)
-            if self.k >= model.n_latents:
-                raise ValueError(f"k must be in 1..{model.n_latents - 1} for a model with {model.n_latents} latents, "
-                                 f"got {self.k}")
+            self._check_k(model.n_latents)
             model.to(device)
             gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
             observation = model.observation  # its training draw: the Bernoulli's dynamic binarisation
@@ -225,7 +239,7 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
                                      prepare=observation.keyed_draw if observation.draws_input else None)
             else:
                 data = torch.from_numpy(x if held is None else x[~held]).to(device)
-            self.history_ = train_epochs(model, data, self._training_config(), transform=observation.training_draw,
+            self.history_ = train_epochs(model, data, self._training_config(len(data)), transform=observation.training_draw,
                                          generator=gen, verbose=self.verbose)
         self._set_model(model, int(seeds[2]))
         needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
@@ -293,12 +307,19 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         check_is_fitted(self, "model_")
         return self._score_samples(X)
 
+    def _check_k(self, n_latents):
+        """k matters to the statistics of one k (L>k, LLR>k) only; a one-latent model has none."""
+        if statistics.get(self.statistic).per_k and not 1 <= self.k < n_latents:
+            if n_latents < 2:
+                raise ValueError(f"the statistic {self.statistic!r} needs a model with at least 2 latents (it takes "
+                                 f"the k lowest from the prior), and this one has {n_latents}; use another statistic")
+            raise ValueError(f"k must be in 1..{n_latents - 1} for a model with {n_latents} latents, got {self.k}")
+
     def _statistic_key(self) -> str:
         return statistics.get(self.statistic).key_for(self.k)
 
     def _score_samples(self, X):
-        if not 1 <= self.k < self.n_latents_:
-            raise ValueError(f"k must be in 1..{self.n_latents_ - 1} for this model, got {self.k}")
+        self._check_k(self.n_latents_)
         return self._normality(self._engine_outputs(X, statistics.outputs_needed([self._statistic_key()])))
 
     def _normality(self, outputs):

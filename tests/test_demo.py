@@ -38,6 +38,7 @@ def test_demo_prints_its_tables_and_writes_plots_and_json(tmp_path, capsys):
         assert sum(r[0] == name for r in rows) == len(demo.SET_DESCRIPTIONS), name
     assert sum(r[:2] == [demo.RECOMMENDED, "*"] for r in rows) == len(demo.SET_DESCRIPTIONS)
     assert "recommended statistic" in printed
+    assert "the recommended model, architecture='auto', picks preset 'small'" in " ".join(printed.split())
 
     # {set: {statistic: {"auroc", "auprc", "fpr80"}}}
     table = json.loads((out / "table.json").read_text())

@@ -182,7 +182,7 @@ def test_statistics_table_records_round_trip(tmp_path):
     table = {"mnist": {"L": 0.123456, "Fused": 0.9, "LLR>1": 0.96}, "kmnist": {"L": 0.4, "Fused": 0.94, "LLR>1": 0.98}}
     path = table_script.record_path(tmp_path, "fashion_mnist", started)
     assert path.name == "2026-12-06T0502Z_fashion_mnist_to_mnist_kmnist_notmnist_omniglot.json"
-    details = dict(in_dist="fashion_mnist", table=table, fit_minutes=12.84, machine="2 test cores",
+    details = dict(default="Fused", in_dist="fashion_mnist", table=table, fit_minutes=12.84, machine="2 test cores",
                    model="HVAE, preset small", scoring="S = 1", started=started, command="python made-up")
     assert table_script.write_record(path, **details) == path
     [(file, record)] = page.load_records(tmp_path)

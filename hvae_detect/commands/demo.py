@@ -31,6 +31,7 @@ import numpy as np
 from hvae_detect.persistence.atomic import atomic_write_json
 from hvae_detect.data.datasets import DATA_ROOT_ENV, default_data_root
 from hvae_detect.estimator import HVAEOutlierDetector
+from hvae_detect.models.architectures import auto_preset
 from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
 
@@ -297,8 +298,9 @@ def run(args) -> int:
     print("\n" + textwrap.fill(
         f"* {RECOMMENDED}: the package's recommended statistic, what score_samples returns with the defaults "
         f"({statistics.of_key(RECOMMENDED)[0].description}), chosen on held-out pairs that this demo's sets are "
-        "not (benchmarks/RESULTS.md); LLR>k = L - L>k, L>k = the bound with the k lowest latents from the prior.",
-        width=100))
+        f"not (benchmarks/RESULTS.md); the recommended model, architecture='auto', picks preset "
+        f"'{auto_preset(det.image_shape_)}' for these grey images ('bottleneck' for colour ones); LLR>k = L - L>k, "
+        "L>k = the bound with the k lowest latents from the prior.", width=100))
     print(f"plots in {out_dir}/: roc_curves.png, score_histograms.png (per set), examples.png; "
           f"total {time.perf_counter() - start:.0f} s")
     if args.json:

@@ -28,13 +28,27 @@ _DENSE = {"block", "out_features", "weightnorm", "gated"}
 _STOCH = {"block", "latent_features", "weightnorm"}
 _TOP = {"config_deterministic", "config_stochastic", "model"}
 
-__all__ = ["PRESETS", "family_of", "json_text_or_file", "model_family", "resolve_architecture",
+AUTO = "auto"  # the estimator's architecture="auto": ``auto_preset`` picks by the images
+
+__all__ = ["AUTO", "PRESETS", "auto_preset", "family_of", "json_text_or_file", "model_family", "resolve_architecture",
            "validate_architecture", "with_family"]
 
 
 def family_of(architecture: dict) -> str:
     """The family of a resolved architecture: its "model" key, "VAE" when absent (every older saved model)."""
     return model_family(architecture.get("model", "VAE"))
+
+
+def auto_preset(input_shape, hierarchical: bool = False) -> str:
+    """The preset that architecture="auto" picks for images of ``input_shape`` (C, H, W).
+
+    Colour images get "bottleneck", a one-level VAE whose narrow dense latent cannot carry every
+    detail of an image, so that its latent path's norms separate other kinds of images (Huang, He &
+    Lui 2024); the hierarchical "small" did not on colour images (benchmarks/RESULTS.md, "Colour
+    images"). Grey images, and any statistic that needs a hierarchy (``hierarchical``: L>k, LLR>k),
+    get "small".
+    """
+    return "bottleneck" if input_shape[0] == 3 and not hierarchical else "small"
 
 
 def with_family(architecture, model: str | None) -> dict:

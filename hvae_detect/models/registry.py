@@ -130,6 +130,13 @@ PRESETS = {
         ],
     },
 }
+# One latent: a dense bottleneck of 100 dimensions under three stride-2 residual blocks (32x32 -> 4x4),
+# the narrow one-level VAE of Huang, He & Lui (2024) in this package's blocks. Its posterior-mean path
+# cannot carry every detail of an image, which is what makes that path's norms separate colour images.
+PRESETS["bottleneck"] = {
+    "config_deterministic": [[_conv(32, 3, 2), _conv(64, 3, 2), _conv(128, 3, 2)]],
+    "config_stochastic": [{"block": "GaussianDense", "latent_features": 100, "weightnorm": True}],
+}
 # The paper's code builds BIVA from the same --config_* structures (--model BIVA): the paper's
 # stage configurations run through BIVA stages, and the "small" one for CPU budgets.
 for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),

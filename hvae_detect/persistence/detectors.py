@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.persistence import checkpoints
 from hvae_detect.scoring import reference
 
@@ -73,7 +72,7 @@ def write_detector(path, detector, overwrite: bool):
     """Write a fitted detector's folder as one unit; an existing detector only with ``overwrite``."""
     checkpoints.check_writable_model_dir(path, overwrite)
     params = detector.get_params()
-    params["architecture"] = resolve_architecture(detector.architecture)
+    params["architecture"] = detector.model_.architecture  # what "auto" chose, resolved
     params["random_state"] = detector.random_state if isinstance(detector.random_state, (int, type(None))) else None
     params["device"] = str(detector.device)
     fitted = {name: getattr(detector, name, None) for name in FITTED}

@@ -276,8 +276,10 @@ def available(key: str, outputs: dict, references: dict | None = None) -> bool:
 
 def _present(name: str, outputs: dict) -> bool:
     """Whether ``outputs`` hold the engine output ``name`` (of ``needs``' vocabulary)."""
-    if name == "L>*":
-        return any(re.fullmatch(r"L>\d+", n) for n in outputs)
+    if name == "L>*":  # every L>k of the model: one fewer than its KLs (none for a one-latent model)
+        bounds = sum(bool(re.fullmatch(r"L>\d+", n)) for n in outputs)
+        kls = sum(bool(re.fullmatch(r"KL\d+", n)) for n in outputs)
+        return bounds == kls - 1 if kls else bounds > 0
     if name == "KL":
         return any(re.fullmatch(r"KL\d+", n) for n in outputs)
     return "recon error" in outputs if name == PATH else name in outputs

@@ -18,6 +18,18 @@ import numbers
 from hvae_detect.precision import PRECISIONS
 
 FREE_NATS_MODES = ("element", "layer")
+# epochs="auto" (the estimator's default): about this many training images seen, at most this many
+# epochs (benchmarks/RESULTS.md, "Colour images": the default's fit minutes on 2 CPU cores).
+AUTO_TRAINING_IMAGES, AUTO_MAX_EPOCHS = 60_000, 50
+
+
+def resolve_epochs(epochs, n_train: int) -> int:
+    """``epochs``, or for "auto" enough to see about ``AUTO_TRAINING_IMAGES`` of ``n_train`` training images
+    (1 to ``AUTO_MAX_EPOCHS``): a fit whose time follows neither the data set's size nor the machine's clock
+    (a wall-clock budget would make two fits with one random_state differ)."""
+    if epochs != "auto":
+        return epochs
+    return int(min(max(round(AUTO_TRAINING_IMAGES / max(n_train, 1)), 1), AUTO_MAX_EPOCHS))
 
 
 @dataclasses.dataclass
