@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,12 @@ from hvae_detect.models.architectures import AUTO, auto_preset, resolve_architec
 from hvae_detect.models.base import HEADS
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.layers import ACTIVATIONS
-from hvae_detect.models.registry import make_model
 from hvae_detect.persistence import detectors
 from hvae_detect.precision import PRECISIONS
-from hvae_detect.scoring import statistics
+from hvae_detect.scoring import calibration, statistics
 from hvae_detect.scoring.outputs import image_outputs
-from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig, resolve_epochs
-from hvae_detect.training.loop import train_epochs
+from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig, resolve_auto
+from hvae_detect.training.fit import train_model
 
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
 _THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk", "scoring_precision")
@@ -38,7 +37,7 @@ def _positive(kind):
     return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
 
 
-class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator):
+class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector built on a hierarchical VAE (Havtorn et al., ICML 2021).
 
     Fits a hierarchical VAE to in-distribution images and scores new images with the statistics
@@ -78,7 +77,10 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
     epochs : int or "auto", default="auto"
         "auto": enough epochs to see about 60,000 training images (at most 50), a fit of minutes on two
         CPU cores at 10,000 images (benchmarks/RESULTS.md) that two runs with one random_state repeat.
-    batch_size, learning_rate, free_nats, free_nats_epochs, warmup_epochs, precision, \
+    learning_rate, warmup_epochs, free_nats_epochs : float or "auto", default="auto"
+        "auto": 3e-4, 5 and 10 epochs for a hierarchical model; 1e-3, 20% and 40% of the epochs for a
+        one-level one (``hvae_detect.training.config.resolve_auto`` says what that was measured on).
+    batch_size, free_nats, precision, \
     free_nats_mode, data_init, train_samples, train_importance_weighted, compile
         Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
         paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster),
@@ -92,13 +94,16 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
     holdout : float in [0, 0.5), default=0.1
         Fraction of the training images (of an in-memory X) held out of training, drawn with
-        ``random_state``: the statistics that read a reference (typicality, fused) fit it on them,
-        and ``offset_`` is their quantile. 0, or too few images to hold out 2, uses the training
+        ``random_state``: the statistics that read a reference (typicality, fused, ...) fit it on them,
+        and ``offset_`` is calibrated on them. 0, or too few images to hold out 2, uses the training
         images instead (as a streamed X always does).
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets ``offset_`` so that this fraction of the held-out images scores below it ("auto": 0.05;
-        a statistic's scale depends on the data and the model, so there is no fixed threshold).
-        ``set_threshold`` sets it from held-out inliers at a chosen false-positive rate.
+        The share of new normal images that ``predict`` should flag ("auto": 0.05): ``offset_`` is that
+        quantile of the held-out images' scores, each scored by references fitted without it
+        (leave-one-out), so that it holds for images the references never saw; measured at 0.05 with 40
+        to 200 held-out images, 0.039-0.057 of fresh normal images flagged on average per statistic
+        (benchmarks/RESULTS.md, "Thresholds"). Fewer held-out images than 2 / contamination, or than 3
+        per column of the statistic's reference, draw a warning: the share can then be far off.
     device : "auto", "cpu", "cuda" or a torch device string
     random_state : int, RandomState or None
         Seeds initialisation, batching, and the key of the scoring random numbers.
@@ -112,6 +117,8 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         Threshold of ``decision_function``; None for a model loaded from a training run.
     threshold_params_ : dict
         statistic, k, iw_samples, iw_samples_lk that ``offset_`` was computed with.
+    threshold_calibration_ : str
+        How ``offset_`` was set (earlier versions: in-sample, which flagged more than ``contamination``).
     train_score_samples_ : ndarray of shape (n_train,)
         ``score_samples`` of every image given to ``fit``.
     references_ : dict
@@ -153,8 +160,10 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         **dict.fromkeys(("k", "iw_samples", "iw_samples_lk", "batch_size", "train_samples", "n_mix"),
                         [_positive(Integral)]),
         "epochs": [_positive(Integral), StrOptions({"auto"})],
-        "learning_rate": [_positive(Real)],
-        **dict.fromkeys(("free_nats", "free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left")]),
+        "learning_rate": [_positive(Real), StrOptions({"auto"})],
+        "free_nats": [Interval(Real, 0, None, closed="left")],
+        **dict.fromkeys(("free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left"),
+                                                                StrOptions({"auto"})]),
         "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
         **dict.fromkeys(("data_init", "train_importance_weighted", "compile"), ["boolean"]),
         "activation": [StrOptions(set(ACTIVATIONS))],
@@ -171,8 +180,8 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
 
     def __init__(self, architecture="auto", likelihood="auto", statistic="fused", k=1, iw_samples=1,
                  iw_samples_lk=1, epochs="auto", batch_size=_TRAINING.batch_size,
-                 learning_rate=_TRAINING.learning_rate, free_nats=_TRAINING.free_nats,
-                 free_nats_epochs=_TRAINING.free_nats_epochs, warmup_epochs=_TRAINING.warmup_epochs, n_mix=10,
+                 learning_rate="auto", free_nats=_TRAINING.free_nats, free_nats_epochs="auto", warmup_epochs="auto",
+                 n_mix=10,
                  image_shape=None, contamination="auto", device="auto", precision=_TRAINING.precision,
                  random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
                  data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
@@ -190,9 +199,9 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
         self.holdout, self.scoring_precision, self.compile = holdout, scoring_precision, compile
 
-    def _training_config(self, n_train: int = 1) -> TrainingConfig:
+    def _training_config(self, n_train: int = 1, n_latents: int = 2) -> TrainingConfig:
         settings = {name: getattr(self, name) for name in TrainingConfig.field_names()}
-        return TrainingConfig(**{**settings, "epochs": resolve_epochs(self.epochs, n_train)})
+        return TrainingConfig(**resolve_auto(settings, n_train, n_latents))
 
     def _check_params(self):
         self._validate_params()
@@ -201,59 +210,54 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         if self.architecture != AUTO:
             resolve_architecture(self.architecture)
 
-    def _architecture_for(self, shape):
-        """The architecture of a model of images of ``shape``: ``architecture``, or what "auto" picks."""
-        if self.architecture != AUTO:
-            return self.architecture
-        return auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k)
-
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
-        """Train the hierarchical VAE on in-distribution images X (y is ignored): an array, held on the
-        device; or, streamed through a DataLoader (draws keyed by image), a memory-mapped array, the path
-        of a .npy or uncompressed .npz file, or a map-style torch Dataset of images."""
+        """Train the model on in-distribution images X (y is ignored): an array, held on the device; or,
+        streamed through a DataLoader (draws keyed by image), a memory-mapped array, the path of a .npy
+        or uncompressed .npz file, or a map-style torch Dataset of images. Then fit the references of the
+        statistics on the held-out images and calibrate the threshold (``contamination``) on them."""
         self._check_params()
         source = streamed_images(X, image_shape=self.image_shape)
-        streamed = source is not None
-        if streamed:
+        if source is not None:
             x, shape = (source if isinstance(X, (str, Path)) else X), source.image_shape
         else:
             x = check_images(X, self.image_shape, min_samples=2)
             shape = x.shape[1:]
-        seeds = check_random_state(self.random_state).randint(0, 2**31 - 1, size=3)
-        held = None if streamed else hold_out(len(x), self.holdout, int(seeds[2]))  # a mask, or None
-        config = ModelConfig(shape, self._architecture_for(shape), resolve_likelihood(self.likelihood, n_channels=shape[0]),
+        init_seed, training_seed, scoring_seed = check_random_state(self.random_state).randint(0, 2**31 - 1, 3)
+        held = None if source is not None else hold_out(len(x), self.holdout, int(scoring_seed))  # a mask, or None
+        architecture = (self.architecture if self.architecture != AUTO
+                        else auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k))
+        config = ModelConfig(shape, architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
                              self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
-        device = resolve_device(self.device)
-        # The global generator (initial weights, data_init's directions) is seeded from random_state;
-        # the caller's own stream is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[0]))
-            model = make_model(config)
-            self._check_k(model.n_latents)
-            model.to(device)
-            gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
-            observation = model.observation  # its training draw: the Bernoulli's dynamic binarisation
-            if streamed:  # (a likelihood that draws nothing needs no keyed uniforms)
-                data = LoaderBatches(source, self.batch_size, seed=int(seeds[1]), device=device,
-                                     prepare=observation.keyed_draw if observation.draws_input else None)
-            else:
-                data = torch.from_numpy(x if held is None else x[~held]).to(device)
-            self.history_ = train_epochs(model, data, self._training_config(len(data)), transform=observation.training_draw,
-                                         generator=gen, verbose=self.verbose)
-        self._set_model(model, int(seeds[2]))
-        needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
-        outputs = self._engine_outputs(x if held is None else x[held], needs)
-        self.references_ = statistics.fit_references(outputs)
-        held_scores = self._normality(outputs)  # every image is scored once: the held-out ones here
-        self.train_score_samples_ = held_scores
+        n_latents = len(config.architecture["config_stochastic"])
+        statistics.check_k(self.statistic, self.k, n_latents)
+        images = source if source is not None else (x if held is None else x[~held])
+        model, self.history_ = train_model(config, images, self._training_config(len(images), n_latents),
+                                           resolve_device(self.device), init_seed=int(init_seed),
+                                           training_seed=int(training_seed), verbose=self.verbose)
+        self._set_model(model, int(scoring_seed))
+        held_scores = self._calibrate(x if held is None else x[held], "the held-out training images")
+        self.train_score_samples_ = held_scores  # every image is scored once: the held-out ones in _calibrate
         if held is not None:
             self.train_score_samples_ = np.empty(len(x))
             self.train_score_samples_[held] = held_scores
             self.train_score_samples_[~held] = self._score_samples(x[~held])
-        contamination = 0.05 if self.contamination == "auto" else self.contamination
-        self._set_offset(np.percentile(held_scores, 100.0 * contamination), "the held-out training images")
         return self
+
+    def _calibrate(self, X, source, rate=None):
+        """Fit every statistic's reference on the images X and set ``offset_`` at the ``rate`` quantile
+        (``contamination``) of scores their references did not see: each image is scored by references
+        fitted without it (leave-one-out; ``hvae_detect.scoring.calibration`` says why). Returns those scores."""
+        needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
+        outputs = self._engine_outputs(X, needs)
+        self.references_ = statistics.fit_references(outputs)
+        rate = rate or (0.05 if self.contamination == "auto" else self.contamination)
+        offset, info = calibration.threshold(statistics.get(self.statistic), outputs, self.k, rate,
+                                             self.scoring_seed_, self.references_)
+        if info["warning"]:
+            warnings.warn(info["warning"], UserWarning, stacklevel=3)
+        self._set_offset(offset, source)
+        return info["scores"]
 
     def _set_model(self, model, scoring_seed):
         self.model_ = model.eval()
@@ -269,14 +273,26 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
                              "(training diverged?); refit with a lower learning_rate")
         self.offset_ = float(offset)
         self.threshold_params_ = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
+        self.threshold_calibration_ = calibration.DESCRIPTION
 
     def set_threshold(self, X, fpr=0.05):
         """Set ``offset_`` so that a fraction ``fpr`` of the held-out inliers X is predicted an outlier (after
-        changing the statistic, k or the samples, or for a model loaded from a training run). Returns self."""
+        changing the statistic, k or the samples, or for a model loaded from a training run). A statistic
+        whose reference this detector lacks (a training run's) has it fitted on X, calibrated as in ``fit``.
+        Returns self."""
         check_is_fitted(self, "model_")
         if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
             raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
-        self._set_offset(np.percentile(self._score_samples(X), 100.0 * fpr), "the held-out inliers")
+        statistic = statistics.get(self.statistic)
+        if statistic.reference is not None and not hasattr(getattr(self, "references_", {}).get(statistic.name),
+                                                           "score"):
+            self._calibrate(X, "the held-out inliers, each scored by references fitted without it", fpr)
+            return self
+        scores = self._score_samples(X)
+        message = calibration.warning(statistic, len(scores), 0, fpr, images="held-out inliers")
+        if message:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        self._set_offset(calibration.quantile(scores, fpr), "the held-out inliers")
         return self
 
     # ---- scoring (the public methods check the fitted state once; the private ones assume it) ----
@@ -307,19 +323,11 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         check_is_fitted(self, "model_")
         return self._score_samples(X)
 
-    def _check_k(self, n_latents):
-        """k matters to the statistics of one k (L>k, LLR>k) only; a one-latent model has none."""
-        if statistics.get(self.statistic).per_k and not 1 <= self.k < n_latents:
-            if n_latents < 2:
-                raise ValueError(f"the statistic {self.statistic!r} needs a model with at least 2 latents (it takes "
-                                 f"the k lowest from the prior), and this one has {n_latents}; use another statistic")
-            raise ValueError(f"k must be in 1..{n_latents - 1} for a model with {n_latents} latents, got {self.k}")
-
     def _statistic_key(self) -> str:
         return statistics.get(self.statistic).key_for(self.k)
 
     def _score_samples(self, X):
-        self._check_k(self.n_latents_)
+        statistics.check_k(self.statistic, self.k, self.n_latents_)
         return self._normality(self._engine_outputs(X, statistics.outputs_needed([self._statistic_key()])))
 
     def _normality(self, outputs):
@@ -350,27 +358,3 @@ class HVAEOutlierDetector(detectors.PicklesItsModel, OutlierMixin, BaseEstimator
         """Mean ELBO L per image in nats (as GaussianMixture.score): higher = the data fit the model better."""
         check_is_fitted(self, "model_")
         return float(np.mean(self._engine_outputs(X, {"L"})["L"]))
-
-    # ---- persistence (hvae_detect.persistence.detectors; pickling too, PicklesItsModel) --------------
-    def save(self, path, overwrite=False):
-        """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle). An
-        existing detector folder is replaced only with ``overwrite=True``; a folder of anything else never."""
-        check_is_fitted(self, "model_")
-        return detectors.write_detector(path, self, overwrite)
-
-    @classmethod
-    def load(cls, path, device="auto", checkpoint="best"):
-        """Open a detector written by ``save``, or a run folder written by ``hvae-detect train``
-        (its ``checkpoint``, "best" or "last"; such a detector has no threshold until
-        ``set_threshold``). No pickle."""
-        model, params, fitted, folder = detectors.read_detector(path, resolve_device(device), checkpoint)
-        det = cls(**params)
-        det._check_params()
-        det._set_model(model, fitted["scoring_seed_"])
-        det.offset_, det.threshold_params_ = None, None
-        if fitted["offset_"] is not None:
-            det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
-            # a save from before a threshold parameter existed holds its one value then: the default
-            det.threshold_params_ = {**det.threshold_params_, **(fitted.get("threshold_params_") or {})}
-        det.history_, det.references_ = fitted["history_"], fitted["references_"]
-        return det

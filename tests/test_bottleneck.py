@@ -13,7 +13,7 @@ from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.reference import Gaussian
-from hvae_detect.training.config import AUTO_MAX_EPOCHS, AUTO_TRAINING_IMAGES, resolve_epochs
+from hvae_detect.training.config import AUTO_MAX_EPOCHS, AUTO_TRAINING_IMAGES, ONE_LEVEL, TrainingConfig, resolve_auto
 
 # The bottleneck's shape (strided blocks down to a dense latent, nothing above it) at test size.
 TINY_BOTTLENECK = {
@@ -87,11 +87,17 @@ def test_auto_picks_the_model_by_the_images():
     assert grey.model_.architecture == resolve_architecture("small")
 
 
-def test_auto_epochs_see_a_fixed_number_of_images():
-    assert resolve_epochs(7, 10) == 7
-    assert resolve_epochs("auto", AUTO_TRAINING_IMAGES // 6) == 6
-    assert resolve_epochs("auto", 10 * AUTO_TRAINING_IMAGES) == 1
-    assert resolve_epochs("auto", 3) == AUTO_MAX_EPOCHS
+def test_auto_training_settings_follow_the_data_and_the_model():
+    auto = dict.fromkeys(("epochs", "learning_rate", "warmup_epochs", "free_nats_epochs"), "auto")
+    hierarchical = resolve_auto(auto, AUTO_TRAINING_IMAGES // 6, n_latents=3)
+    assert hierarchical["epochs"] == 6 and hierarchical["learning_rate"] == TrainingConfig.learning_rate
+    assert (hierarchical["warmup_epochs"], hierarchical["free_nats_epochs"]) == (5, 10)
+    one_level = resolve_auto(auto, AUTO_TRAINING_IMAGES // 10, n_latents=1)
+    assert one_level["learning_rate"] == ONE_LEVEL["learning_rate"]
+    assert one_level["warmup_epochs"] == pytest.approx(2) and one_level["free_nats_epochs"] == pytest.approx(4)
+    assert resolve_auto(auto, 10 * AUTO_TRAINING_IMAGES, 3)["epochs"] == 1
+    assert resolve_auto(auto, 3, 3)["epochs"] == AUTO_MAX_EPOCHS
+    assert resolve_auto({**auto, "epochs": 7, "learning_rate": 0.01}, 10, 1)["epochs"] == 7  # given values stay
     with pytest.raises(ValueError, match="epochs"):
         HVAEOutlierDetector(epochs="some").fit(_images("bernoulli", 20))
 

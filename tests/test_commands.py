@@ -168,8 +168,9 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
         assert f["set0:L"].shape == (16,) and np.isfinite(f["set0:L"]).all()
 
     # The run opens as a detector, and its ood_scores are the score command's numbers.
-    det = HVAEOutlierDetector.load(run, device="cpu").set_params(iw_samples=4, iw_samples_lk=4)
-    assert det.offset_ is None and det.n_latents_ == 3
+    with pytest.warns(UserWarning, match="no fitted references"):  # opens with the paper's statistic, said so
+        det = HVAEOutlierDetector.load(run, device="cpu").set_params(iw_samples=4, iw_samples_lk=4)
+    assert det.offset_ is None and det.n_latents_ == 3 and det.statistic == "llr"
     cfg = json.loads((run / "run.json").read_text())
     x = load_dataset(ind, {"dynamic": False, "split": "validation"}, root, False, 16, cfg["seed"]).fixed()
     mine = det.ood_scores(x, batch_size=8)
@@ -178,6 +179,10 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
         np.testing.assert_array_equal(f["set0:LLR>2"], mine["LLR>2"])
     with pytest.raises(ValueError, match="no threshold"):
         det.predict(x)
+    # the default statistic's references and threshold fitted on inliers the user passes
+    with pytest.warns(UserWarning, match="held-out inliers"):  # 16 images: fewer than the threshold needs
+        det.set_params(statistic="fused").set_threshold(x)
+    assert hasattr(det.references_["fused"], "score") and set(det.predict(x)) <= {-1, 1}
 
     capsys.readouterr()
     assert main(["results", str(scores)]) == 0

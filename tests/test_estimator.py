@@ -106,7 +106,7 @@ def test_bad_scoring_input_raises_a_clear_error(fitted):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"k": 0}, "'k' parameter"), ({"k": 3}, "k must be in 1..2"), ({"statistic": "nll"}, "statistic must be one of"),
+    ({"k": 0}, "'k' parameter"), ({"k": 3, "statistic": "llr"}, "k must be in 1..2"), ({"statistic": "nll"}, "statistic must be one of"),
     ({"contamination": 0.7}, "contamination"), ({"likelihood": "gauss"}, "likelihood"),
     ({"epochs": 0}, "epochs"), ({"learning_rate": -1.0}, "learning_rate"), ({"free_nats": -1}, "free_nats"),
     ({"architecture": "huge"}, "architecture"), ({"device": "tpu:7"}, "device"), ({"precision": "half"}, "precision"),

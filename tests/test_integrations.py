@@ -80,7 +80,9 @@ def test_pyod_training_labels_follow_contamination(pyod_fitted):
     clf, x_train = pyod_fitted
     assert clf.decision_scores_.shape == clf.labels_.shape == (len(x_train),)
     assert set(np.unique(clf.labels_)) <= {0, 1}
-    assert abs(clf.labels_.sum() - 0.1 * len(x_train)) <= 1
+    # the estimator's threshold, calibrated on its 16 held-out images (a quantile of so few spreads widely)
+    assert clf.threshold_ == -clf.estimator_.offset_ and clf.estimator_.contamination == 0.1
+    assert 0 < clf.labels_.sum() < 0.25 * len(x_train)
     np.testing.assert_array_equal(clf.labels_, (clf.decision_scores_ > clf.threshold_).astype(int))
     # a score is a function of the image: the training images score again as in fit
     np.testing.assert_allclose(clf.decision_function(x_train), clf.decision_scores_, rtol=1e-6)
@@ -167,7 +169,8 @@ def test_pyod_parameters_clone_pickle_and_saved_estimator(pyod_fitted, tmp_path)
     clf.estimator_.save(tmp_path / "det")
     again = HVAE.from_fitted(HVAEOutlierDetector.load(tmp_path / "det", device="cpu"), x_train, contamination=0.1)
     np.testing.assert_allclose(again.decision_scores_, clf.decision_scores_, rtol=1e-6)
-    np.testing.assert_array_equal(again.labels_, clf.labels_)
+    assert again.estimator_.offset_ == clf.estimator_.offset_  # the calibrated threshold kept
+    assert abs(again.labels_.sum() - 0.1 * len(x_train)) <= 1  # from_fitted: PyOD's share of the X given
 
 
 @needs_pyod

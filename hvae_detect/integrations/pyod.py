@@ -44,9 +44,9 @@ class HVAE(BaseDetector):
         It is cloned in ``fit`` (the fitted copy is ``estimator_``); its parameters are reachable
         as ``estimator__<name>`` in ``get_params`` / ``set_params``. None: ``HVAEOutlierDetector()``.
     contamination : float in (0, 0.5], default=0.1
-        Share of the training images labelled outliers (PyOD's meaning). The fitted estimator takes
-        over the resulting ``threshold_`` as its ``offset_``, so that ``estimator_.predict(X) == -1``
-        exactly where ``predict(X) == 1``.
+        Share of new normal images to label outliers: the estimator's ``contamination``, whose calibrated
+        ``offset_`` gives ``threshold_`` (``estimator_.predict(X) == -1`` exactly where ``predict(X) == 1``).
+        Training images the model was fitted on score as more normal, so fewer of them are labelled.
 
     Attributes
     ----------
@@ -56,7 +56,7 @@ class HVAE(BaseDetector):
     decision_scores_ : ndarray of shape (n_train,)
         Outlier scores of the training images (higher = more outlying).
     threshold_ : float
-        ``decision_scores_`` above it are labelled outliers.
+        ``decision_scores_`` above it are labelled outliers: ``-estimator_.offset_``.
     labels_ : ndarray of shape (n_train,)
         0 for inliers, 1 for outliers among the training images.
     """
@@ -76,9 +76,11 @@ class HVAE(BaseDetector):
         self.estimator_ = estimator.fit(X)
         self.decision_scores_ = _outlier_scores(estimator.train_score_samples_)
         self._process_decision_scores()
-        # PyOD's threshold is on every training image's score (the estimator's own is on its held-out
-        # images): the estimator takes it over, so both predict the same labels.
-        estimator._set_offset(-float(self.threshold_), "PyOD's threshold on the training images")
+        # The threshold is the estimator's, calibrated on its held-out images scored by references fitted
+        # without each (PyOD's own, a quantile of every training image's score, would mix in images the
+        # model and the references were fitted on, and flag more than contamination of new images).
+        self.threshold_ = -float(estimator.offset_)
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 
     def decision_function(self, X):
@@ -90,9 +92,9 @@ class HVAE(BaseDetector):
     @classmethod
     def from_fitted(cls, estimator, X, contamination=0.1):
         """A fitted ``HVAE`` around an already fitted ``HVAEOutlierDetector`` (one opened with
-        ``HVAEOutlierDetector.load``, say): the scores of the images X (its training images, or other
-        inliers) become ``decision_scores_``, and ``threshold_`` and ``labels_`` follow from
-        ``contamination``. The estimator is used as it is; its own ``offset_`` is not changed."""
+        ``HVAEOutlierDetector.load``, say): the scores of the images X (other inliers; its training images
+        score as more normal than new ones) become ``decision_scores_``, and ``threshold_`` and ``labels_``
+        follow from ``contamination`` as in PyOD (that share of X labelled). The estimator is used as it is; its own ``offset_`` is not changed."""
         if not isinstance(estimator, HVAEOutlierDetector):
             raise ValueError(f"estimator must be a fitted HVAEOutlierDetector, got {type(estimator).__name__}")
         check_is_fitted(estimator, "model_")

@@ -8,13 +8,19 @@ other than the model}. A run folder of ``hvae-detect train`` opens as a detector
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
+from hvae_detect.devices import resolve_device
 from hvae_detect.persistence import checkpoints
-from hvae_detect.scoring import reference
+from hvae_detect.scoring import reference, statistics
 
-FITTED = ("likelihood_", "offset_", "threshold_params_", "scoring_seed_", "history_")
+FITTED = ("likelihood_", "offset_", "threshold_params_", "threshold_calibration_", "scoring_seed_", "history_")
+# How thresholds were set before threshold_calibration_ was saved.
+IN_SAMPLE = "the contamination quantile of the images its references were fitted on (before calibration)"
 
 
 def references_to_json(references: dict) -> dict:
@@ -51,9 +57,37 @@ def model_from_state(state: tuple):
     return model.to(device).eval()
 
 
-class PicklesItsModel:
-    """Pickling of an estimator whose ``model_`` is a parametrised module (weight norm), which pickles
-    only through its state dict: ``model_state`` in, ``model_from_state`` out."""
+class Persistence:
+    """``save`` and ``load`` of a detector (safetensors and JSON, no pickle), and pickling of an estimator
+    whose ``model_`` is a parametrised module (weight norm), which pickles only through its state dict:
+    ``model_state`` in, ``model_from_state`` out. The detector provides ``_check_params``, ``_set_model``
+    and ``_set_offset``."""
+
+    def save(self, path, overwrite=False):
+        """Write ``path``/model.safetensors, config.json and manifest.json as one unit (no pickle). An
+        existing detector folder is replaced only with ``overwrite=True``; a folder of anything else never."""
+        check_is_fitted(self, "model_")
+        return write_detector(path, self, overwrite)
+
+    @classmethod
+    def load(cls, path, device="auto", checkpoint="best"):
+        """Open a detector written by ``save``, or a run folder written by ``hvae-detect train`` (its
+        ``checkpoint``, "best" or "last"; such a detector has no references: it opens with the paper's
+        statistic, "llr", and no threshold until ``set_threshold``). No pickle."""
+        model, params, fitted, folder = read_detector(path, resolve_device(device), checkpoint)
+        det = cls(**params)
+        det._check_params()
+        det._set_model(model, fitted["scoring_seed_"])
+        det.offset_, det.threshold_params_ = None, None
+        det.history_, det.references_ = fitted["history_"], fitted["references_"]
+        for message in load_notes(det, fitted):
+            warnings.warn(message, UserWarning, stacklevel=2)
+        if fitted["offset_"] is not None:
+            det._set_offset(float(fitted["offset_"]), str(folder / "config.json"))
+            # a save from before a threshold parameter existed holds its one value then: the default
+            det.threshold_params_ = {**det.threshold_params_, **(fitted.get("threshold_params_") or {})}
+            det.threshold_calibration_ = fitted.get("threshold_calibration_") or IN_SAMPLE
+        return det
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: BaseEstimator returns the instance dict itself
@@ -79,6 +113,24 @@ def write_detector(path, detector, overwrite: bool):
     fitted["image_shape_"] = list(detector.image_shape_)
     fitted["references_"] = references_to_json(getattr(detector, "references_", {}))
     return checkpoints.write_model_dir(path, detector.model_, {"detector": {"params": params, "fitted": fitted}})
+
+
+def load_notes(detector, fitted: dict) -> list[str]:
+    """What a user must know about a detector just read (and the changes made for it): a training run's
+    detector has no references, so a statistic that reads one becomes the paper's "llr"; a threshold saved
+    before calibration flags more than ``contamination`` of new normal images."""
+    notes = []
+    statistic = detector.statistic
+    if not detector.references_ and fitted["offset_"] is None and statistics.get(statistic).reference is not None:
+        detector.statistic = "llr" if detector.n_latents_ > 1 else "elbo"
+        notes.append(f"this detector has no fitted references (a training run's), so it scores with "
+                     f"statistic={detector.statistic!r} instead of {statistic!r}; for {statistic!r}, "
+                     f"set_params(statistic={statistic!r}).set_threshold(X_inliers) fits them on your inliers")
+    if (fitted["offset_"] is not None and not fitted.get("threshold_calibration_")
+            and statistics.get(detector.statistic).reference is not None):
+        notes.append("this detector's threshold was set by an earlier version as " + IN_SAMPLE + ": it flags more "
+                     "than contamination of new normal images; refit, or set_threshold(X_inliers) to calibrate it")
+    return notes
 
 
 def read_detector(path, device, checkpoint: str = "best"):

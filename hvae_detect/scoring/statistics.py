@@ -185,6 +185,16 @@ def get(name: str) -> Statistic:
     return TABLE[name]
 
 
+def check_k(name: str, k: int, n_latents: int) -> None:
+    """k matters to the statistics of one k (L>k, LLR>k) only, which need 1 <= k < n_latents: a model of one
+    latent has none of them."""
+    if get(name).per_k and not 1 <= k < n_latents:
+        if n_latents < 2:
+            raise ValueError(f"the statistic {name!r} needs a model with at least 2 latents (it takes the k lowest "
+                             f"from the prior), and this one has {n_latents}; use another statistic")
+        raise ValueError(f"k must be in 1..{n_latents - 1} for a model with {n_latents} latents, got {k}")
+
+
 def names() -> tuple[str, ...]:
     return tuple(TABLE)
 
