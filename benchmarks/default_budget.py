@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     start = dt.datetime.now(dt.timezone.utc)
     print(f"    python benchmarks/default_budget.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
           f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch "
-          f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; started {start:%Y-%m-%d %H:%M} UTC\n")
+          f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or "unset (torch imported first: its default)"}; started {start:%Y-%m-%d %H:%M} UTC\n")
     print("| data | model | epochs | fit (min) | training images/s | score_samples images/s | ood_scores images/s |")
     print("|---|---|---|---|---|---|---|")
     for name in args.data:

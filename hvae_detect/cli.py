@@ -16,7 +16,7 @@ from pathlib import Path
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.registry import model_names
 from hvae_detect.commands import defaults
-from hvae_detect.image_cli import add_detect as _add_detect, add_fit as _add_fit
+from hvae_detect.image_cli import add_detect as _add_detect, add_fit as _add_fit, int_at_least
 from hvae_detect.data.dataset_names import DATA_ROOT_ENV
 from hvae_detect.precision import PRECISIONS
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
@@ -36,21 +36,8 @@ class _Parser(argparse.ArgumentParser):
         return args
 
 
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum``, else a usage error naming ``what`` was expected."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "a non-negative integer")
+_positive_int = int_at_least(1, "a positive integer")
+_non_negative_int = int_at_least(0, "a non-negative integer")
 
 
 def _module_doc(name: str) -> str | None:

@@ -19,20 +19,21 @@ def _module_doc(name: str) -> str | None:
         return None
 
 
-def _int_at_least(minimum: int, what: str):
+def int_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, else a usage error naming ``what`` was expected."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            value = minimum - 1
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "a non-negative integer")
+_positive_int = int_at_least(1, "a positive integer")
+_non_negative_int = int_at_least(0, "a non-negative integer")
 
 
 def _image_size(text):

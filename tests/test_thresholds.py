@@ -67,3 +67,10 @@ def test_a_save_from_before_calibration_loads_with_its_labels_and_a_warning(fitt
         loaded = HVAEOutlierDetector.load(tmp_path / "old", device="cpu")
     assert loaded.offset_ == fitted.offset_ and loaded.threshold_calibration_ != calibration.DESCRIPTION
     np.testing.assert_array_equal(loaded.predict(FRESH[:200]), fitted.predict(FRESH[:200]))
+
+
+def test_a_score_does_not_depend_on_the_memory_layout(fitted):
+    X = FRESH[:16].astype(np.float32) / 255
+    other_layout = np.asfortranarray(X)  # the same images, another memory order
+    assert not other_layout.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(fitted.score_samples(other_layout), fitted.score_samples(X))

@@ -262,11 +262,13 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
     for source in sources:
         for start in range(0, len(source), batch_size):
             part = source[start:start + batch_size]
+            # contiguous: a channels-last array would change the arithmetic's order, and a score must be a
+            # function of the image, not of its memory layout
             if isinstance(part, torch.Tensor):
-                yield check_image_tensor(part, image_shape, expected_shape, warn_binary=not seen).to(device)
+                yield check_image_tensor(part, image_shape, expected_shape, warn_binary=not seen).to(device).contiguous()
             else:
                 x = check_images(part, image_shape, expected_shape, warn_binary=not seen)
-                yield torch.from_numpy(x).to(device)
+                yield torch.from_numpy(np.ascontiguousarray(x)).to(device)
             seen += len(part)
     if not seen:
         raise ValueError("expected at least 1 images, got 0")
