@@ -180,7 +180,7 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
     with pytest.raises(ValueError, match="no threshold"):
         det.predict(x)
     # the default statistic's references and threshold fitted on inliers the user passes
-    with pytest.warns(UserWarning, match="held-out inliers"):  # 16 images: fewer than the threshold needs
+    with pytest.warns(UserWarning, match="comes from 16 held-out images"):  # fewer than the threshold needs
         det.set_params(statistic="fused").set_threshold(x)
     assert hasattr(det.references_["fused"], "score") and set(det.predict(x)) <= {-1, 1}
 
