@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.models.architectures import PRESETS, resolve_architecture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from statistics_table import images  # noqa: E402
+from statistics_table import images, preset_name  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,7 +37,7 @@ def main(argv=None) -> int:
     start = dt.datetime.now(dt.timezone.utc)
     print(f"    python benchmarks/default_budget.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
           f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch "
-          f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or "unset (torch imported first: its default)"}; started {start:%Y-%m-%d %H:%M} UTC\n")
+          f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'unset (torch imported first: its default)'}; started {start:%Y-%m-%d %H:%M} UTC\n")
     print("| data | model | epochs | fit (min) | training images/s | score_samples images/s | ood_scores images/s |")
     print("|---|---|---|---|---|---|---|")
     for name in args.data:
@@ -52,8 +51,7 @@ def main(argv=None) -> int:
         det.ood_scores(test)
         t3 = time.perf_counter()
         epochs, n_fit = len(det.history_), round(args.train * (1 - det.holdout))
-        preset = next((p for p in PRESETS if resolve_architecture(p) == det.model_.architecture), "custom")
-        print(f"| {name} | {preset} | {epochs} | {fit_s / 60:.1f} | "
+        print(f"| {name} | {preset_name(det)} | {epochs} | {fit_s / 60:.1f} | "
               f"{n_fit * epochs / fit_s:.0f} | {args.n / (t2 - t1):.0f} | {args.n / (t3 - t2):.0f} |", flush=True)
     return 0
 

@@ -50,6 +50,11 @@ def images(name: str, split: str, n: int) -> np.ndarray:
     return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def preset_name(det) -> str:
+    """The preset a fitted detector's model was built from (what architecture="auto" picked), or "custom"."""
+    return next((name for name in PRESETS if resolve_architecture(name) == det.model_.architecture), "custom")
+
+
 def record_path(directory, in_dist: str, started: dt.datetime) -> Path:
     """Where the record of a run goes: its start (UTC, to the minute) and its pairs name the file."""
     return Path(directory) / f"{started:%Y-%m-%dT%H%MZ}_{in_dist}_to_{'_'.join(PAIRS[in_dist])}.json"
@@ -97,8 +102,7 @@ def main(argv=None) -> int:
     det = HVAEOutlierDetector(architecture=args.architecture, epochs=args.epochs, random_state=args.seed)
     det.fit(images(args.in_dist, "train", args.train))
     fit_minutes = (time.time() - t0) / 60
-    preset = det.model_.config.architecture
-    preset = next((name for name, a in PRESETS.items() if resolve_architecture(name) == preset), "custom")
+    preset = preset_name(det)
     epochs = len(det.history_)
     test = images(args.in_dist, "test", args.n)
     t1 = time.time()
