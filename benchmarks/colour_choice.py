@@ -69,6 +69,7 @@ def image_sets(pair: str, n_train: int, n: int, seed: int):
     spec, rng = PAIRS[pair], np.random.default_rng(seed)
     x_train, y_train = read(spec["data"], "train")
     x_test, y_test = read(spec["data"], "test")
+
     def is_in(y):
         return np.ones(len(y), bool) if spec["in"] is None else np.isin(y, spec["in"])
 
@@ -82,8 +83,8 @@ def image_sets(pair: str, n_train: int, n: int, seed: int):
         sets["other classes"] = x_test[rng.permutation(np.flatnonzero(~inside))[:n]]
     for name in spec["ood_files"]:
         sets[name] = read(name, "test")[0][rng.permutation(10_000)[:n]]
-    sets.update(synthetic(x_test[test_in[n:2 * n]], rng))
-    return x_train[train_idx[:n_train]], x_train[train_idx[n_train:n_train + n]], sets
+    sets.update(synthetic(x_test[test_in[n : 2 * n]], rng))
+    return x_train[train_idx[:n_train]], x_train[train_idx[n_train : n_train + n]], sets
 
 
 @torch.no_grad()
@@ -115,9 +116,13 @@ def candidates(out: dict) -> dict:
     """{name: (n, d) columns} of every fused candidate: each is scored by a Gaussian, ECOD and COPOD."""
     vector = statistics.statistic_vector(out)
     path = statistics.path_vector(out)
-    rows = {"fused vector": vector, "path": path, "recon error": log_columns(out, ["recon error"]),
-            "recon + |mu| + |sigma|": np.hstack([log_columns(out, ["recon error"]), path[:, 2:]]),
-            "bits + log p(x|z) + KL": vector[:, :vector.shape[1] - path.shape[1]]}
+    rows = {
+        "fused vector": vector,
+        "path": path,
+        "recon error": log_columns(out, ["recon error"]),
+        "recon + |mu| + |sigma|": np.hstack([log_columns(out, ["recon error"]), path[:, 2:]]),
+        "bits + log p(x|z) + KL": vector[:, : vector.shape[1] - path.shape[1]],
+    }
     if "top recon error" in out:
         rows["fused vector + top recon"] = np.hstack([vector, log_columns(out, ["top recon error"])])
         rows["top recon"] = log_columns(out, ["top recon error"])
@@ -126,8 +131,10 @@ def candidates(out: dict) -> dict:
 
 def normality_rows(held: dict, sets: dict) -> dict:
     """{row: {set: normality}}: the single statistics, and each candidate vector under each reference."""
-    rows = {"L": {s: v["L"] for s, v in sets.items()},
-            "IC": {s: -input_complexity(v["L"], v["bits"]) for s, v in sets.items()}}
+    rows = {
+        "L": {s: v["L"] for s, v in sets.items()},
+        "IC": {s: -input_complexity(v["L"], v["bits"]) for s, v in sets.items()},
+    }
     ks = sorted(int(n[2:]) for n in held if n.startswith("L>"))
     for k in ks:
         rows[f"LLR>{k}"] = {s: -(v["L"] - v[f"L>{k}"]) for s, v in sets.items()}
@@ -179,7 +186,8 @@ def compare(paths) -> None:
         for label, cls in (("Gaussian", Gaussian), ("ECOD", ECOD), ("COPOD", COPOD)):
             model = cls().fit(held)
             rows[f"{label} {name}, side by side"] = {
-                s: model.score(np.hstack([candidates(sets[s])[name] for _, _, sets in runs])) for s in runs[0][2]}
+                s: model.score(np.hstack([candidates(sets[s])[name] for _, _, sets in runs])) for s in runs[0][2]
+            }
     print_table("Side by side: AUROC, OOD positive", auroc_table(rows))
 
 
@@ -201,28 +209,47 @@ def main(argv=None):
         return compare(args.compare)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/colour_choice.py "
-          + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
-          f"started {start:%Y-%m-%d %H:%M} UTC", flush=True)
+    print(
+        f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/colour_choice.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
+        f"started {start:%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
     train, held_images, test_sets = image_sets(args.pair, args.train, args.n, args.seed)
     architecture = args.architecture if not args.architecture.startswith("{") else json.loads(args.architecture)
-    det = HVAEOutlierDetector(architecture=architecture, epochs=args.epochs, learning_rate=args.learning_rate,
-                              warmup_epochs=0.2 * args.epochs, free_nats_epochs=0.4 * args.epochs,
-                              n_mix=args.n_mix, likelihood=args.likelihood, holdout=0, statistic="elbo",
-                              random_state=args.seed)
+    det = HVAEOutlierDetector(
+        architecture=architecture,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        warmup_epochs=0.2 * args.epochs,
+        free_nats_epochs=0.4 * args.epochs,
+        n_mix=args.n_mix,
+        likelihood=args.likelihood,
+        holdout=0,
+        statistic="elbo",
+        random_state=args.seed,
+    )
     t0 = time.time()
     det.fit(train)
     fit_minutes = (time.time() - t0) / 60
     held = outputs_of(det, held_images)
     sets = {s: outputs_of(det, x) for s, x in test_sets.items()}
     label = f"{args.pair}, {args.architecture}, {args.train} images x {args.epochs} epochs, lr {args.learning_rate}"
-    print(f"\n{label}: fit {fit_minutes:.1f} min ({args.train * args.epochs / (fit_minutes * 60):.0f} images/s), "
-          f"{args.n} images per set; scored in {(time.time() - t0) / 60 - fit_minutes:.1f} min")
+    print(
+        f"\n{label}: fit {fit_minutes:.1f} min ({args.train * args.epochs / (fit_minutes * 60):.0f} images/s), "
+        f"{args.n} images per set; scored in {(time.time() - t0) / 60 - fit_minutes:.1f} min"
+    )
     print_table("AUROC, OOD positive", auroc_table(normality_rows(held, sets)))
     if args.save:
-        save(args.save, {"label": label, "fit_minutes": fit_minutes, **vars(args) | {"save": str(args.save), "compare": None}},
-             held, sets)
+        save(
+            args.save,
+            {"label": label, "fit_minutes": fit_minutes, **vars(args) | {"save": str(args.save), "compare": None}},
+            held,
+            sets,
+        )
 
 
 if __name__ == "__main__":

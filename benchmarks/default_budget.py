@@ -35,9 +35,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args(argv)
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    python benchmarks/default_budget.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
-          f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch "
-          f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'unset (torch imported first: its default)'}; started {start:%Y-%m-%d %H:%M} UTC\n")
+    print(
+        f"    python benchmarks/default_budget.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n"
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'unset (torch imported first: its default)'}; started {start:%Y-%m-%d %H:%M} UTC\n"
+    )
     print("| data | model | epochs | fit (min) | training images/s | score_samples images/s | ood_scores images/s |")
     print("|---|---|---|---|---|---|---|")
     for name in args.data:
@@ -51,8 +53,11 @@ def main(argv=None) -> int:
         det.ood_scores(test)
         t3 = time.perf_counter()
         epochs, n_fit = len(det.history_), round(args.train * (1 - det.holdout))
-        print(f"| {name} | {preset_name(det)} | {epochs} | {fit_s / 60:.1f} | "
-              f"{n_fit * epochs / fit_s:.0f} | {args.n / (t2 - t1):.0f} | {args.n / (t3 - t2):.0f} |", flush=True)
+        print(
+            f"| {name} | {preset_name(det)} | {epochs} | {fit_s / 60:.1f} | "
+            f"{n_fit * epochs / fit_s:.0f} | {args.n / (t2 - t1):.0f} | {args.n / (t3 - t2):.0f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -41,8 +41,14 @@ print(json.dumps({"ips": n / took}))
 
 def time_once(src: Path, arch, s, n, threads):
     env = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", CHILD, arch, str(s), str(n), str(threads)], env=env, cwd=src,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, arch, str(s), str(n), str(threads)],
+        env=env,
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["ips"]
 
 
@@ -57,22 +63,28 @@ def main(argv=None):
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.rev], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), args.rev], check=True, capture_output=True
+        )
         try:
-            print(f"| arch | S | images | {args.rev} images/s (med) | this checkout images/s (med) | new/old min / med / max |")
+            print(
+                f"| arch | S | images | {args.rev} images/s (med) | this checkout images/s (med) | new/old min / med / max |"
+            )
             print("|---|---|---|---|---|---|")
             for arch in args.archs:
                 for s in args.samples:
                     n = args.n
                     ips = {"old": [], "new": []}
                     for r in range(args.repeats):
-                        for who in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                        for who in ("old", "new") if r % 2 == 0 else ("new", "old"):
                             ips[who].append(time_once(old if who == "old" else REPO, arch, s, n, args.threads))
                     ratios = [b / a for a, b in zip(ips["old"], ips["new"])]
-                    print(f"| {arch} | {s} | {n} | {statistics.median(ips['old']):.1f} | "
-                          f"{statistics.median(ips['new']):.1f} | {min(ratios):.2f} / {statistics.median(ratios):.2f}"
-                          f" / {max(ratios):.2f} |", flush=True)
+                    print(
+                        f"| {arch} | {s} | {n} | {statistics.median(ips['old']):.1f} | "
+                        f"{statistics.median(ips['new']):.1f} | {min(ratios):.2f} / {statistics.median(ratios):.2f}"
+                        f" / {max(ratios):.2f} |",
+                        flush=True,
+                    )
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
 

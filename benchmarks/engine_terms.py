@@ -33,10 +33,14 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=256, help="images scored per repeat")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
-          f"{torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n")
-    print("| arch | S | bounds only, images/s | with terms, images/s | ratio | latent path, images/s | path time / "
-          "scoring time |\n|---|---|---|---|---|---|---|")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+    )
+    print(
+        "| arch | S | bounds only, images/s | with terms, images/s | ratio | latent path, images/s | path time / "
+        "scoring time |\n|---|---|---|---|---|---|---|"
+    )
     for arch in args.archs:
         torch.manual_seed(0)
         model = make_model(ModelConfig((1, 28, 28), arch, "bernoulli")).eval()
@@ -44,7 +48,7 @@ def main(argv=None):
         for s in args.samples:
             rates = {False: [], True: [], "path": []}
             for r in range(args.repeats):
-                for terms in ((False, True, "path") if r % 2 == 0 else ("path", True, False)):
+                for terms in (False, True, "path") if r % 2 == 0 else ("path", True, False):
                     t0 = time.perf_counter()
                     if terms == "path":
                         latent_path_outputs(model, x)

@@ -62,8 +62,11 @@ def run_child(argv: list[str]) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "hvae_detect", *argv], cwd=REPO)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"exit": proc.returncode, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "exit": proc.returncode,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -87,20 +90,38 @@ def main(argv=None) -> int:
         runs = {}
         for label, images in (("all", tmp / "images"), ("quarter", tmp / "images" / "part0")):
             n = sum(1 for _ in images.rglob("*.png"))
-            out = run_child(["detect", str(tmp / "det"), str(images), "--out", str(tmp / f"report-{label}"),
-                             "--quiet", "--batch-size", str(args.batch_size)])
+            out = run_child(
+                [
+                    "detect",
+                    str(tmp / "det"),
+                    str(images),
+                    "--out",
+                    str(tmp / f"report-{label}"),
+                    "--quiet",
+                    "--batch-size",
+                    str(args.batch_size),
+                ]
+            )
             runs[label] = {**out, "images": n, "images_per_s": round(n / out["seconds"], 1)}
     float32_mib = args.n * 28 * 28 * 4 / 2**20
-    print(f"date {datetime.date.today()}  machine {platform.machine()} {os.cpu_count()} cores  "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"date {datetime.date.today()}  machine {platform.machine()} {os.cpu_count()} cores  "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"fit on {args.fit_n} images: {fit['seconds']} s, peak RSS {fit['peak_rss_mib']} MiB")
     for label, r in runs.items():
-        print(f"detect on {r['images']:,} files ({label}): exit {r['exit']}, {r['seconds']} s "
-              f"({r['images_per_s']} images/s), peak RSS {r['peak_rss_mib']} MiB")
+        print(
+            f"detect on {r['images']:,} files ({label}): exit {r['exit']}, {r['seconds']} s "
+            f"({r['images_per_s']} images/s), peak RSS {r['peak_rss_mib']} MiB"
+        )
     print(f"(the {args.n:,} images as a float32 array: {float32_mib:.0f} MiB)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"n": args.n, "source": source, "fit": fit, "detect": runs,
-                                               "float32_mib": round(float32_mib, 1)}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"n": args.n, "source": source, "fit": fit, "detect": runs, "float32_mib": round(float32_mib, 1)},
+                indent=1,
+            )
+        )
     return 0 if all(r["exit"] == 0 for r in runs.values()) else 1
 
 

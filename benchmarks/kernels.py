@@ -26,9 +26,20 @@ from hvae_detect.kernels.layout import dlogmix_param_channels  # imports no trit
 
 # Peak memory bandwidth in GB/s by device-name substring, most specific first.
 PEAK_GBPS = [
-    ("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
-    ("GH200", 4000), ("B200", 8000), ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935),
-    ("A100", 1555), ("L40S", 864), ("L4", 300), ("A10G", 600), ("RTX 4090", 1008), ("V100", 900),
+    ("H200", 4800),
+    ("H100 NVL", 3900),
+    ("H100 PCIe", 2000),
+    ("H100", 3350),
+    ("GH200", 4000),
+    ("B200", 8000),
+    ("A100-SXM4-80GB", 2039),
+    ("A100 80GB PCIe", 1935),
+    ("A100", 1555),
+    ("L40S", 864),
+    ("L4", 300),
+    ("A10G", 600),
+    ("RTX 4090", 1008),
+    ("V100", 900),
 ]
 
 
@@ -47,6 +58,7 @@ def make_dlogmix_inputs(n, c, m, h, w, device, dtype=torch.float32, seed=0):
 
 # ---------------------------------------------------------------- CUDA timings
 
+
 def bench_dlogmix(args, peak):
     from triton.testing import do_bench
 
@@ -64,8 +76,8 @@ def bench_dlogmix(args, peak):
             grad_out = torch.ones(n, device="cuda")
             p = params.clone().requires_grad_(True)
             cases = {
-                "fwd": (io, lambda f: (lambda: f(x, params))),
-                "fwd+bwd": (2 * io + params.nbytes, lambda f: (lambda: f(x, p).backward(grad_out))),
+                "fwd": (io, lambda f: lambda: f(x, params)),  # noqa: F821 (ruff misreads nested lambdas)
+                "fwd+bwd": (2 * io + params.nbytes, lambda f: lambda: f(x, p).backward(grad_out)),  # noqa: F821
             }
             for pass_name, (nbytes, make) in cases.items():
                 ms = {}
@@ -75,7 +87,9 @@ def bench_dlogmix(args, peak):
                     ms[name] = do_bench(fn, warmup=25, rep=100, grad_to_none=[p], return_mode="median")
                 cells = "".join(f"{ms[k]:>9.3f} {_gbps(nbytes, ms[k], peak):>16}" for k in impls)
                 shape = f"{label} N={n} {c}x{hw}x{hw}"
-                print(f"{shape:<28}{pass_name:<9}{cells}{ms['eager'] / ms['triton']:>8.1f}x{ms['compile'] / ms['triton']:>9.1f}x")
+                print(
+                    f"{shape:<28}{pass_name:<9}{cells}{ms['eager'] / ms['triton']:>8.1f}x{ms['compile'] / ms['triton']:>9.1f}x"
+                )
             print(f"{'':<28}max |triton - reference| forward = {err:.2e} nats")
             del x, params, p
             torch.cuda.empty_cache()
@@ -87,8 +101,11 @@ def bench_logmeanexp(args, peak):
     from hvae_detect.kernels.logsumexp import logmeanexp_triton
     from hvae_detect.kernels.reference import logmeanexp_reference
 
-    impls = {"eager": logmeanexp_reference, "compile": torch.compile(logmeanexp_reference, dynamic=False),
-             "triton": logmeanexp_triton}
+    impls = {
+        "eager": logmeanexp_reference,
+        "compile": torch.compile(logmeanexp_reference, dynamic=False),
+        "triton": logmeanexp_triton,
+    }
     print("\n## logmeanexp over S=1000 importance samples, float32 (median ms; GB/s; % of peak)")
     print(f"{'shape':<28}" + "".join(f"{k:>26}" for k in impls) + f"{'x eager':>9}{'x compile':>10}")
     for n in (1000, 100_000):
@@ -108,12 +125,13 @@ def _gbps(nbytes, ms, peak):
 
 # ---------------------------------------------------------------- CPU smoke check
 
+
 def smoke_check() -> bool:
     """Kernels vs references on tiny shapes through Triton's interpreter."""
     from hvae_detect.kernels.dlogmix import dlogmix_log_prob_triton
     from hvae_detect.kernels.logsumexp import logmeanexp_triton, streaming_update_triton
-    from hvae_detect.likelihoods import discretized_logistic_mixture_log_prob_reference as reference
     from hvae_detect.kernels.reference import logmeanexp_reference, streaming_update_reference
+    from hvae_detect.likelihoods import discretized_logistic_mixture_log_prob_reference as reference
 
     ok = True
 
@@ -134,23 +152,33 @@ def smoke_check() -> bool:
                 outs.append(out.detach())
                 grads.append(p.grad.float())
             rel = 1e-3 if dtype == torch.float32 else 2e-2
-            report(f"dlogmix C={c} M=10 2x{c}x5x7 {str(dtype)[6:]} forward", (outs[0] - outs[1]).abs().max().item(), 1e-2)
-            report(f"dlogmix C={c} M=10 2x{c}x5x7 {str(dtype)[6:]} d/dparams",
-                   (grads[0] - grads[1]).abs().max().item(), rel * grads[0].abs().max().item())
+            report(
+                f"dlogmix C={c} M=10 2x{c}x5x7 {str(dtype)[6:]} forward", (outs[0] - outs[1]).abs().max().item(), 1e-2
+            )
+            report(
+                f"dlogmix C={c} M=10 2x{c}x5x7 {str(dtype)[6:]} d/dparams",
+                (grads[0] - grads[1]).abs().max().item(),
+                rel * grads[0].abs().max().item(),
+            )
     log_w = torch.randn(50, 20) * 20
     log_w[::3, 4] = -math.inf
     log_w[:, 7] = -math.inf
     ref = logmeanexp_reference(log_w)
     got = logmeanexp_triton(log_w)
     same_inf = torch.equal(torch.isneginf(ref), torch.isneginf(got))
-    report("logmeanexp S=50 N=20 with -inf entries and column", (got - ref)[torch.isfinite(ref)].abs().max().item()
-           if same_inf else math.inf, 1e-4)
+    report(
+        "logmeanexp S=50 N=20 with -inf entries and column",
+        (got - ref)[torch.isfinite(ref)].abs().max().item() if same_inf else math.inf,
+        1e-4,
+    )
     state, ref_state = (torch.full((20,), -math.inf), torch.zeros(20)), (torch.full((20,), -math.inf), torch.zeros(20))
     for chunk in log_w.split(13):
         state = streaming_update_triton(*state, chunk)
         ref_state = streaming_update_reference(*ref_state, chunk)
     streamed = state[0] + torch.log(state[1]) - math.log(50)
-    report("streaming update, chunks of 13, vs one-shot", (streamed - ref)[torch.isfinite(ref)].abs().max().item(), 1e-4)
+    report(
+        "streaming update, chunks of 13, vs one-shot", (streamed - ref)[torch.isfinite(ref)].abs().max().item(), 1e-4
+    )
     return ok
 
 
@@ -160,8 +188,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
-        print("CUDA is not available: the timings need a CUDA GPU. Running the interpreter smoke check instead "
-              "(TRITON_INTERPRET=1, tiny shapes, kernels vs the PyTorch references).")
+        print(
+            "CUDA is not available: the timings need a CUDA GPU. Running the interpreter smoke check instead "
+            "(TRITON_INTERPRET=1, tiny shapes, kernels vs the PyTorch references)."
+        )
         os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of the kernel modules
         import warnings
 
@@ -174,8 +204,10 @@ def main(argv=None) -> int:
 
     name = torch.cuda.get_device_name()
     peak = peak_gbps(name, args.peak_gbps)
-    print(f"device: {name}; peak bandwidth: {f'{peak:.0f} GB/s' if peak else 'unknown (pass --peak-gbps)'}; "
-          f"torch {torch.__version__}, triton {triton.__version__}")
+    print(
+        f"device: {name}; peak bandwidth: {f'{peak:.0f} GB/s' if peak else 'unknown (pass --peak-gbps)'}; "
+        f"torch {torch.__version__}, triton {triton.__version__}"
+    )
     bench_dlogmix(args, peak)
     bench_logmeanexp(args, peak)
     return 0

@@ -27,18 +27,31 @@ def learning_curve(run_dir, ood_label: str) -> list[dict]:
             continue
         llr = {int(key.rsplit("gt", 1)[1]): v for key, v in val.items() if key.startswith("auroc_LLRgt")}
         k = max(llr, key=llr.get) if llr else None
-        rows.append({"epoch": entry["epoch"], "minutes": round(seconds / 60, 2), "auroc_L": val["auroc_L"],
-                     "best_llr_k": k, "auroc_best_llr": llr.get(k)})
+        rows.append(
+            {
+                "epoch": entry["epoch"],
+                "minutes": round(seconds / 60, 2),
+                "auroc_L": val["auroc_L"],
+                "best_llr_k": k,
+                "auroc_best_llr": llr.get(k),
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict], ood_label: str, n_val: int) -> str:
-    lines = [f"Learning curve (validation: up to {n_val:,} images per set, one importance sample, against {ood_label}):",
-             "",
-             "| epoch | training min | AUROC L | best LLR>k | AUROC |", "|---|---|---|---|---|"]
-    lines += [f"| {r['epoch']} | {r['minutes']:.1f} | {r['auroc_L']:.3f} | "
-              f"{'-' if r['best_llr_k'] is None else r['best_llr_k']} | "
-              f"{'-' if r['auroc_best_llr'] is None else format(r['auroc_best_llr'], '.3f')} |" for r in rows]
+    lines = [
+        f"Learning curve (validation: up to {n_val:,} images per set, one importance sample, against {ood_label}):",
+        "",
+        "| epoch | training min | AUROC L | best LLR>k | AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['epoch']} | {r['minutes']:.1f} | {r['auroc_L']:.3f} | "
+        f"{'-' if r['best_llr_k'] is None else r['best_llr_k']} | "
+        f"{'-' if r['auroc_best_llr'] is None else format(r['auroc_best_llr'], '.3f')} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from hvae_detect.persistence.checkpoints import read_model_dir, resolve_model_dir
 from hvae_detect.data.datasets import load_dataset
+from hvae_detect.persistence.checkpoints import read_model_dir, resolve_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ood_table import default_data_root  # noqa: E402
@@ -85,11 +85,15 @@ def main(argv=None) -> int:
             kl_removed = t[0][1] - t[k][1]
             llr = gain - kl_removed
             parts[name] = (gain, kl_removed, llr)
-            print(f"| {k} | {label} | {gain.mean():.0f} | {kl_removed.mean():.0f} | {llr.mean():.0f} | "
-                  f"{np.corrcoef(llr, size)[0, 1]:.2f} |")
+            print(
+                f"| {k} | {label} | {gain.mean():.0f} | {kl_removed.mean():.0f} | {llr.mean():.0f} | "
+                f"{np.corrcoef(llr, size)[0, 1]:.2f} |"
+            )
         a, b = parts[args.in_dist], parts[args.ood]
-        print(f"| {k} | AUROC | {auroc(a[0], b[0]):.3f} | {auroc(-a[1], -b[1]):.3f} (of -KL) | "
-              f"{auroc(a[2], b[2]):.3f} | |")
+        print(
+            f"| {k} | AUROC | {auroc(a[0], b[0]):.3f} | {auroc(-a[1], -b[1]):.3f} (of -KL) | "
+            f"{auroc(a[2], b[2]):.3f} | |"
+        )
     return 0
 
 

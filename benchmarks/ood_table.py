@@ -42,19 +42,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learning_curve  # noqa: E402
 
-from hvae_detect.persistence.atomic import atomic_write_text
+from hvae_detect.commands.results import collect_results, write_results
+from hvae_detect.commands.run_config import make_run_config
+from hvae_detect.commands.score import score_run
+from hvae_detect.commands.train import train_run
 from hvae_detect.data.dataset_names import BASES
 from hvae_detect.data.datasets import DATA_ROOT_ENV, load_dataset
 from hvae_detect.devices import resolve_device
 from hvae_detect.models.architectures import with_family
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
-from hvae_detect.scoring.engine import importance_bounds
-from hvae_detect.commands.results import collect_results, write_results
-from hvae_detect.commands.score import score_run
-from hvae_detect.commands.run_config import make_run_config
-from hvae_detect.commands.train import train_run
+from hvae_detect.persistence.atomic import atomic_write_text
 from hvae_detect.precision import PRECISIONS, autocast
+from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import training_loss
 
@@ -62,8 +62,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _conv(ch, k, s):
-    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": k, "stride": s,
-            "weightnorm": True, "gated": False}
+    return {
+        "block": "ResBlockConv2d",
+        "out_channels": ch,
+        "kernel_size": k,
+        "stride": s,
+        "weightnorm": True,
+        "gated": False,
+    }
 
 
 def _latent(block, n):
@@ -74,44 +80,69 @@ def _latent(block, n):
 class Table:
     """One in-distribution set and what it is scored against."""
 
-    likelihood: str            # the seed's --likelihood name
-    ood_sets: tuple            # scored when the data root holds them
-    reduced: dict              # the architecture for CPUs
-    paper_architecture: str    # the seed's preset (--paper)
-    paper: dict                # {(OOD label, statistic): the paper's HVAE AUROC}
-    n_test: int                # images in the in-distribution test set
-    data_note: str = ""        # what a reader must know about the data behind the numbers
+    likelihood: str  # the seed's --likelihood name
+    ood_sets: tuple  # scored when the data root holds them
+    reduced: dict  # the architecture for CPUs
+    paper_architecture: str  # the seed's preset (--paper)
+    paper: dict  # {(OOD label, statistic): the paper's HVAE AUROC}
+    n_test: int  # images in the in-distribution test set
+    data_note: str = ""  # what a reader must know about the data behind the numbers
 
 
 TABLES = {
     "FashionMNISTBinarized": Table(
         "BernoulliLikelihoodConv2d",
-        ("MNISTBinarized", "KMNISTBinarized", "notMNISTBinarized", "Omniglot28x28Binarized",
-         "Omniglot28x28InvertedBinarized"),
+        (
+            "MNISTBinarized",
+            "KMNISTBinarized",
+            "notMNISTBinarized",
+            "Omniglot28x28Binarized",
+            "Omniglot28x28InvertedBinarized",
+        ),
         # The seed's three stages and latent layout (a convolutional z1, dense z2 and z3 of 16 and 8
         # units) with one residual block per stage instead of three, 3x3 kernels, 16/32/32 channels.
-        {"config_deterministic": [[_conv(16, 3, 2)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
-         "config_stochastic": [_latent("GaussianConv2d", 8), _latent("GaussianDense", 16),
-                               _latent("GaussianDense", 8)]},
+        {
+            "config_deterministic": [[_conv(16, 3, 2)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
+            "config_stochastic": [
+                _latent("GaussianConv2d", 8),
+                _latent("GaussianDense", 16),
+                _latent("GaussianDense", 8),
+            ],
+        },
         "paper-mnist",
-        {("MNIST test", "L"): 0.268, ("MNIST test", "L>1"): 0.593, ("MNIST test", "L>2"): 0.712,
-         ("MNIST test", "LLR>1"): 0.964},
-        10000),
+        {
+            ("MNIST test", "L"): 0.268,
+            ("MNIST test", "L>1"): 0.593,
+            ("MNIST test", "L>2"): 0.712,
+            ("MNIST test", "LLR>1"): 0.964,
+        },
+        10000,
+    ),
     "CIFAR10Dequantized": Table(
         "DiscretizedLogisticMixLikelihoodConv2d",
         tuple(f"{base}Dequantized" for base, info in BASES.items() if not info.grey and base != "CIFAR10"),
         # The seed's CIFAR10 layout (z1 and z2 convolutional at 16x16 and 8x8, a dense z3) with one
         # residual block per stage instead of three and 32/64/64 channels instead of 256.
-        {"config_deterministic": [[_conv(32, 3, 2)], [_conv(64, 3, 2)], [_conv(64, 3, 2)]],
-         "config_stochastic": [_latent("GaussianConv2d", 8), _latent("GaussianConv2d", 16),
-                               _latent("GaussianDense", 32)]},
+        {
+            "config_deterministic": [[_conv(32, 3, 2)], [_conv(64, 3, 2)], [_conv(64, 3, 2)]],
+            "config_stochastic": [
+                _latent("GaussianConv2d", 8),
+                _latent("GaussianConv2d", 16),
+                _latent("GaussianDense", 32),
+            ],
+        },
         "paper-cifar",
-        {("SVHN test", "L"): 0.083, ("SVHN test", "L>1"): 0.097, ("SVHN test", "L>2"): 0.693,
-         ("SVHN test", "LLR>2"): 0.811},
+        {
+            ("SVHN test", "L"): 0.083,
+            ("SVHN test", "L>1"): 0.097,
+            ("SVHN test", "L>2"): 0.693,
+            ("SVHN test", "LLR>2"): 0.811,
+        },
         10000,
         "data: CIFAR10 from ../shared/data is JPEG-decoded (quality 75, lossy; 20,000 training images), SVHN is "
         "10,000 test images recovered from renderings (its 'validation' reads test here: no extra split); "
-        "see ../shared/data/SOURCES.md"),
+        "see ../shared/data/SOURCES.md",
+    ),
 }
 
 
@@ -159,56 +190,113 @@ def _time_per_image(model, x, steps, train, n_samples=1, precision="float32"):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--in_dist", default="FashionMNISTBinarized", choices=sorted(TABLES),
-                   help="the in-distribution set (its table says what it is scored against)")
+    p.add_argument(
+        "--in_dist",
+        default="FashionMNISTBinarized",
+        choices=sorted(TABLES),
+        help="the in-distribution set (its table says what it is scored against)",
+    )
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget for the whole benchmark")
     p.add_argument("--paper", action="store_true", help="the seed's architecture for this set (for a GPU)")
     p.add_argument("--architecture", default=None, help="a preset name or JSON dict instead of the reduced one")
-    p.add_argument("--model", default=None, choices=("VAE", "HVAE", "LVAE", "BIVA"),
-                   help="the model family built on the architecture (default: the architecture's, else the VAE)")
+    p.add_argument(
+        "--model",
+        default=None,
+        choices=("VAE", "HVAE", "LVAE", "BIVA"),
+        help="the model family built on the architecture (default: the architecture's, else the VAE)",
+    )
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--learning_rate", type=float, default=1e-3)
-    p.add_argument("--iw_samples", type=int, default=16,
-                   help="importance samples S = S' for L and L>k (LLR>k is a difference of two bounds: "
-                        "S = 16 lowered its noise enough to add ~0.03 AUROC on MNIST over S = 1)")
-    p.add_argument("--score_fraction", type=float, default=0.3,
-                   help="largest share of the budget kept for scoring (fewer images per set beyond it)")
-    p.add_argument("--precision", default="bfloat16", choices=PRECISIONS,
-                   help="training arithmetic (bfloat16 mixed precision trained 2x faster on an AVX512-BF16 CPU)")
-    p.add_argument("--n_eval", type=int, default=10000,
-                   help="images per evaluation set (all by default; fewer if scoring would take more than "
-                        "--score_fraction of the budget)")
-    p.add_argument("--n_train", type=int, default=None,
-                   help="use only the first N training images (default: all when the budget allows at least 4 "
-                        "epochs, else the first N that make 4 epochs, at least 10,000)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="train exactly this many epochs instead of fitting them to the budget")
+    p.add_argument(
+        "--iw_samples",
+        type=int,
+        default=16,
+        help="importance samples S = S' for L and L>k (LLR>k is a difference of two bounds: "
+        "S = 16 lowered its noise enough to add ~0.03 AUROC on MNIST over S = 1)",
+    )
+    p.add_argument(
+        "--score_fraction",
+        type=float,
+        default=0.3,
+        help="largest share of the budget kept for scoring (fewer images per set beyond it)",
+    )
+    p.add_argument(
+        "--precision",
+        default="bfloat16",
+        choices=PRECISIONS,
+        help="training arithmetic (bfloat16 mixed precision trained 2x faster on an AVX512-BF16 CPU)",
+    )
+    p.add_argument(
+        "--n_eval",
+        type=int,
+        default=10000,
+        help="images per evaluation set (all by default; fewer if scoring would take more than "
+        "--score_fraction of the budget)",
+    )
+    p.add_argument(
+        "--n_train",
+        type=int,
+        default=None,
+        help="use only the first N training images (default: all when the budget allows at least 4 "
+        "epochs, else the first N that make 4 epochs, at least 10,000)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="train exactly this many epochs instead of fitting them to the budget"
+    )
     p.add_argument("--n_val", type=int, default=1000, help="images per validation set during training")
     p.add_argument("--free_nats", type=float, default=2.0, help="the seed's free nats (per latent, see training.py)")
-    p.add_argument("--free_nats_fraction", type=float, default=0.4,
-                   help="the free-nats schedule's length as a fraction of the epochs: held for its first half, "
-                        "annealed to 0 by its end (the seed's 400 of 1000 epochs); 2 holds them for the whole run")
+    p.add_argument(
+        "--free_nats_fraction",
+        type=float,
+        default=0.4,
+        help="the free-nats schedule's length as a fraction of the epochs: held for its first half, "
+        "annealed to 0 by its end (the seed's 400 of 1000 epochs); 2 holds them for the whole run",
+    )
     p.add_argument("--data_root", default=None, help="folder with the .npz files (default ../shared/data)")
     p.add_argument("--save_dir", default=None, help="where the run goes (default: a temporary folder)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--objective", default="paper", choices=("paper", "previous"),
-                   help="paper: per-element free nats, data-dependent init, ReLU, the paper's likelihood head "
-                        "(the command line's defaults); previous: per-layer free nats, SiLU, 3x3 head "
-                        "(what the second session's runs used)")
-    p.add_argument("--free_nats_mode", default=None, choices=("element", "layer"),
-                   help="override the objective's free nats alone (element: the paper's, layer: previous)")
-    p.add_argument("--skip_stochastic", default="true", choices=("true", "false"),
-                   help="false: no skip connections around the latents (the paper's effective inference wiring; "
-                        "docs/differences.md)")
+    p.add_argument(
+        "--objective",
+        default="paper",
+        choices=("paper", "previous"),
+        help="paper: per-element free nats, data-dependent init, ReLU, the paper's likelihood head "
+        "(the command line's defaults); previous: per-layer free nats, SiLU, 3x3 head "
+        "(what the second session's runs used)",
+    )
+    p.add_argument(
+        "--free_nats_mode",
+        default=None,
+        choices=("element", "layer"),
+        help="override the objective's free nats alone (element: the paper's, layer: previous)",
+    )
+    p.add_argument(
+        "--skip_stochastic",
+        default="true",
+        choices=("true", "false"),
+        help="false: no skip connections around the latents (the paper's effective inference wiring; "
+        "docs/differences.md)",
+    )
     p.add_argument("--n_mix", type=int, default=10, help="components of the discretized logistic mixture")
-    p.add_argument("--log_scale_min", type=float, default=-7.0,
-                   help="floor on the mixture's log-scales (-7: PixelCNN++'s and the paper's)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for training (1: on the shared 2-core machine two threads were at best "
-                        "~25%% faster and at times 20x slower; 0 keeps torch's default)")
-    p.add_argument("--score_threads", type=int, default=1,
-                   help="torch threads for scoring (two threads made every scoring call ~50x slower there)")
+    p.add_argument(
+        "--log_scale_min",
+        type=float,
+        default=-7.0,
+        help="floor on the mixture's log-scales (-7: PixelCNN++'s and the paper's)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for training (1: on the shared 2-core machine two threads were at best "
+        "~25%% faster and at times 20x slower; 0 keeps torch's default)",
+    )
+    p.add_argument(
+        "--score_threads",
+        type=int,
+        default=1,
+        help="torch threads for scoring (two threads made every scoring call ~50x slower there)",
+    )
     p.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     args = p.parse_args(argv)
     if args.free_nats_fraction < 0:
@@ -227,12 +315,17 @@ def main(argv=None) -> int:
         arch = table.paper_architecture if args.paper else table.reduced
     arch = with_family(arch, args.model)
     paper = args.objective == "paper"
-    options = {"activation": "ReLU" if paper else "SiLU", "likelihood_head": "paper" if paper else "conv3x3",
-               "skip_stochastic": args.skip_stochastic == "true", "n_mix": args.n_mix,
-               "log_scale_min": args.log_scale_min}
+    options = {
+        "activation": "ReLU" if paper else "SiLU",
+        "likelihood_head": "paper" if paper else "conv3x3",
+        "skip_stochastic": args.skip_stochastic == "true",
+        "n_mix": args.n_mix,
+        "log_scale_min": args.log_scale_min,
+    }
     save_dir = Path(args.save_dir) if args.save_dir else Path(tempfile.mkdtemp(prefix="hvae-ood-table-"))
-    print(f"device {dev}, {train_threads} threads, budget {args.minutes} min, data {root}, runs in {save_dir}",
-          flush=True)
+    print(
+        f"device {dev}, {train_threads} threads, budget {args.minutes} min, data {root}, runs in {save_dir}", flush=True
+    )
     ood_sets = available_sets(table.ood_sets, root)
     if not ood_sets:
         print(f"none of the OOD sets of {args.in_dist} ({', '.join(table.ood_sets)}) is in {root}", file=sys.stderr)
@@ -265,34 +358,64 @@ def main(argv=None) -> int:
     n_train = args.n_train or int(min(n_train_all, max(10000, train_minutes * 60 / (train_s * 1.5) / 4)))
     epoch_s = train_s * n_train
     guess = args.epochs or max(1, int(train_minutes * 60 / (epoch_s * 1.15)))
-    print(f"probe: {train_s * 1e3:.2f} ms/image training, {score_s * 1e3:.2f} ms/image scoring; {n_train} "
-          f"training images, {n_eval} per evaluation set; "
-          f"{train_minutes:.1f} min for training (about {guess} epochs), {reserve_s / 60:.1f} min kept for scoring",
-          flush=True)
+    print(
+        f"probe: {train_s * 1e3:.2f} ms/image training, {score_s * 1e3:.2f} ms/image scoring; {n_train} "
+        f"training images, {n_eval} per evaluation set; "
+        f"{train_minutes:.1f} min for training (about {guess} epochs), {reserve_s / 60:.1f} min kept for scoring",
+        flush=True,
+    )
     del probe
 
-    training = TrainingConfig(epochs=guess, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              free_nats=args.free_nats, free_nats_epochs=args.free_nats_fraction * guess,
-                              warmup_epochs=0.2 * guess,
-                              precision=args.precision,
-                              free_nats_mode=args.free_nats_mode or ("element" if paper else "layer"),
-                              data_init=paper)
+    training = TrainingConfig(
+        epochs=guess,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        free_nats=args.free_nats,
+        free_nats_epochs=args.free_nats_fraction * guess,
+        warmup_epochs=0.2 * guess,
+        precision=args.precision,
+        free_nats_mode=args.free_nats_mode or ("element" if paper else "layer"),
+        data_init=paper,
+    )
     val_ood = ood_sets[0]
     cfg = make_run_config(
-        training, train_datasets={args.in_dist: {"dynamic": True, "split": "train"}},
-        val_datasets={args.in_dist: {"dynamic": False, "split": "validation"},
-                      val_ood: {"dynamic": False, "split": "validation"}},
-        architecture=arch, likelihood=table.likelihood, **options, test_every=max(1, guess // 8), seed=args.seed,
-        data_root=root, n_train_examples=n_train if n_train < n_train_all else None, n_val_examples=args.n_val)
-    run = train_run(cfg, save_dir=save_dir, device=dev, max_minutes=None if args.epochs else train_minutes,
-                    fit_epochs_to_budget=not args.epochs, verbose=False)
+        training,
+        train_datasets={args.in_dist: {"dynamic": True, "split": "train"}},
+        val_datasets={
+            args.in_dist: {"dynamic": False, "split": "validation"},
+            val_ood: {"dynamic": False, "split": "validation"},
+        },
+        architecture=arch,
+        likelihood=table.likelihood,
+        **options,
+        test_every=max(1, guess // 8),
+        seed=args.seed,
+        data_root=root,
+        n_train_examples=n_train if n_train < n_train_all else None,
+        n_val_examples=args.n_val,
+    )
+    run = train_run(
+        cfg,
+        save_dir=save_dir,
+        device=dev,
+        max_minutes=None if args.epochs else train_minutes,
+        fit_epochs_to_budget=not args.epochs,
+        verbose=False,
+    )
     t_train = time.time() - t0
     torch.set_num_threads(max(1, args.score_threads))
     n_latents = len(cfg["architecture"]["config_stochastic"])
     extra = {name: {"split": "validation"} for name in ood_sets[1:]}
-    files = score_run(run, ks=list(range(1, n_latents)), iw_samples_elbo=args.iw_samples,
-                      iw_samples_lk=args.iw_samples, n_eval_examples=n_eval, device=dev, extra_val=extra,
-                      seed=args.seed)
+    files = score_run(
+        run,
+        ks=list(range(1, n_latents)),
+        iw_samples_elbo=args.iw_samples,
+        iw_samples_lk=args.iw_samples,
+        n_eval_examples=n_eval,
+        device=dev,
+        extra_val=extra,
+        seed=args.seed,
+    )
     rows, curves = collect_results([f.parent for f in files][:1])
     out = write_results(rows, curves, files[0].parent)
     val_label = load_dataset(val_ood, {"split": "validation"}, root, download=False, max_examples=1).label
@@ -302,26 +425,34 @@ def main(argv=None) -> int:
     state = json.loads((run / "checkpoints" / "last" / "config.json").read_text())["training_state"]
     best = json.loads((run / "checkpoints" / "best" / "config.json").read_text())["training_state"]["epoch"]
 
-    header = (f"{dt.date.today()} | {args.in_dist} | {arch.get('model', 'VAE')} | budget {args.minutes} min on {dev} "
-              f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {train_threads} threads "
-              f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
-              f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
-              f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
-              f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, "
-              f"log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} "
-              f"over {args.free_nats_fraction:g} of the epochs | "
-              f"S = S' = {args.iw_samples}, up to {n_eval} "
-              f"images per set" + (f"\n\n{table.data_note}" if table.data_note else ""))
+    header = (
+        f"{dt.date.today()} | {args.in_dist} | {arch.get('model', 'VAE')} | budget {args.minutes} min on {dev} "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {train_threads} threads "
+        f"training, {args.score_threads} scoring) | trained {state['epoch']} epochs (scored checkpoint: epoch "
+        f"{best}, best validation ELBO), train+val {t_train / 60:.1f} min, total {total / 60:.1f} min | "
+        f"{n_train} training images, batch {args.batch_size}, lr {args.learning_rate}, {args.precision}, "
+        f"objective {args.objective}, skip connections {args.skip_stochastic}, {args.n_mix} mixture components, "
+        f"log-scale floor {args.log_scale_min}, free nats {args.free_nats} per {training.free_nats_mode} "
+        f"over {args.free_nats_fraction:g} of the epochs | "
+        f"S = S' = {args.iw_samples}, up to {n_eval} "
+        f"images per set" + (f"\n\n{table.data_note}" if table.data_note else "")
+    )
     stats = ["L"] + [f"L>{k}" for k in range(1, n_latents)] + [f"LLR>{k}" for k in range(1, n_latents)]
-    lines = [header, "", "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper's HVAE AUROC |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| OOD set | statistic | AUROC | AUPRC | FPR80 | paper's HVAE AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
     for ood in dict.fromkeys(r["ood"] for r in rows if not r["ood"].endswith(" train")):
         for stat in stats:
             for r in rows:
                 if r["ood"] == ood and r["statistic"] == stat:
                     paper_auroc = table.paper.get((ood, stat))
-                    lines.append(f"| {ood} | {stat} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['fpr80']:.3f} | "
-                                 f"{'' if paper_auroc is None else paper_auroc} |")
+                    lines.append(
+                        f"| {ood} | {stat} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['fpr80']:.3f} | "
+                        f"{'' if paper_auroc is None else paper_auroc} |"
+                    )
                     break
     text = "\n".join(lines) + "\n\n" + learning_curve.markdown(curve, val_label, args.n_val)
     print("\n" + text)

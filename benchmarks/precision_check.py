@@ -46,36 +46,60 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
 
-    train = load_dataset("FashionMNISTBinarized", {"split": "train", "dynamic": True}, args.data_root,
-                         download=False, max_examples=args.n_train).to(args.device)
-    test = load_dataset("FashionMNISTBinarized", {"split": "validation"}, args.data_root,
-                        download=False, max_examples=args.n_test).to(args.device)
+    train = load_dataset(
+        "FashionMNISTBinarized",
+        {"split": "train", "dynamic": True},
+        args.data_root,
+        download=False,
+        max_examples=args.n_train,
+    ).to(args.device)
+    test = load_dataset(
+        "FashionMNISTBinarized", {"split": "validation"}, args.data_root, download=False, max_examples=args.n_test
+    ).to(args.device)
     x_test = test.fixed()
     torch.manual_seed(0)
     base = VAE(ModelConfig(train.image_shape, args.arch, "bernoulli")).to(args.device)
-    print(f"{args.arch} on {args.device}, {len(train)} training images, batch {args.batch}, "
-          f"{args.epochs} epochs; ELBO on {x_test.shape[0]} test images (float32 evaluation)")
+    print(
+        f"{args.arch} on {args.device}, {len(train)} training images, batch {args.batch}, "
+        f"{args.epochs} epochs; ELBO on {x_test.shape[0]} test images (float32 evaluation)"
+    )
     print("| precision | epoch | s/epoch | test ELBO (nats) |\n|---|---|---|---|")
     results = {}
     for precision in ("float32", "bfloat16"):
         model = copy.deepcopy(base)
         opt = make_optimizer(model, 1e-3)
         gen = torch.Generator(args.device).manual_seed(1)
-        config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, learning_rate=1e-3, free_nats=2.0,
-                                free_nats_epochs=args.epochs, warmup_epochs=args.epochs / 2, precision=precision)
+        config = TrainingConfig(
+            epochs=args.epochs,
+            batch_size=args.batch,
+            learning_rate=1e-3,
+            free_nats=2.0,
+            free_nats_epochs=args.epochs,
+            warmup_epochs=args.epochs / 2,
+            precision=precision,
+        )
         for epoch in range(args.epochs):
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            train_epochs(model, train.x, config, transform=train.transform, generator=gen, optimizer=opt,
-                         start_epoch=epoch, end_epoch=epoch + 1)
+            train_epochs(
+                model,
+                train.x,
+                config,
+                transform=train.transform,
+                generator=gen,
+                optimizer=opt,
+                start_epoch=epoch,
+                end_epoch=epoch + 1,
+            )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             took = time.perf_counter() - t0
             results[precision] = mean_elbo(model, x_test)
             print(f"| {precision} | {epoch + 1} | {took:.1f} | {results[precision]:.2f} |", flush=True)
-    print(f"bfloat16 - float32 test ELBO after {args.epochs} epochs: "
-          f"{results['bfloat16'] - results['float32']:+.2f} nats")
+    print(
+        f"bfloat16 - float32 test ELBO after {args.epochs} epochs: {results['bfloat16'] - results['float32']:+.2f} nats"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ from hvae_detect.scoring.engine import default_max_rows, importance_outputs
 from hvae_detect.scoring.regret import DEFAULT_LEARNING_RATE, likelihood_regret
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPES = {"Fashion-MNIST-shaped 1x28x28, Bernoulli": ((1, 28, 28), "bernoulli"),
-          "CIFAR-shaped 3x32x32, dlogmix": ((3, 32, 32), "dlogmix")}
+SHAPES = {
+    "Fashion-MNIST-shaped 1x28x28, Bernoulli": ((1, 28, 28), "bernoulli"),
+    "CIFAR-shaped 3x32x32, dlogmix": ((3, 32, 32), "dlogmix"),
+}
 
 
 def _best_seconds(jobs: dict, repeats: int) -> dict:
@@ -63,7 +65,7 @@ def timing(args) -> str:
         g = torch.Generator().manual_seed(args.seed)
         x01 = torch.rand((n_score, *shape), generator=g)
         x = model.observation.evaluation_draw((x01 * 255).round() / 255, args.seed)
-        xr = x[:args.n_regret]
+        xr = x[: args.n_regret]
         importance_outputs(model, x[:4])  # warm-up
         likelihood_regret(model, xr[:1], steps=2)
         jobs = {"ordinary": lambda: importance_outputs(model, x)}
@@ -76,12 +78,18 @@ def timing(args) -> str:
             row.append(f"{t:.2f} s ({t / ordinary:,.0f}x)")
         rows.append("| " + " | ".join(row) + " |")
         print(rows[-1], file=sys.stderr, flush=True)
-    head = ("| images | ordinary L + L>k, ms/image | "
-            + " | ".join(f"regret, {s} steps: s/image (x ordinary)" for s in args.steps)
-            + " |\n|---|---|" + "---|" * len(args.steps) + "\n")
-    return (f"Seconds per image, best of {args.repeats}: ordinary scoring in {args.passes} full passes (S = 1), "
-            f"regret on {args.n_regret} images (each optimised alone; L before and after with S = 1), "
-            f"learning rate {DEFAULT_LEARNING_RATE}.\n\n" + head + "\n".join(rows) + "\n")
+    head = (
+        "| images | ordinary L + L>k, ms/image | "
+        + " | ".join(f"regret, {s} steps: s/image (x ordinary)" for s in args.steps)
+        + " |\n|---|---|"
+        + "---|" * len(args.steps)
+        + "\n"
+    )
+    return (
+        f"Seconds per image, best of {args.repeats}: ordinary scoring in {args.passes} full passes (S = 1), "
+        f"regret on {args.n_regret} images (each optimised alone; L before and after with S = 1), "
+        f"learning rate {DEFAULT_LEARNING_RATE}.\n\n" + head + "\n".join(rows) + "\n"
+    )
 
 
 def load_fashion_mnist() -> dict:
@@ -93,14 +101,22 @@ def load_fashion_mnist() -> dict:
 def auroc(args) -> str:
     t0, rng, data = time.time(), np.random.default_rng(args.seed), load_fashion_mnist()
     inside = (0, 1, 2, 3, 4)
-    train = data["x_train"][rng.permutation(np.flatnonzero(np.isin(data["y_train"], inside)))[:args.train]]
+    train = data["x_train"][rng.permutation(np.flatnonzero(np.isin(data["y_train"], inside)))[: args.train]]
     test_in = rng.permutation(np.flatnonzero(np.isin(data["y_test"], inside)))
     test_out = rng.permutation(np.flatnonzero(~np.isin(data["y_test"], inside)))
-    sets = {"in": data["x_test"][test_in[:args.n]], "classes 5-9": data["x_test"][test_out[:args.n]],
-            "inverted": 255 - data["x_test"][test_in[args.n:2 * args.n]]}
+    sets = {
+        "in": data["x_test"][test_in[: args.n]],
+        "classes 5-9": data["x_test"][test_out[: args.n]],
+        "inverted": 255 - data["x_test"][test_in[args.n : 2 * args.n]],
+    }
     epochs = args.epochs
-    det = HVAEOutlierDetector(architecture="small", epochs=epochs, warmup_epochs=0.2 * epochs,
-                              free_nats_epochs=0.4 * epochs, random_state=args.seed).fit(train)
+    det = HVAEOutlierDetector(
+        architecture="small",
+        epochs=epochs,
+        warmup_epochs=0.2 * epochs,
+        free_nats_epochs=0.4 * epochs,
+        random_state=args.seed,
+    ).fit(train)
     fit_minutes = (time.time() - t0) / 60
     scores, regret_seconds = {}, 0.0
     for name, x in sets.items():
@@ -108,24 +124,29 @@ def auroc(args) -> str:
         x01 = torch.from_numpy(x[:, None].astype(np.float32) / 255.0)
         drawn = det.model_.observation.evaluation_draw(x01, det.scoring_seed_)
         start = time.perf_counter()
-        regret = likelihood_regret(det.model_, drawn, steps=args.auroc_steps, learning_rate=args.learning_rate,
-                                   seed=det.scoring_seed_).numpy()
+        regret = likelihood_regret(
+            det.model_, drawn, steps=args.auroc_steps, learning_rate=args.learning_rate, seed=det.scoring_seed_
+        ).numpy()
         regret_seconds += time.perf_counter() - start
         # every column large for outliers
         scores[name] = {"regret": regret, "LLR>1": ood["LLR>1"], "-L": -ood["L"]}
         print(f"  {name}: mean regret {regret.mean():.2f} nats (min {regret.min():.2f})", flush=True)
     lines = []
     for stat in scores["in"]:
-        aurocs = [detection_metrics(-scores["in"][stat], -scores[s][stat])["auroc"]
-                  for s in ("classes 5-9", "inverted")]
+        aurocs = [
+            detection_metrics(-scores["in"][stat], -scores[s][stat])["auroc"] for s in ("classes 5-9", "inverted")
+        ]
         lines.append(f"| {stat} | {aurocs[0]:.3f} | {aurocs[1]:.3f} |")
     means = " / ".join(f"{scores[s]['regret'].mean():.2f}" for s in sets)
-    return (f"Fashion-MNIST classes 0-4, {args.train} training images x {epochs} epochs (fit {fit_minutes:.1f} min), "
-            f"{args.n} images per test set; regret with {args.auroc_steps} steps at learning rate "
-            f"{args.learning_rate}, "
-            f"S = 1 ({regret_seconds / (3 * args.n):.2f} s/image); mean regret in / 5-9 / inverted: {means} nats. "
-            f"AUROC, OOD positive:\n\n| statistic | in vs classes 5-9 | in vs inverted |\n|---|---|---|\n"
-            + "\n".join(lines) + "\n")
+    return (
+        f"Fashion-MNIST classes 0-4, {args.train} training images x {epochs} epochs (fit {fit_minutes:.1f} min), "
+        f"{args.n} images per test set; regret with {args.auroc_steps} steps at learning rate "
+        f"{args.learning_rate}, "
+        f"S = 1 ({regret_seconds / (3 * args.n):.2f} s/image); mean regret in / 5-9 / inverted: {means} nats. "
+        f"AUROC, OOD positive:\n\n| statistic | in vs classes 5-9 | in vs inverted |\n|---|---|---|\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def main(argv=None):
@@ -145,11 +166,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/regret_cost.py "
-          + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
-          f"started {start:%Y-%m-%d %H:%M} UTC; load averages {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n",
-          flush=True)
+    print(
+        f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/regret_cost.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
+        f"started {start:%Y-%m-%d %H:%M} UTC; load averages {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n",
+        flush=True,
+    )
     if not args.no_timing:
         print(timing(args), flush=True)
     if args.auroc:

@@ -37,8 +37,9 @@ def find_browser() -> str | None:
 
 def rendered_images(browser: str, page: Path) -> int:
     """How many thumbnails of ``page`` the browser decoded (the page's own count, read from the dumped DOM)."""
-    dom = subprocess.run([browser, *_FLAGS, "--dump-dom", page.resolve().as_uri()], capture_output=True,
-                         text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [browser, *_FLAGS, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     found = re.search(r'data-images-rendered="(\d+)"', dom)
     if found is None:
         raise RuntimeError(f"the page did not count its images (no data-images-rendered in the DOM): {dom[:300]!r}")
@@ -48,8 +49,18 @@ def rendered_images(browser: str, page: Path) -> int:
 def screenshot(browser: str, page: Path, out: Path, width: int, window=(1100, 1500)) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shot = Path(tmp) / "shot.png"
-        subprocess.run([browser, *_FLAGS, f"--window-size={window[0]},{window[1]}", f"--screenshot={shot}",
-                        page.resolve().as_uri()], capture_output=True, timeout=120, check=True)
+        subprocess.run(
+            [
+                browser,
+                *_FLAGS,
+                f"--window-size={window[0]},{window[1]}",
+                f"--screenshot={shot}",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
         img = Image.open(shot).convert("RGB")
         img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,10 +85,13 @@ def make_report(tmp: Path, data: Path) -> Path:
             _write(tmp / "new", d["x_test"][:10], "fashion")
     (tmp / "new" / "notes.txt").write_text("not an image")
     run = [sys.executable, "-m", "hvae_detect"]
-    subprocess.run([*run, "fit", str(tmp / "train"), "--out", str(tmp / "det"), "--epochs", "2", "--quiet"],
-                   check=True, cwd=REPO)
-    subprocess.run([*run, "detect", str(tmp / "det"), str(tmp / "new"), "--out", str(tmp / "report"), "--top", "8",
-                    "--quiet"], cwd=REPO)  # exit status 1: the text file is reported as unreadable
+    subprocess.run(
+        [*run, "fit", str(tmp / "train"), "--out", str(tmp / "det"), "--epochs", "2", "--quiet"], check=True, cwd=REPO
+    )
+    subprocess.run(
+        [*run, "detect", str(tmp / "det"), str(tmp / "new"), "--out", str(tmp / "report"), "--top", "8", "--quiet"],
+        cwd=REPO,
+    )  # exit status 1: the text file is reported as unreadable
     return tmp / "report" / "report.html"
 
 
@@ -85,8 +99,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "docs" / "report.png"))
     p.add_argument("--width", type=int, default=720, help="width of the picture in docs/")
-    p.add_argument("--data_root", default=str(Path(os.environ.get("HVAE_DETECT_SHARED", REPO.parent / "shared"))
-                                              / "data"))
+    p.add_argument(
+        "--data_root", default=str(Path(os.environ.get("HVAE_DETECT_SHARED", REPO.parent / "shared")) / "data")
+    )
     args = p.parse_args(argv)
     browser = find_browser()
     if browser is None:

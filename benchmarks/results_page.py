@@ -34,12 +34,16 @@ COMMAND = "python benchmarks/results_page.py"
 # draws the first of each.
 PAPER_AUROC = {
     ("fashion_mnist", "mnist"): {
-        "L": ((0.268, "HVAE"),), "L>1": ((0.593, "HVAE"),), "L>2": ((0.712, "HVAE"),),
+        "L": ((0.268, "HVAE"),),
+        "L>1": ((0.593, "HVAE"),),
+        "L>2": ((0.712, "HVAE"),),
         "LLR>1": ((0.964, "HVAE, S=1"), (0.984, "HVAE, S=250"), (0.986, "HVAE, S=1000")),
     },
     ("fashion_mnist", "kmnist"): {"LLR>1": ((0.974, "HVAE, appendix"),)},
     ("cifar10", "svhn"): {
-        "L": ((0.083, "HVAE, S=1000"),), "L>1": ((0.097, "HVAE, S=1000"),), "L>2": ((0.693, "HVAE, S=1000"),),
+        "L": ((0.083, "HVAE, S=1000"),),
+        "L>1": ((0.097, "HVAE, S=1000"),),
+        "L>2": ((0.693, "HVAE, S=1000"),),
         "IC": ((0.833, "input complexity with the same HVAE"),),
         "LLR>2": ((0.811, "HVAE, S=1000"), (0.891, "BIVA")),
     },
@@ -49,22 +53,43 @@ PAPER_TRAINING = "HVAE about 2 days, BIVA about a week, on one GTX 1080 Ti"
 
 # The pairs, in page order (the reported ones, then the colour pairs kept for choosing defaults, issue 34);
 # a record of another pair gets a table after them. Sets by their file name in ../shared/data.
-PAIRS = (("fashion_mnist", "mnist"), ("fashion_mnist", "kmnist"), ("fashion_mnist", "notmnist"),
-         ("fashion_mnist", "omniglot"), ("cifar10", "svhn"), ("cifar10", "gtsrb"), ("cifar10", "tinyimagenet_resize"))
-NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "kmnist": "KMNIST", "notmnist": "notMNIST",
-         "omniglot": "Omniglot", "cifar10": "CIFAR10", "svhn": "SVHN", "gtsrb": "GTSRB",
-         "tinyimagenet_resize": "Tiny ImageNet (resize)"}
+PAIRS = (
+    ("fashion_mnist", "mnist"),
+    ("fashion_mnist", "kmnist"),
+    ("fashion_mnist", "notmnist"),
+    ("fashion_mnist", "omniglot"),
+    ("cifar10", "svhn"),
+    ("cifar10", "gtsrb"),
+    ("cifar10", "tinyimagenet_resize"),
+)
+NAMES = {
+    "fashion_mnist": "Fashion-MNIST",
+    "mnist": "MNIST",
+    "kmnist": "KMNIST",
+    "notmnist": "notMNIST",
+    "omniglot": "Omniglot",
+    "cifar10": "CIFAR10",
+    "svhn": "SVHN",
+    "gtsrb": "GTSRB",
+    "tinyimagenet_resize": "Tiny ImageNet (resize)",
+}
 # What the local copies in ../shared/data are (their SOURCES.md): they are not always the paper's data.
 DATA_CAVEATS = {
     "cifar10": "decoded from JPEG (quality 75), so lossy; 20,000 of the 50,000 training images",
     "svhn": "10,000 of the 26,032 test images (its test split), recovered from matplotlib renderings",
     "notmnist": "a 10,000-image sample of notMNIST_small",
-    "omniglot": ("the evaluation set resized to 28x28 with interpolation by a third party (the paper: nearest "
-                 "neighbour), white strokes on black as stored (the paper's Omniglot28x28Inverted)"),
-    "gtsrb": ("the first 10,000 of the 12,630 test images, lossless, resized to 32x32 by a third party "
-              "(OpenCV bilinear on the whole image, aspect ratio not kept)"),
-    "tinyimagenet_resize": ("the 10,000 Tiny ImageNet test images, decoded from 64x64 JPEG (lossy) and resized to "
-                            "32x32 with PIL bicubic: ODIN's images, not ODIN's file byte for byte"),
+    "omniglot": (
+        "the evaluation set resized to 28x28 with interpolation by a third party (the paper: nearest "
+        "neighbour), white strokes on black as stored (the paper's Omniglot28x28Inverted)"
+    ),
+    "gtsrb": (
+        "the first 10,000 of the 12,630 test images, lossless, resized to 32x32 by a third party "
+        "(OpenCV bilinear on the whole image, aspect ratio not kept)"
+    ),
+    "tinyimagenet_resize": (
+        "the 10,000 Tiny ImageNet test images, decoded from 64x64 JPEG (lossy) and resized to "
+        "32x32 with PIL bicubic: ODIN's images, not ODIN's file byte for byte"
+    ),
 }
 # The statistic a record's detector recommends: its "default" field; older records name it only in
 # their notes ("Default statistic: Fused ...") or not at all, and were made while the default was Fused.
@@ -82,8 +107,11 @@ FIELDS = {
     "command": (str, "the command that produced the run"),
     "results_section": ((str, type(None)), "the title of its section in benchmarks/RESULTS.md, or null"),
 }
-OPTIONAL = {"scoring": (str, "text"), "notes": (str, "text"),
-            "default": (str, "the statistic key the run's detector recommends, e.g. \"Fused\"")}
+OPTIONAL = {
+    "scoring": (str, "text"),
+    "notes": (str, "text"),
+    "default": (str, "the statistic key the run's detector recommends, e.g. \"Fused\""),
+}
 
 
 class RecordError(ValueError):
@@ -92,6 +120,7 @@ class RecordError(ValueError):
 
 def validate(record, source: str) -> dict:
     """``record`` (decoded JSON) if it is a valid record; a RecordError that says where it is not."""
+
     def fail(field, expected, got):
         raise RecordError(f"{source}: field {field!r} must be {expected}, got {got!r}")
 
@@ -187,8 +216,12 @@ def pair_table(pair, runs, numbers) -> list[str]:
     paper = PAPER_AUROC.get(pair, {})
     keys = ordered_keys({key for _, record in columns for key in record["auroc"][pair[1]]} | set(paper))
     heads = [f"[{n}] {family(r)}<br>{r['train_minutes']:.1f} min<br>{r['machine']}" for n, r in columns]
-    lines = [f"## {name(pair[0])} -> {name(pair[1])}", "",
-             "| statistic | " + " | ".join(heads) + " | the paper |", "|---|" + "---:|" * len(columns) + "---|"]
+    lines = [
+        f"## {name(pair[0])} -> {name(pair[1])}",
+        "",
+        "| statistic | " + " | ".join(heads) + " | the paper |",
+        "|---|" + "---:|" * len(columns) + "---|",
+    ]
     best = [max(r["auroc"][pair[1]].values()) for _, r in columns]
     for key in keys:
         cells = []
@@ -206,9 +239,15 @@ def pair_table(pair, runs, numbers) -> list[str]:
 def run_line(number, file, record) -> str:
     section = record["results_section"]
     where = f'RESULTS.md: "{section}"' if section else "not logged in RESULTS.md yet"
-    parts = [f"{record['date']}", record["model"],
-             f"{record['train_minutes']:.1f} min ({record['minutes_cover']}) on {record['machine']}",
-             record.get("scoring"), f"`{record['command']}`", where, record.get("notes")]
+    parts = [
+        f"{record['date']}",
+        record["model"],
+        f"{record['train_minutes']:.1f} min ({record['minutes_cover']}) on {record['machine']}",
+        record.get("scoring"),
+        f"`{record['command']}`",
+        where,
+        record.get("notes"),
+    ]
     text = " · ".join(part for part in parts if part)
     return f"- **[{number}]** {text} ([record](../benchmarks/records/{file}))"
 
@@ -218,21 +257,27 @@ def render_page(runs) -> str:
     ordered = sorted(runs, key=lambda fr: (fr[1]["date"], fr[0]))
     numbers = {file: n for n, (file, _) in enumerate(ordered, 1)}
     lines = [
-        "# Results at a glance", "",
-        f"<!-- Written by `{COMMAND}` from benchmarks/records/; edit the records, not this page. -->", "",
+        "# Results at a glance",
+        "",
+        f"<!-- Written by `{COMMAND}` from benchmarks/records/; edit the records, not this page. -->",
+        "",
         "AUROC (OOD positive) of each statistic of one trained model, per pair, by the training that",
         "produced it: each column is one measured run (minutes, machine; [n] is the run, listed at the end),",
         "the last column the paper's figure. The highest AUROC of each run is bold. The paper's models",
         f"trained for days on a GPU ({PAPER_TRAINING});",
         "the runs here for minutes on 2 CPU cores. Only runs whose log states their training minutes are",
-        "here; the dated history, with every run, is [benchmarks/RESULTS.md](../benchmarks/RESULTS.md).", "",
-        f"Regenerate this page and its plot: `{COMMAND}` (`--check` exits 1 when this page is stale).", "",
-        f"![AUROC against training minutes, one panel per pair]({PLOT})", "",
+        "here; the dated history, with every run, is [benchmarks/RESULTS.md](../benchmarks/RESULTS.md).",
+        "",
+        f"Regenerate this page and its plot: `{COMMAND}` (`--check` exits 1 when this page is stale).",
+        "",
+        f"![AUROC against training minutes, one panel per pair]({PLOT})",
+        "",
         "Statistics (`hvae_detect/scoring/statistics.py`): L the ELBO; L>k the bound with the k lowest",
         "latents from the prior; LLR>k = L - L>k (the paper's); IC input complexity (PNG bits); T",
         "typicality of L; Fused / FusedECOD a Gaussian / ECOD of the statistic vector (the default is Fused);",
         "the others as that table says.",
-        "Data: the local copies in ../shared/data (caveats under each table, from its SOURCES.md).", "",
+        "Data: the local copies in ../shared/data (caveats under each table, from its SOURCES.md).",
+        "",
     ]
     for pair in pairs_of(runs):
         lines += pair_table(pair, runs, numbers)
@@ -247,9 +292,13 @@ def panel_series(pair, runs, keys) -> list[tuple[str, bool, bool, list[tuple[flo
     for default in (False, True):
         for key in keys:
             for hvae in (True, False):
-                points = [(r["train_minutes"], r["auroc"][pair[1]][key]) for _, r in runs_of(pair, runs)
-                          if key in r["auroc"][pair[1]] and (family(r) == "HVAE") == hvae
-                          and (default_of(r) == key) == default]
+                points = [
+                    (r["train_minutes"], r["auroc"][pair[1]][key])
+                    for _, r in runs_of(pair, runs)
+                    if key in r["auroc"][pair[1]]
+                    and (family(r) == "HVAE") == hvae
+                    and (default_of(r) == key) == default
+                ]
                 if points:
                     series.append((key, hvae, default, points))
     return series
@@ -268,8 +317,10 @@ def draw_plot(runs, path: Path):
     from matplotlib.lines import Line2D
 
     pairs = pairs_of(runs)
-    keys = ordered_keys({key for _, r in runs for row in r["auroc"].values() for key in row}
-                        | {key for pair in pairs for key in PAPER_AUROC.get(pair, {})})
+    keys = ordered_keys(
+        {key for _, r in runs for row in r["auroc"].values() for key in row}
+        | {key for pair in pairs for key in PAPER_AUROC.get(pair, {})}
+    )
     style = {key: (f"C{i % 10}", "os^Dv"[i // 10 % 5]) for i, key in enumerate(keys)}
     ncols = 3
     nrows = -(-(len(pairs) + 1) // ncols)
@@ -282,11 +333,28 @@ def draw_plot(runs, path: Path):
             face = colour if hvae else "white"
             if default:
                 drawn_defaults.add(key)
-                ax.plot(*zip(*points), linestyle="none", marker=marker, color=colour, ms=11, markerfacecolor=face,
-                        markeredgecolor="black", markeredgewidth=1.5, zorder=4)
+                ax.plot(
+                    *zip(*points),
+                    linestyle="none",
+                    marker=marker,
+                    color=colour,
+                    ms=11,
+                    markerfacecolor=face,
+                    markeredgecolor="black",
+                    markeredgewidth=1.5,
+                    zorder=4,
+                )
             else:
-                ax.plot(*zip(*points), linestyle="none", marker=marker, color=colour, ms=4, alpha=0.45,
-                        markerfacecolor=None if hvae else "none", zorder=2)
+                ax.plot(
+                    *zip(*points),
+                    linestyle="none",
+                    marker=marker,
+                    color=colour,
+                    ms=4,
+                    alpha=0.45,
+                    markerfacecolor=None if hvae else "none",
+                    zorder=2,
+                )
         for key in keys:
             for value, _ in PAPER_AUROC.get(pair, {}).get(key, ())[:1]:
                 ax.axhline(value, color=style[key][0], linestyle="--", linewidth=1, alpha=0.7)
@@ -297,20 +365,41 @@ def draw_plot(runs, path: Path):
         ax.grid(alpha=0.3)
     for ax in panels[::ncols]:
         ax.set_ylabel("AUROC", fontsize=9)
-    for ax in panels[len(pairs):]:
+    for ax in panels[len(pairs) :]:
         ax.axis("off")
     handles = []
     defaults = [k for k in keys if k in drawn_defaults]
     if defaults:
         colour, marker = style[defaults[0]] if len(defaults) == 1 else ("grey", "o")
-        handles.append(Line2D([], [], linestyle="none", marker=marker, color=colour, ms=11, markeredgecolor="black",
-                              markeredgewidth=1.5, label=f"default ({', '.join(defaults)})"))
-    handles += [Line2D([], [], linestyle="none", marker=style[k][1], color=style[k][0], alpha=0.6, label=k)
-                for k in keys]
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=marker,
+                color=colour,
+                ms=11,
+                markeredgecolor="black",
+                markeredgewidth=1.5,
+                label=f"default ({', '.join(defaults)})",
+            )
+        )
+    handles += [
+        Line2D([], [], linestyle="none", marker=style[k][1], color=style[k][0], alpha=0.6, label=k) for k in keys
+    ]
     others = sorted({family(r) for _, r in runs} - {"HVAE"})
     if others:
-        handles.append(Line2D([], [], linestyle="none", marker="o", color="grey", markerfacecolor="none",
-                              label="hollow: " + ", ".join(others)))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                color="grey",
+                markerfacecolor="none",
+                label="hollow: " + ", ".join(others),
+            )
+        )
     handles.append(Line2D([], [], linestyle="--", color="grey", label="the paper (GPU days)"))
     panels[len(pairs)].legend(handles=handles, loc="center", ncol=2, fontsize=9, frameon=False)
     fig.tight_layout()
@@ -334,8 +423,10 @@ def main(argv=None) -> int:
     if args.check:
         stale = [p for p in (target, args.out / PLOT) if not p.exists()]
         if stale or target.read_text() != page:
-            print(f"results_page: {stale[0] if stale else target} is not what {args.records} give; run {COMMAND}",
-                  file=sys.stderr)
+            print(
+                f"results_page: {stale[0] if stale else target} is not what {args.records} give; run {COMMAND}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{target} is current ({len(runs)} records)")
         return 0

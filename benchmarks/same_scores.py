@@ -105,23 +105,31 @@ def compare(a: Path, b: Path, what: str) -> int:
         if not same:
             print(f"DIFFERENT {what}: {key}: largest difference {np.abs(fa[key] - fb[key]).max():.3g}")
     missing = sorted(set(fa.files) ^ set(fb.files))
-    print(f"{what}: {len(set(fa.files) & set(fb.files))} arrays compared, {bad} differ"
-          + (f"; only in one: {missing}" if missing else ""))
+    print(
+        f"{what}: {len(set(fa.files) & set(fb.files))} arrays compared, {bad} differ"
+        + (f"; only in one: {missing}" if missing else "")
+    )
     return bad
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rev", required=True, help="the revision to compare with (e.g. main before a change)")
-    parser.add_argument("--statistics", default="llr,elbo,lk",
-                        help="statistics of score_samples known to both revisions (comma-separated)")
+    parser.add_argument(
+        "--statistics",
+        default="llr,elbo,lk",
+        help="statistics of score_samples known to both revisions (comma-separated)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tree, old, new = tmp / "tree", tmp / "old", tmp / "new"
         old.mkdir(), new.mkdir()
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev],
+            check=True,
+            capture_output=True,
+        )
         try:
             # The other revision's package with its own kernels inside, as an install lays it out (on
             # PYTHONPATH alone, hvae_detect.kernels would resolve to this checkout's through its install).

@@ -27,13 +27,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.likelihoods import Bernoulli
+from hvae_detect.models.architectures import resolve_architecture
 from hvae_detect.models.config import ModelConfig
-from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.training.distributed import Context
 from hvae_detect.models.vae import VAE
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.distributed import Context
 from hvae_detect.training.loop import train_epochs
 
 
@@ -57,8 +57,15 @@ def _worker(rank, world, port, args, out):
         x = np.random.default_rng(0).integers(0, 256, size=(batch * args.steps, 1, 28, 28), dtype=np.uint8)
         torch.manual_seed(0)
         model = VAE(ModelConfig((1, 28, 28), resolve_architecture(args.architecture), "bernoulli")).to(device)
-        data = LoaderBatches(x, batch, prepare=Bernoulli().keyed_draw, seed=0, ctx=Context(rank, world, rank),
-                             device=device, workers=args.workers)
+        data = LoaderBatches(
+            x,
+            batch,
+            prepare=Bernoulli().keyed_draw,
+            seed=0,
+            ctx=Context(rank, world, rank),
+            device=device,
+            workers=args.workers,
+        )
         config = TrainingConfig(epochs=2, batch_size=batch, learning_rate=1e-4, precision=args.precision)
         history = train_epochs(model, data, config)  # epoch 1 warms up; epoch 2 is measured
         if rank == 0:
@@ -73,16 +80,23 @@ def main() -> None:
     p.add_argument("--architecture", default="small")
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (two epochs: warm-up, measured)")
     p.add_argument("--batch_per_rank", type=int, default=64)
-    p.add_argument("--processes", type=int, nargs="+", default=None,
-                   help="process counts (default: 1 2 on the CPU, 1..#GPUs on CUDA)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="process counts (default: 1 2 on the CPU, 1..#GPUs on CUDA)",
+    )
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     args = p.parse_args()
     counts = args.processes or (list(range(1, torch.cuda.device_count() + 1)) if args.device == "cuda" else [1, 2])
     what = torch.cuda.get_device_name(0) if args.device == "cuda" else f"{platform.processor() or platform.machine()}"
-    print(f"date {datetime.date.today()}  {what}  {os.cpu_count()} cores  torch {torch.__version__}  "
-          f"architecture {args.architecture}  {args.batch_per_rank} images per rank and step, {args.steps} steps, "
-          f"{args.precision}")
+    print(
+        f"date {datetime.date.today()}  {what}  {os.cpu_count()} cores  torch {torch.__version__}  "
+        f"architecture {args.architecture}  {args.batch_per_rank} images per rank and step, {args.steps} steps, "
+        f"{args.precision}"
+    )
     print(f"{'processes':>9}  {'images/s':>9}  {'per rank':<24}  efficiency")
     base = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,12 +22,18 @@ import torch
 
 from hvae_detect import HVAEOutlierDetector
 
-TINY = {"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-                                 [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-                                 [{"block": "ResBlockDense", "out_features": 16}]],
-        "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 2},
-                              {"block": "GaussianDense", "latent_features": 4},
-                              {"block": "GaussianDense", "latent_features": 2}]}
+TINY = {
+    "config_deterministic": [
+        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
+        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
+        [{"block": "ResBlockDense", "out_features": 16}],
+    ],
+    "config_stochastic": [
+        {"block": "GaussianConv2d", "latent_features": 2},
+        {"block": "GaussianDense", "latent_features": 4},
+        {"block": "GaussianDense", "latent_features": 2},
+    ],
+}
 
 
 def rss_kib(field: str) -> int:
@@ -47,7 +53,7 @@ def write_images(path: Path, n: int, chunk: int = 50_000):
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         idx = rng.integers(0, len(digits), m)
-        out[start:start + m, 0] = np.roll(digits[idx], int(rng.integers(-2, 3)), axis=2)
+        out[start : start + m, 0] = np.roll(digits[idx], int(rng.integers(-2, 3)), axis=2)
     out.flush()
     del out
 
@@ -73,12 +79,16 @@ def main(argv=None):
         peak = rss_kib("VmHWM")
     assert scores.shape == (args.n,) and np.isfinite(scores).all()
     gib = 2**20
-    print(f"{datetime.date.today()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads")
+    print(
+        f"{datetime.date.today()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads"
+    )
     print("| images | as float32 | RSS before scoring | peak RSS while scoring | seconds | images/s |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.n:,} | {args.n * 784 * 4 / 2**30:.1f} GiB | {before / gib:.2f} GiB | {peak / gib:.2f} GiB | "
-          f"{took:.0f} | {args.n / took:,.0f} |")
+    print(
+        f"| {args.n:,} | {args.n * 784 * 4 / 2**30:.1f} GiB | {before / gib:.2f} GiB | {peak / gib:.2f} GiB | "
+        f"{took:.0f} | {args.n / took:,.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import statistics as stats
 import sys
 import time
 
-import numpy as np
 import torch
 from statistics_table import images
 
@@ -47,12 +46,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     command = f"python benchmarks/scoring_precision.py {' '.join(sys.argv[1:] if argv is None else argv)}"
-    print(f"    {command}\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"bfloat16 instructions: {cpu_has_bfloat16()}, load {os.getloadavg()}", flush=True)
+    print(
+        f"    {command}\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"bfloat16 instructions: {cpu_has_bfloat16()}, load {os.getloadavg()}",
+        flush=True,
+    )
     t0 = time.time()
-    det = HVAEOutlierDetector(architecture="small", epochs=args.epochs, iw_samples=args.iw_samples,
-                              random_state=args.seed).fit(images(args.in_dist, "train", args.train))
+    det = HVAEOutlierDetector(
+        architecture="small", epochs=args.epochs, iw_samples=args.iw_samples, random_state=args.seed
+    ).fit(images(args.in_dist, "train", args.train))
     print(f"fit {(time.time() - t0) / 60:.1f} min", flush=True)
     x_in, x_out = images(args.in_dist, "test", args.n), images(args.ood, "test", args.n)
     scores, speed = {}, {name: [] for name in COMPARED}
@@ -62,19 +65,29 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             scores[precision] = (det.ood_scores(x_in), det.ood_scores(x_out))
             speed[precision].append(2 * args.n / (time.perf_counter() - t))
-    auroc = {precision: {key: detection_metrics(statistics.normality(key, inside[key]),
-                                                statistics.normality(key, outside[key]))["auroc"]
-                         for key in inside} for precision, (inside, outside) in scores.items()}
-    print(f"\n{args.in_dist} -> {args.ood}, {args.train} training images, {args.epochs} epochs, S = "
-          f"{args.iw_samples}, {args.n} test images per set; load at the end {os.getloadavg()}\n")
+    auroc = {
+        precision: {
+            key: detection_metrics(statistics.normality(key, inside[key]), statistics.normality(key, outside[key]))[
+                "auroc"
+            ]
+            for key in inside
+        }
+        for precision, (inside, outside) in scores.items()
+    }
+    print(
+        f"\n{args.in_dist} -> {args.ood}, {args.train} training images, {args.epochs} epochs, S = "
+        f"{args.iw_samples}, {args.n} test images per set; load at the end {os.getloadavg()}\n"
+    )
     print("| statistic | AUROC float32 | AUROC bfloat16 | change |\n|---|---|---|---|")
     for key in auroc["float32"]:
         a, b = auroc["float32"][key], auroc["bfloat16"][key]
         print(f"| {key} | {a:.4f} | {b:.4f} | {b - a:+.4f} |")
     f32, bf16 = stats.median(speed["float32"]), stats.median(speed["bfloat16"])
-    print(f"\nood_scores images/s, {args.repeats} alternating runs: float32 "
-          f"{' '.join(f'{v:.1f}' for v in speed['float32'])}; bfloat16 {' '.join(f'{v:.1f}' for v in speed['bfloat16'])}; "
-          f"bfloat16 / float32 (medians) {bf16 / f32:.2f}x")
+    print(
+        f"\nood_scores images/s, {args.repeats} alternating runs: float32 "
+        f"{' '.join(f'{v:.1f}' for v in speed['float32'])}; bfloat16 {' '.join(f'{v:.1f}' for v in speed['bfloat16'])}; "
+        f"bfloat16 / float32 (medians) {bf16 / f32:.2f}x"
+    )
     largest = max(abs(auroc["bfloat16"][k] - auroc["float32"][k]) for k in auroc["float32"])
     print(f"largest AUROC change: {largest:.4f}")
     return 0

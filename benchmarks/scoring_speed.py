@@ -134,10 +134,20 @@ def profile_engine(device, n=16, s=16):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
-    ap.add_argument("--models", nargs="+", default=["VAE"], choices=["VAE", "LVAE", "BIVA"],
-                    help="model families, each on the --archs stage configurations (default VAE)")
-    ap.add_argument("--samples", nargs="+", type=int, default=None,
-                    help="importance samples S (default 1 16 256 on mnist, 1 16 on cifar; 1000 too on CUDA)")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["VAE"],
+        choices=["VAE", "LVAE", "BIVA"],
+        help="model families, each on the --archs stage configurations (default VAE)",
+    )
+    ap.add_argument(
+        "--samples",
+        nargs="+",
+        type=int,
+        default=None,
+        help="importance samples S (default 1 16 256 on mnist, 1 16 on cifar; 1000 too on CUDA)",
+    )
     ap.add_argument("--batch", type=int, default=None, help="images per batch (default: shrinks as S grows)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-rows", type=int, default=None, help="engine's row budget (default: the model's)")
@@ -146,17 +156,21 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true", help="profile the engine (paper-mnist, S=16)")
     args = ap.parse_args(argv)
 
-    print(f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
-          f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  "
-          f"cpus {os.cpu_count()}")
+    print(
+        f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
+        f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  "
+        f"cpus {os.cpu_count()}"
+    )
     if args.memory:
         memory_report(args.device)
         return
     if args.profile:
         profile_engine(args.device)
         return
-    print("\n| model | arch | S | batch | naive img/s (min / med / max) | engine img/s (min / med / max) "
-          "| speed-up (min / med / max) |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| model | arch | S | batch | naive img/s (min / med / max) | engine img/s (min / med / max) "
+        "| speed-up (min / med / max) |\n|---|---|---|---|---|---|---|"
+    )
     for family in args.models:
         for arch in args.archs:
             samples = args.samples or ([1, 16, 256] if arch == "paper-mnist" else [1, 16])
@@ -166,8 +180,11 @@ def main(argv=None):
                 n = args.batch or default_batch(arch, s)
                 ips, ratios = time_scoring(arch, s, n, args.repeats, args.device, args.max_rows, family=family)
                 fmt = lambda v: " / ".join(f"{a:.3g}" for a in summary(v))  # noqa: E731
-                print(f"| {family} | {arch} | {s} | {n} | {fmt(ips['naive'])} | {fmt(ips['engine'])} | "
-                      f"{' / '.join(f'{a:.2f}x' for a in summary(ratios))} |", flush=True)
+                print(
+                    f"| {family} | {arch} | {s} | {n} | {fmt(ips['naive'])} | {fmt(ips['engine'])} | "
+                    f"{' / '.join(f'{a:.2f}x' for a in summary(ratios))} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ from pathlib import Path
 
 import torch
 
-from hvae_detect.models.architectures import PRESETS
 from hvae_detect.data.datasets import DATA_ROOT_ENV, DatasetNotFound, load_dataset
-from hvae_detect.models.layers import data_dependent_init, weight_normed_layers
+from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.layers import data_dependent_init, weight_normed_layers
 from hvae_detect.models.vae import VAE
 from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.config import SEED_TRAINING
-from hvae_detect.training.loop import elbo_loss, free_nats_kl, free_nats_at, kl_weight_at, training_loss
+from hvae_detect.training.loop import elbo_loss, free_nats_at, free_nats_kl, kl_weight_at, training_loss
 
 PAPER_ENV = "HVAE_OODD_PATH"
 TOL = 1e-4  # "same up to float rounding": max |a - b| <= TOL * (1 + max |b|)
@@ -57,8 +57,10 @@ def find_paper_code(arg: str | None, script: str = "seed_equivalence") -> Path |
     None, after saying that ``script`` skips, when neither is given."""
     value = arg or os.environ.get(PAPER_ENV)
     if not value:
-        print(f"{script}: skipped: no copy of the paper's code given (pass --paper_code PATH or set "
-              f"{PAPER_ENV}; e.g. git clone https://github.com/JakobHavtorn/hvae-oodd PATH)")
+        print(
+            f"{script}: skipped: no copy of the paper's code given (pass --paper_code PATH or set "
+            f"{PAPER_ENV}; e.g. git clone https://github.com/JakobHavtorn/hvae-oodd PATH)"
+        )
         return None
     root = Path(value).expanduser()
     if not (root / "oodd" / "models" / "dvae.py").is_file():
@@ -71,12 +73,15 @@ def import_paper(root: Path):
     sys.path.insert(0, str(root))
     if importlib.util.find_spec("seaborn") is None:  # oodd.utils imports its plotting module at import time
         sys.modules["seaborn"] = types.ModuleType("seaborn")
-        notes.append("seaborn is not installed: an empty stand-in module was used for `import seaborn` "
-                     "(only oodd/utils/plotting.py imports it; nothing here plots)")
+        notes.append(
+            "seaborn is not installed: an empty stand-in module was used for `import seaborn` "
+            "(only oodd/utils/plotting.py imports it; nothing here plots)"
+        )
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.nn.utils.weight_norm is deprecated
     import oodd.losses
     import oodd.models.dvae
     import oodd.variational
+
     if not str(Path(oodd.__file__).resolve()).startswith(str(root.resolve())):
         raise SystemExit(f"error: `oodd` was imported from {oodd.__file__}, not from {root}")
     return oodd, notes
@@ -96,7 +101,7 @@ def line(name, ok_diff, note=""):
 # ---- parameter correspondence ------------------------------------------------------------------
 def _paper_layer(wrapper):
     """The torch layer holding weight_g / weight_v / bias inside a paper wrapper (None: identity)."""
-    return None if wrapper is None else getattr(wrapper, "conv", None) or getattr(wrapper, "linear")
+    return None if wrapper is None else getattr(wrapper, "conv", None) or wrapper.linear
 
 
 def _pair(pairs, p_name, p_wrapper, o_name, o_layer):
@@ -104,8 +109,12 @@ def _pair(pairs, p_name, p_wrapper, o_name, o_layer):
     if p is None or o_layer is None:
         return
     o = o_layer.parametrizations.weight
-    same = (isinstance(o_layer, type(p)) and p.weight_g.shape == o.original0.shape
-            and p.weight_v.shape == o.original1.shape and p.bias.shape == o_layer.bias.shape)
+    same = (
+        isinstance(o_layer, type(p))
+        and p.weight_g.shape == o.original0.shape
+        and p.weight_v.shape == o.original1.shape
+        and p.bias.shape == o_layer.bias.shape
+    )
     if same:
         pairs.append((p_name, p, o_name, o_layer))
 
@@ -129,12 +138,22 @@ def correspondence(paper, ours):
         for j, (pb, ob) in enumerate(zip(ps.q_deterministic.layers, ours.q_det[i])):
             _pair_block(pairs, f"stages.{i}.q_deterministic.layers.{j}", pb, f"q_det.{i}.{j}", ob)
         sto, our_q = ps.stochastic, ours.q_z[i]
-        _pair(pairs, f"stages.{i}.stochastic.in_transform_q", sto.in_transform_q, f"q_z.{i}",
-              getattr(our_q, "conv", None) or getattr(our_q, "fc"))
+        _pair(
+            pairs,
+            f"stages.{i}.stochastic.in_transform_q",
+            sto.in_transform_q,
+            f"q_z.{i}",
+            getattr(our_q, "conv", None) or our_q.fc,
+        )
         if i < n - 1:
             our_p = ours.p_z[i]
-            _pair(pairs, f"stages.{i}.stochastic.in_transform_p", sto.in_transform_p, f"p_z.{i}",
-                  getattr(our_p, "conv", None) or getattr(our_p, "fc"))
+            _pair(
+                pairs,
+                f"stages.{i}.stochastic.in_transform_p",
+                sto.in_transform_p,
+                f"p_z.{i}",
+                getattr(our_p, "conv", None) or our_p.fc,
+            )
             _pair(pairs, f"stages.{i}.q_projection", ps.q_projection.transform, f"q_skip.{i}", ours.q_skip[i].map)
         _pair(pairs, f"stages.{i}.p_projection", ps.p_projection.transform, f"p_proj.{i}", ours.p_proj[i].map)
         for j, (pb, ob) in enumerate(zip(ps.p_deterministic.layers, ours.p_det[i])):
@@ -159,8 +178,9 @@ def paper_bound(oodd, paper, x, k, seed, free_nats=0.0, beta=1.0):
     torch.manual_seed(seed)
     lik, stage_datas = paper(x, decode_from_p=mask, use_mode=mask)
     kls = [sd.loss.kl_elementwise for sd in stage_datas if sd.loss.kl_elementwise is not None]
-    loss, elbo, _, _ = oodd.losses.ELBO()(lik.likelihood, kls, samples=1, free_nats=free_nats, beta=beta,
-                                          sample_reduction=None, batch_reduction=None)
+    loss, elbo, _, _ = oodd.losses.ELBO()(
+        lik.likelihood, kls, samples=1, free_nats=free_nats, beta=beta, sample_reduction=None, batch_reduction=None
+    )
     return loss, elbo, lik.likelihood, kls, stage_datas
 
 
@@ -184,8 +204,9 @@ def check_components(oodd, paper, ours, x, captured, seed):
     line("elbo = log p - KL", close(lik - sum(k.flatten(1).sum(1) for k in kls), elbo))
     # Schedules over the seed's run, at every step (469 steps of 128 per epoch on 60,000 images).
     warm = oodd.variational.DeterministicWarmup(n=SEED_TRAINING.warmup_epochs)
-    cool = oodd.variational.FreeNatsCooldown(int(SEED_TRAINING.free_nats_epochs) // 2,
-                                             int(SEED_TRAINING.free_nats_epochs) // 2, SEED_TRAINING.free_nats, 0)
+    cool = oodd.variational.FreeNatsCooldown(
+        int(SEED_TRAINING.free_nats_epochs) // 2, int(SEED_TRAINING.free_nats_epochs) // 2, SEED_TRAINING.free_nats, 0
+    )
     steps, db, df = math.ceil(60000 / 128), 0.0, 0.0
     for epoch in range(SEED_TRAINING.epochs):
         beta, fn = next(warm), float(next(cool))
@@ -193,18 +214,30 @@ def check_components(oodd, paper, ours, x, captured, seed):
             t = epoch + s / steps
             db = max(db, abs(kl_weight_at(t, SEED_TRAINING.warmup_epochs) - beta))
             df = max(df, abs(free_nats_at(t, SEED_TRAINING.free_nats, SEED_TRAINING.free_nats_epochs) - fn))
-    print(f"  DIFFERS  schedules over the seed's 1000 epochs x {steps} steps        max|beta diff| {db:.3g}, "
-          f"max|free nats diff| {df:.3g} (per-epoch constants there, per step here)")
+    print(
+        f"  DIFFERS  schedules over the seed's 1000 epochs x {steps} steps        max|beta diff| {db:.3g}, "
+        f"max|free nats diff| {df:.3g} (per-epoch constants there, per step here)"
+    )
     # Data-dependent initialisation: one conv and one dense layer, same Kaiming draw, same input.
     from oodd.layers.convolutions import NormedSameConv2d
     from oodd.layers.linear import NormedDense
     from torch.nn.utils.parametrizations import weight_norm
+
     feats = torch.randn(x.shape[0], 3136, generator=torch.Generator().manual_seed(seed))
     for name, make_p, make_o, inp in (
-            ("data-dependent init, 5x5 conv 1->64", lambda: NormedSameConv2d((1, 28, 28), 64, 5),
-             lambda: weight_norm(torch.nn.Conv2d(1, 64, 5, padding=2)), x),
-            ("data-dependent init, dense 3136->32", lambda: NormedDense((3136,), 32),
-             lambda: weight_norm(torch.nn.Linear(3136, 32)), feats)):
+        (
+            "data-dependent init, 5x5 conv 1->64",
+            lambda: NormedSameConv2d((1, 28, 28), 64, 5),
+            lambda: weight_norm(torch.nn.Conv2d(1, 64, 5, padding=2)),
+            x,
+        ),
+        (
+            "data-dependent init, dense 3136->32",
+            lambda: NormedDense((3136,), 32),
+            lambda: weight_norm(torch.nn.Linear(3136, 32)),
+            feats,
+        ),
+    ):
         p, o = make_p(), make_o()
         torch.manual_seed(seed)
         with torch.no_grad():
@@ -212,12 +245,19 @@ def check_components(oodd, paper, ours, x, captured, seed):
         torch.manual_seed(seed)
         data_dependent_init([o], lambda: o(inp))
         pl, w = _paper_layer(p), o.parametrizations.weight
-        line(name + " (g, v, b)", close(torch.cat([w.original0.flatten(), w.original1.flatten(), o.bias]),
-                                        torch.cat([pl.weight_g.flatten(), pl.weight_v.flatten(), pl.bias])))
+        line(
+            name + " (g, v, b)",
+            close(
+                torch.cat([w.original0.flatten(), w.original1.flatten(), o.bias]),
+                torch.cat([pl.weight_g.flatten(), pl.weight_v.flatten(), pl.bias]),
+            ),
+        )
     # Residual blocks on the paper's inputs.
     for i in range(ours.n_latents):
-        for path, p_blocks, o_blocks in (("q", paper.stages[i].q_deterministic.layers, ours.q_det[i]),
-                                         ("p", paper.stages[i].p_deterministic.layers, ours.p_det[i])):
+        for path, p_blocks, o_blocks in (
+            ("q", paper.stages[i].q_deterministic.layers, ours.q_det[i]),
+            ("p", paper.stages[i].p_deterministic.layers, ours.p_det[i]),
+        ):
             for j, (pb, ob) in enumerate(zip(p_blocks, o_blocks)):
                 xin, aux, out = captured[id(pb)]
                 notes = []
@@ -243,8 +283,9 @@ def check_components(oodd, paper, ours, x, captured, seed):
             mu, sigma = sto.compute_params(h, True)
             q = ours.q_z[i](h)
             line(f"q_z.{i} mean", close(q.mean, mu))
-            line(f"q_z.{i} std", close(q.std, sigma.clamp(min=1e-6)),
-                 "paper: softplus(beta=ln 2), ours: softplus + 1e-3")
+            line(
+                f"q_z.{i} std", close(q.std, sigma.clamp(min=1e-6)), "paper: softplus(beta=ln 2), ours: softplus + 1e-3"
+            )
             if i < ours.n_latents - 1:
                 d = captured[id(paper.stages[i + 1].p_deterministic)]
                 mu, sigma = sto.compute_params(d, False)
@@ -258,7 +299,10 @@ def check_components(oodd, paper, ours, x, captured, seed):
                 print(f"  DIFFERS  p_proj.{i}, q_skip.{i}: paper identity (conv latent), ours 1x1 conv")
         g = captured[id(paper.stages[0].p_deterministic)]
         params = ours.head(ours.act(g) if ours.head_activation else g)
-        line("likelihood log p(x | decoder output)", close(ours.observation.log_prob(x, params), paper.likelihood(g, x)[0]))
+        line(
+            "likelihood log p(x | decoder output)",
+            close(ours.observation.log_prob(x, params), paper.likelihood(g, x)[0]),
+        )
 
 
 def capture(paper):
@@ -266,8 +310,11 @@ def capture(paper):
     captured, handles = {}, []
     for stage in paper.stages:
         for block in list(stage.q_deterministic.layers) + list(stage.p_deterministic.layers):
-            handles.append(block.register_forward_hook(
-                lambda m, a, out: captured.__setitem__(id(m), (a[0], a[1] if len(a) > 1 else None, out))))
+            handles.append(
+                block.register_forward_hook(
+                    lambda m, a, out: captured.__setitem__(id(m), (a[0], a[1] if len(a) > 1 else None, out))
+                )
+            )
         for stack in (stage.q_deterministic, stage.p_deterministic):
             handles.append(stack.register_forward_hook(lambda m, a, out: captured.__setitem__(id(m), out[0])))
     return captured, handles
@@ -276,8 +323,11 @@ def capture(paper):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--paper_code", help=f"root of a local copy of the paper's code (default ${PAPER_ENV})")
-    ap.add_argument("--data_root", default=None,
-                    help=f"folder with fashion_mnist.npz, mnist.npz (default ${DATA_ROOT_ENV} or ./data)")
+    ap.add_argument(
+        "--data_root",
+        default=None,
+        help=f"folder with fashion_mnist.npz, mnist.npz (default ${DATA_ROOT_ENV} or ./data)",
+    )
     ap.add_argument("--batch", type=int, default=32, help="training batch (the data-dependent init and the loss)")
     ap.add_argument("--n_score", type=int, default=32, help="images scored per set")
     ap.add_argument("--seed", type=int, default=1)
@@ -289,35 +339,60 @@ def main(argv=None) -> int:
     for note in notes:
         print("note:", note)
     try:
-        x = load_dataset("FashionMNISTBinarized", {"split": "train", "dynamic": False}, args.data_root, False,
-                         args.batch, args.seed).fixed()
-        sets = {name: load_dataset(f"{name}Binarized", {"split": "validation", "dynamic": False}, args.data_root,
-                                   False, args.n_score, args.seed).fixed() for name in ("FashionMNIST", "MNIST")}
+        x = load_dataset(
+            "FashionMNISTBinarized", {"split": "train", "dynamic": False}, args.data_root, False, args.batch, args.seed
+        ).fixed()
+        sets = {
+            name: load_dataset(
+                f"{name}Binarized",
+                {"split": "validation", "dynamic": False},
+                args.data_root,
+                False,
+                args.n_score,
+                args.seed,
+            ).fixed()
+            for name in ("FashionMNIST", "MNIST")
+        }
     except DatasetNotFound as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     arch, seed = PRESETS["paper-mnist"], args.seed
     torch.manual_seed(seed)
-    paper = oodd.models.dvae.VAE(input_shape=(1, 28, 28), likelihood_module="BernoulliLikelihoodConv2d",
-                                 config_deterministic=arch["config_deterministic"],
-                                 config_stochastic=arch["config_stochastic"], activation="ReLU", q_dropout=0.0,
-                                 p_dropout=0.0, skip_stochastic=True, padded_shape=None).eval()
+    paper = oodd.models.dvae.VAE(
+        input_shape=(1, 28, 28),
+        likelihood_module="BernoulliLikelihoodConv2d",
+        config_deterministic=arch["config_deterministic"],
+        config_stochastic=arch["config_stochastic"],
+        activation="ReLU",
+        q_dropout=0.0,
+        p_dropout=0.0,
+        skip_stochastic=True,
+        padded_shape=None,
+    ).eval()
     with torch.no_grad():  # the paper's lazy data-dependent init: the first forward of the first batch
         paper_bound(oodd, paper, x, 0, seed + 1)
-    print(f"paper's code: {root}; seed's Fashion-MNIST configuration, ReLU, Bernoulli; batch {x.shape[0]}, "
-          f"{args.n_score} images per scored set")
-    variants = ((True, False, "hvae-detect train's default wiring; copied g, v, b"),
-                (True, True, "same wiring; copied directions v, g and b re-initialised on our own activations"),
-                (False, True, "the paper's effective inference wiring (no skips); copied v, own g and b"))
+    print(
+        f"paper's code: {root}; seed's Fashion-MNIST configuration, ReLU, Bernoulli; batch {x.shape[0]}, "
+        f"{args.n_score} images per scored set"
+    )
+    variants = (
+        (True, False, "hvae-detect train's default wiring; copied g, v, b"),
+        (True, True, "same wiring; copied directions v, g and b re-initialised on our own activations"),
+        (False, True, "the paper's effective inference wiring (no skips); copied v, own g and b"),
+    )
     for skip, renormalise, what in variants:
         torch.manual_seed(seed)
-        ours = VAE(ModelConfig((1, 28, 28), arch, "bernoulli", activation="ReLU", likelihood_head="paper",
-                               skip_stochastic=skip)).eval()
+        ours = VAE(
+            ModelConfig(
+                (1, 28, 28), arch, "bernoulli", activation="ReLU", likelihood_head="paper", skip_stochastic=skip
+            )
+        ).eval()
         pairs = correspondence(paper, ours)
         copy_weights(pairs)
         copied = [o for *_, o in pairs]
         rest = [m for m in weight_normed_layers(ours) if all(m is not o for o in copied)]
-        init_layers(ours, x, rest if not renormalise else weight_normed_layers(ours), copied if renormalise else [],
-                    seed + 1)
+        init_layers(
+            ours, x, rest if not renormalise else weight_normed_layers(ours), copied if renormalise else [], seed + 1
+        )
         print(f"\n######## ours: skip_stochastic={skip}; {what}")
         if not renormalise:
             report_params(paper, ours, pairs)
@@ -366,8 +441,10 @@ def report_params(paper, ours, pairs):
     copied_o = {id(o) for *_, o in pairs}
     ours_left = [n for n, m in ours.named_modules() if m in weight_normed_layers(ours) and id(m) not in copied_o]
     print(f"  paper layers without a counterpart ({len(paper_left)}): " + ", ".join(paper_left))
-    print(f"  our layers without a counterpart ({len(ours_left)}; data-dependent init on the batch): "
-          + ", ".join(ours_left))
+    print(
+        f"  our layers without a counterpart ({len(ours_left)}; data-dependent init on the batch): "
+        + ", ".join(ours_left)
+    )
 
 
 @torch.no_grad()
@@ -382,13 +459,20 @@ def compare_loss(oodd, paper, ours, x, seed):
     o_loss = elbo_loss(terms.log_px, free_nats_kl(elements, fn), beta)
     t_loss, _, _ = training_loss(ours, x, beta, fn, torch.Generator().manual_seed(seed), "element")
     eps_diff = max((a - b).abs().max().item() for a, b in zip(eps, noise))
-    print(f"  noise: the paper's rsample draws vs ours, max|diff| {eps_diff:.3g}; training_loss with the same "
-          f"generator vs the matched-noise loss: {abs(t_loss.item() - o_loss.mean().item()):.3g}")
+    print(
+        f"  noise: the paper's rsample draws vs ours, max|diff| {eps_diff:.3g}; training_loss with the same "
+        f"generator vs the matched-noise loss: {abs(t_loss.item() - o_loss.mean().item()):.3g}"
+    )
     rows = [("loss (batch mean)", loss.mean(), o_loss.mean()), ("log p(x|z)", lik.mean(), terms.log_px.mean())]
     for i, (pk, ok) in enumerate(zip(kls, elements)):
         rows.append((f"KL z{i + 1}", pk.flatten(1).sum(1).mean(), ok.flatten(1).sum(1).mean()))
-        rows.append((f"floored KL z{i + 1}", pk.clamp(min=fn / pk.shape[1]).flatten(1).sum(1).mean(),
-                     ok.clamp(min=fn / ok.shape[1]).flatten(1).sum(1).mean()))
+        rows.append(
+            (
+                f"floored KL z{i + 1}",
+                pk.clamp(min=fn / pk.shape[1]).flatten(1).sum(1).mean(),
+                ok.clamp(min=fn / ok.shape[1]).flatten(1).sum(1).mean(),
+            )
+        )
     rows.append(("ELBO", elbo.mean(), terms.bound.mean()))
     print(f"  {'term (nats per image)':<24}{'paper':>12}{'ours':>12}{'ours - paper':>14}")
     for name, a, b in rows:
@@ -398,8 +482,10 @@ def compare_loss(oodd, paper, ours, x, seed):
 @torch.no_grad()
 def compare_scores(oodd, paper, ours, sets, seed):
     print("\n== 4. scores (nats per image): matched noise, then the engine's keyed noise")
-    print(f"  {'set':<14}{'stat':<7}{'paper mean':>12}{'ours mean':>12}{'mean diff':>12}{'max|diff|':>12}"
-          f"{'rank corr':>10}  engine - ours (mean ± s.e.)")
+    print(
+        f"  {'set':<14}{'stat':<7}{'paper mean':>12}{'ours mean':>12}{'mean diff':>12}{'max|diff|':>12}"
+        f"{'rank corr':>10}  engine - ours (mean ± s.e.)"
+    )
     for name, x in sets.items():
         engine = importance_bounds(ours, x, ks=range(1, ours.n_latents), n_samples=1, seed=seed)
         paper_l, ours_l = {}, {}
@@ -413,8 +499,10 @@ def compare_scores(oodd, paper, ours, sets, seed):
         for stat, (p, o, e) in stats.items():
             d = o - p
             se = (e - o).std().item() / math.sqrt(len(o))
-            print(f"  {name:<14}{stat:<7}{p.mean().item():>12.5g}{o.mean().item():>12.5g}{d.mean().item():>12.5g}"
-                  f"{d.abs().max().item():>12.5g}{rank_corr(p, o):>10.2f}  {(e - o).mean().item():.4g} ± {se:.2g}")
+            print(
+                f"  {name:<14}{stat:<7}{p.mean().item():>12.5g}{o.mean().item():>12.5g}{d.mean().item():>12.5g}"
+                f"{d.abs().max().item():>12.5g}{rank_corr(p, o):>10.2f}  {(e - o).mean().item():.4g} ± {se:.2g}"
+            )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def worker(workload: str, seconds: float, policy: str, threads: int, spincount: 
     """Runs in a fresh interpreter: apply the policy (or not), then import torch and time the workload."""
     if policy == "passive":
         from hvae_detect.threads import apply_wait_policy
+
         apply_wait_policy()
     elif policy == "bounded":  # libgomp spins this many iterations, then sleeps (its default: 300,000)
         os.environ["GOMP_SPINCOUNT"] = str(spincount)
@@ -79,8 +80,12 @@ def worker(workload: str, seconds: float, policy: str, threads: int, spincount: 
     while time.perf_counter() - t0 < seconds:
         n += step()
     wall = time.perf_counter() - t0
-    return {"images_per_s": n / wall, "cpu_per_wall": (time.process_time() - c0) / wall,
-            "threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    return {
+        "images_per_s": n / wall,
+        "cpu_per_wall": (time.process_time() - c0) / wall,
+        "threads": torch.get_num_threads(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
 
 
 def measure(workload, policy, competitor, seconds, threads, spincount=10000):
@@ -90,10 +95,26 @@ def measure(workload, policy, competitor, seconds, threads, spincount=10000):
         rival = subprocess.Popen([sys.executable, "-c", COMPETITORS[competitor]], env=env)
         time.sleep(1.0)  # let it reach its loop
     try:
-        out = subprocess.run([sys.executable, __file__, "--worker", workload, "--seconds", str(seconds),
-                              "--policy", policy, "--threads", str(threads), "--spincount", str(spincount)],
-                             env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                workload,
+                "--seconds",
+                str(seconds),
+                "--policy",
+                policy,
+                "--threads",
+                str(threads),
+                "--spincount",
+                str(spincount),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         if rival is not None:
             rival.kill()
@@ -104,52 +125,85 @@ def measure(workload, policy, competitor, seconds, threads, spincount=10000):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=["train", "score"], choices=["train", "score"])
-    ap.add_argument("--competitors", nargs="*", default=["matmul", "busy"], choices=sorted(COMPETITORS),
-                    help="beside the measurement alone; none named: alone only (the policies on an idle machine)")
-    ap.add_argument("--policies", nargs="+", default=["spin", "passive"], choices=["spin", "passive", "bounded"],
-                    help="spin: torch's default; passive: hvae_detect.threads.apply_wait_policy(); bounded: "
-                         "GOMP_SPINCOUNT=--spincount")
+    ap.add_argument(
+        "--competitors",
+        nargs="*",
+        default=["matmul", "busy"],
+        choices=sorted(COMPETITORS),
+        help="beside the measurement alone; none named: alone only (the policies on an idle machine)",
+    )
+    ap.add_argument(
+        "--policies",
+        nargs="+",
+        default=["spin", "passive"],
+        choices=["spin", "passive", "bounded"],
+        help="spin: torch's default; passive: hvae_detect.threads.apply_wait_policy(); bounded: "
+        "GOMP_SPINCOUNT=--spincount",
+    )
     ap.add_argument("--threads", nargs="+", type=int, default=[0], help="torch threads (0: torch's default)")
     ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per measurement")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--spincount", type=int, default=10000,
-                    help='the "bounded" policy: GOMP_SPINCOUNT, spins before a waiting thread sleeps')
+    ap.add_argument(
+        "--spincount",
+        type=int,
+        default=10000,
+        help='the "bounded" policy: GOMP_SPINCOUNT, spins before a waiting thread sleeps',
+    )
     ap.add_argument("--worker", choices=["train", "score"], help=argparse.SUPPRESS)
     ap.add_argument("--policy", default="spin", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.seconds, args.policy, args.threads[0], args.spincount)))
         return
-    user = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
-            if k in os.environ}
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
-          f"{platform.processor() or platform.machine()}  cpus {os.cpu_count()}  load {os.getloadavg()}"
-          + (f"  caller's environment (governs both policies): {user}" if user else ""), flush=True)
-    configs = [(w, p, t, c) for w in args.workloads for p in args.policies for t in args.threads
-               for c in ["none", *args.competitors]]
+    user = {
+        k: os.environ[k]
+        for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
+        if k in os.environ
+    }
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
+        f"{platform.processor() or platform.machine()}  cpus {os.cpu_count()}  load {os.getloadavg()}"
+        + (f"  caller's environment (governs both policies): {user}" if user else ""),
+        flush=True,
+    )
+    configs = [
+        (w, p, t, c)
+        for w in args.workloads
+        for p in args.policies
+        for t in args.threads
+        for c in ["none", *args.competitors]
+    ]
     results = {cfg: [] for cfg in configs}
     for r in range(args.repeats):
-        for cfg in (configs if r % 2 == 0 else configs[::-1]):
+        for cfg in configs if r % 2 == 0 else configs[::-1]:
             out = measure(cfg[0], cfg[1], cfg[3], args.seconds, cfg[2], args.spincount)
             results[cfg].append(out)
-            print(f"  repeat {r + 1}: {cfg}  {out['images_per_s']:.1f} img/s  cpu/wall {out['cpu_per_wall']:.2f}  "
-                  f"threads {out['threads']}  load {os.getloadavg()}", flush=True)
+            print(
+                f"  repeat {r + 1}: {cfg}  {out['images_per_s']:.1f} img/s  cpu/wall {out['cpu_per_wall']:.2f}  "
+                f"threads {out['threads']}  load {os.getloadavg()}",
+                flush=True,
+            )
     print(f"\nload averages at the end: {os.getloadavg()}")
-    print("\n| workload | policy | threads | competitor | img/s (median; min-max) | cpu/wall | slowdown vs alone |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        "\n| workload | policy | threads | competitor | img/s (median; min-max) | cpu/wall | slowdown vs alone |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for cfg, outs in results.items():
         ips = [o["images_per_s"] for o in outs]
         alone = statistics.median(o["images_per_s"] for o in results[(*cfg[:3], "none")])
         med = statistics.median(ips)
-        print(f"| {cfg[0]} | {cfg[1]} | {outs[0]['threads']} | {cfg[3]} | {med:.1f} ({min(ips):.1f}-{max(ips):.1f}) | "
-              f"{statistics.median(o['cpu_per_wall'] for o in outs):.2f} | "
-              f"{'-' if cfg[3] == 'none' else f'{alone / med:.2f}x'} |")
+        print(
+            f"| {cfg[0]} | {cfg[1]} | {outs[0]['threads']} | {cfg[3]} | {med:.1f} ({min(ips):.1f}-{max(ips):.1f}) | "
+            f"{statistics.median(o['cpu_per_wall'] for o in outs):.2f} | "
+            f"{'-' if cfg[3] == 'none' else f'{alone / med:.2f}x'} |"
+        )
     if "spin" in args.policies and "passive" in args.policies:
         print("\npassive / spin images/s, same workload, threads and competitor (> 1: the policy is faster):")
         for w, p, t, c in configs:
             if p == "passive":
                 ratio = statistics.median(o["images_per_s"] for o in results[(w, p, t, c)]) / statistics.median(
-                    o["images_per_s"] for o in results[(w, "spin", t, c)])
+                    o["images_per_s"] for o in results[(w, "spin", t, c)]
+                )
                 print(f"  {w:<6} threads {t or 'default'}  {c:<7} {ratio:.2f}")
 
 

@@ -45,10 +45,20 @@ from hvae_detect.scoring.reference import COPOD, ECOD, Gaussian, Typicality
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {  # in-distribution classes, the other classes' label, and a note on the data
-    "fashion_mnist": {"in": (0, 1, 2, 3, 4), "out": "classes 5-9", "train": 4000, "epochs": 2,
-                      "note": "Fashion-MNIST, lossless originals; the model sees one binarised draw per image"},
-    "cifar10": {"in": (2, 3, 4, 5, 6, 7), "out": "vehicles", "train": 2500, "epochs": 3,
-                "note": "CIFAR10 decoded from JPEG (lossy) in ../shared/data; animals in, vehicles out"},
+    "fashion_mnist": {
+        "in": (0, 1, 2, 3, 4),
+        "out": "classes 5-9",
+        "train": 4000,
+        "epochs": 2,
+        "note": "Fashion-MNIST, lossless originals; the model sees one binarised draw per image",
+    },
+    "cifar10": {
+        "in": (2, 3, 4, 5, 6, 7),
+        "out": "vehicles",
+        "train": 2500,
+        "epochs": 3,
+        "note": "CIFAR10 decoded from JPEG (lossy) in ../shared/data; animals in, vehicles out",
+    },
 }
 FUSED = {"Gaussian": Gaussian, "ECOD": ECOD, "COPOD": COPOD}
 
@@ -71,12 +81,17 @@ def synthetic(base: np.ndarray, rng: np.random.Generator) -> dict:
     noise = np.clip(np.rint(mean + std * rng.standard_normal(base.shape)), 0, 255)
     erased = base.copy()
     for image, (top, left) in zip(erased, rng.integers(0, [h - h // 2 + 1, w - w // 2 + 1], (n, 2))):
-        image[:, top:top + h // 2, left:left + w // 2] = 0
+        image[:, top : top + h // 2, left : left + w // 2] = 0
     patches = base.reshape(n, c, h // 4, 4, w // 4, 4).transpose(0, 2, 4, 1, 3, 5).reshape(n, -1, c, 4, 4)
     shuffled = np.stack([p[rng.permutation(len(p))] for p in patches])
     shuffled = shuffled.reshape(n, h // 4, w // 4, c, 4, 4).transpose(0, 3, 1, 4, 2, 5).reshape(base.shape)
-    return {"noise": noise.astype(np.uint8), "constant": np.broadcast_to(np.rint(mean), base.shape).astype(np.uint8),
-            "inverted": 255 - base, "erased": erased, "shuffled 4x4": shuffled}
+    return {
+        "noise": noise.astype(np.uint8),
+        "constant": np.broadcast_to(np.rint(mean), base.shape).astype(np.uint8),
+        "inverted": 255 - base,
+        "erased": erased,
+        "shuffled 4x4": shuffled,
+    }
 
 
 def scored_images(det: HVAEOutlierDetector, x: np.ndarray) -> np.ndarray:
@@ -105,24 +120,33 @@ def normality_rows(det, held: dict, sets: dict, codecs, fuse_codec: str) -> dict
     vector = ["L"] + [f"L>{k}" for k in ks]
     rows = {key: {s: statistics.normality(key, v[key]) for s, v in sets.items()} for key in statistics.keys(ks)}
     for name in [key for key in held if key.startswith("bits ")]:
-        label = "complexity " + name[len("bits "):]
+        label = "complexity " + name[len("bits ") :]
         rows[label] = {s: -input_complexity(v["L"], v[name]) for s, v in sets.items()}
     typical = Typicality().fit(held["L"])
     rows["typicality of L"] = {s: typical.score(v["L"]) for s, v in sets.items()}
-    engine = {s: {name[4:]: v[name] for name in v if name.startswith("out:")} for s, v in {"held": held, **sets}.items()}
+    engine = {
+        s: {name[4:]: v[name] for name in v if name.startswith("out:")} for s, v in {"held": held, **sets}.items()
+    }
 
     def raw_path(out):
         return np.exp(statistics.path_vector(out))
 
-    vectors = {"path": statistics.path_vector, "path (raw norms)": raw_path,
-               "fused vector without the path": lambda out: statistics.statistic_vector(out)[:, :-statistics.path_vector(out).shape[1]]}
+    vectors = {
+        "path": statistics.path_vector,
+        "path (raw norms)": raw_path,
+        "fused vector without the path": lambda out: statistics.statistic_vector(out)[
+            :, : -statistics.path_vector(out).shape[1]
+        ],
+    }
     for label, columns_of in vectors.items():
         for name, cls in FUSED.items():
             model = cls().fit(columns_of(engine["held"]))
             rows[f"{name} {label}"] = {s: model.score(columns_of(engine[s])) for s in sets}
     for columns, suffix in ((vector, "(L, L>k)"), (vector + [f"bits {fuse_codec}"], f"(L, L>k, {fuse_codec} bits)")):
+
         def matrix(v):
             return np.stack([v[c] for c in columns], axis=1)
+
         for name, cls in FUSED.items():
             model = cls().fit(matrix(held))
             rows[f"{name} {suffix}"] = {s: model.score(matrix(v)) for s, v in sets.items()}
@@ -138,12 +162,17 @@ def run(name: str, args) -> tuple[str, dict]:
     inside_train, inside_test = rng.permutation(inside_train), rng.permutation(inside_test)
     n_train = args.train if args.train else spec["train"]
     epochs = args.epochs if args.epochs else spec["epochs"]
-    train, held = data["x_train"][inside_train[:n_train]], data["x_train"][inside_train[n_train:n_train + args.n]]
-    inliers, base = data["x_test"][inside_test[:args.n]], data["x_test"][inside_test[args.n:2 * args.n]]
-    ood = {spec["out"]: data["x_test"][rng.permutation(outside_test)[:args.n]], **synthetic(base, rng)}
+    train, held = data["x_train"][inside_train[:n_train]], data["x_train"][inside_train[n_train : n_train + args.n]]
+    inliers, base = data["x_test"][inside_test[: args.n]], data["x_test"][inside_test[args.n : 2 * args.n]]
+    ood = {spec["out"]: data["x_test"][rng.permutation(outside_test)[: args.n]], **synthetic(base, rng)}
     # the seed's schedules scaled to a short run: free nats annealed by 40% of it, KL warm-up over 20%
-    det = HVAEOutlierDetector(architecture="small", epochs=epochs, warmup_epochs=0.2 * epochs,
-                              free_nats_epochs=0.4 * epochs, random_state=args.seed)
+    det = HVAEOutlierDetector(
+        architecture="small",
+        epochs=epochs,
+        warmup_epochs=0.2 * epochs,
+        free_nats_epochs=0.4 * epochs,
+        random_state=args.seed,
+    )
     det.fit(train)
     fit_minutes = (time.time() - t0) / 60
     codecs = [c for c in CODECS if c in args.codecs]
@@ -153,12 +182,16 @@ def run(name: str, args) -> tuple[str, dict]:
     rows = normality_rows(det, held_values, sets, codecs, args.fuse_codec)
     auroc = {row: {label: detection_metrics(v["in"], v[label])["auroc"] for label in ood} for row, v in rows.items()}
     minutes = (time.time() - t0) / 60
-    head = (f"**{spec['note']}.** {n_train} training images x {epochs} epochs (fit {fit_minutes:.1f} min), "
-            f"{len(held)} held-out training images for the reference models, {args.n} images per test set; "
-            f"{minutes:.1f} min in all. AUROC, OOD positive:\n")
+    head = (
+        f"**{spec['note']}.** {n_train} training images x {epochs} epochs (fit {fit_minutes:.1f} min), "
+        f"{len(held)} held-out training images for the reference models, {args.n} images per test set; "
+        f"{minutes:.1f} min in all. AUROC, OOD positive:\n"
+    )
     header = "| statistic | " + " | ".join(ood) + " | mean |\n|---|" + "---|" * (len(ood) + 1) + "\n"
-    lines = [f"| {row} | " + " | ".join(f"{v[label]:.3f}" for label in ood) + f" | {np.mean(list(v.values())):.3f} |"
-             for row, v in auroc.items()]
+    lines = [
+        f"| {row} | " + " | ".join(f"{v[label]:.3f}" for label in ood) + f" | {np.mean(list(v.values())):.3f} |"
+        for row, v in auroc.items()
+    ]
     return head + "\n" + header + "\n".join(lines) + "\n", auroc
 
 
@@ -177,10 +210,15 @@ def main(argv=None):
         parser.error(f"--fuse_codec {args.fuse_codec} must be one of --codecs")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/statistics_choice.py "
-          + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
-          f"started {start:%Y-%m-%d %H:%M} UTC\n", flush=True)
+    print(
+        f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/statistics_choice.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}; "
+        f"started {start:%Y-%m-%d %H:%M} UTC\n",
+        flush=True,
+    )
     results = {}
     for name in args.data:
         table, results[name] = run(name, args)

@@ -32,14 +32,16 @@ import numpy as np
 import torch
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.models.architectures import PRESETS, resolve_architecture
+from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
 
 REPO = Path(__file__).resolve().parents[1]
 # The reported pairs, and for CIFAR10 the choosing pairs reported beside them (GTSRB, Tiny ImageNet).
-PAIRS = {"fashion_mnist": ("mnist", "kmnist", "notmnist", "omniglot"),
-         "cifar10": ("svhn", "gtsrb", "tinyimagenet_resize")}
+PAIRS = {
+    "fashion_mnist": ("mnist", "kmnist", "notmnist", "omniglot"),
+    "cifar10": ("svhn", "gtsrb", "tinyimagenet_resize"),
+}
 
 
 def images(name: str, split: str, n: int) -> np.ndarray:
@@ -60,15 +62,35 @@ def record_path(directory, in_dist: str, started: dt.datetime) -> Path:
     return Path(directory) / f"{started:%Y-%m-%dT%H%MZ}_{in_dist}_to_{'_'.join(PAIRS[in_dist])}.json"
 
 
-def write_record(path, *, in_dist: str, table: dict, fit_minutes: float, machine: str, model: str,
-                 scoring: str, started: dt.datetime, command: str, default: str) -> Path:
+def write_record(
+    path,
+    *,
+    in_dist: str,
+    table: dict,
+    fit_minutes: float,
+    machine: str,
+    model: str,
+    scoring: str,
+    started: dt.datetime,
+    command: str,
+    default: str,
+) -> Path:
     """Write this run's record for benchmarks/results_page.py (benchmarks/records/README.md); never
     replaces a file, so a record once logged stays what was measured."""
-    record = {"in_dist": in_dist,
-              "auroc": {ood: {key: float(f"{float(v):.3f}") for key, v in row.items()} for ood, row in table.items()},
-              "train_minutes": round(fit_minutes, 2), "minutes_cover": "fit", "machine": machine, "model": model,
-              "scoring": scoring, "default": default, "date": f"{started:%Y-%m-%d}", "command": command, "results_section": None,
-              "notes": "Written by statistics_table.py --record; set results_section when the run is logged."}
+    record = {
+        "in_dist": in_dist,
+        "auroc": {ood: {key: float(f"{float(v):.3f}") for key, v in row.items()} for ood, row in table.items()},
+        "train_minutes": round(fit_minutes, 2),
+        "minutes_cover": "fit",
+        "machine": machine,
+        "model": model,
+        "scoring": scoring,
+        "default": default,
+        "date": f"{started:%Y-%m-%d}",
+        "command": command,
+        "results_section": None,
+        "notes": "Written by statistics_table.py --record; set results_section when the run is logged.",
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -87,17 +109,24 @@ def main(argv=None) -> int:
     parser.add_argument("--architecture", default="auto", help="a preset, or auto (the estimator's default)")
     parser.add_argument("--n", type=int, default=1000, help="test images per set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--record", metavar="DIR", help="also write this run's record (JSON) into DIR, e.g. "
-                        "benchmarks/records, for benchmarks/results_page.py; never overwrites a file")
+    parser.add_argument(
+        "--record",
+        metavar="DIR",
+        help="also write this run's record (JSON) into DIR, e.g. "
+        "benchmarks/records, for benchmarks/results_page.py; never overwrites a file",
+    )
     args = parser.parse_args(argv)
     args.epochs = args.epochs if args.epochs == "auto" else int(args.epochs)
     start = dt.datetime.now(dt.timezone.utc)
     command = f"python benchmarks/statistics_table.py {' '.join(sys.argv[1:] if argv is None else argv)}"
     if args.record and record_path(args.record, args.in_dist, start).exists():
         parser.error(f"{record_path(args.record, args.in_dist, start)} exists; a record is never overwritten")
-    print(f"    {command}\n\n"
-          f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}; started {start:%Y-%m-%d %H:%M} UTC", flush=True)
+    print(
+        f"    {command}\n\n"
+        f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}; started {start:%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
     t0 = time.time()
     det = HVAEOutlierDetector(architecture=args.architecture, epochs=args.epochs, random_state=args.seed)
     det.fit(images(args.in_dist, "train", args.train))
@@ -109,18 +138,26 @@ def main(argv=None) -> int:
     det.score_samples(test)
     t2 = time.time()
     inside = det.ood_scores(test)
-    speed = (f"score_samples {args.n / (t2 - t1):.0f} images/s, ood_scores {args.n / (time.time() - t2):.0f} "
-             f"images/s; training {0.9 * args.train * epochs / (fit_minutes * 60):.0f} images/s of the fit's minutes")
+    speed = (
+        f"score_samples {args.n / (t2 - t1):.0f} images/s, ood_scores {args.n / (time.time() - t2):.0f} "
+        f"images/s; training {0.9 * args.train * epochs / (fit_minutes * 60):.0f} images/s of the fit's minutes"
+    )
     default = statistics.get(HVAEOutlierDetector().statistic).key_for(det.k)
     table = {}
     for ood in PAIRS[args.in_dist]:
         outside = det.ood_scores(images(ood, "test", args.n))
-        table[ood] = {key: detection_metrics(statistics.normality(key, inside[key]),
-                                             statistics.normality(key, outside[key]))["auroc"] for key in inside}
+        table[ood] = {
+            key: detection_metrics(statistics.normality(key, inside[key]), statistics.normality(key, outside[key]))[
+                "auroc"
+            ]
+            for key in inside
+        }
     keys = list(inside)
-    print(f"\n{args.in_dist} (preset {preset}, {args.train} training images, {epochs} epochs, fit {fit_minutes:.1f} min; "
-          f"{args.n} test images per set; {(time.time() - t0) / 60:.1f} min in all). AUROC, OOD positive; "
-          f"* = the default statistic ({default}):\n")
+    print(
+        f"\n{args.in_dist} (preset {preset}, {args.train} training images, {epochs} epochs, fit {fit_minutes:.1f} min; "
+        f"{args.n} test images per set; {(time.time() - t0) / 60:.1f} min in all). AUROC, OOD positive; "
+        f"* = the default statistic ({default}):\n"
+    )
     print("| OOD | " + " | ".join(k + (" *" if k == default else "") for k in keys) + " |")
     print("|---|" + "---|" * len(keys))
     for ood, row in table.items():
@@ -129,14 +166,20 @@ def main(argv=None) -> int:
     if args.record:
         device = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
         path = write_record(
-            record_path(args.record, args.in_dist, start), in_dist=args.in_dist, table=table,
-            fit_minutes=fit_minutes, started=start, command=command,
+            record_path(args.record, args.in_dist, start),
+            in_dist=args.in_dist,
+            table=table,
+            fit_minutes=fit_minutes,
+            started=start,
+            command=command,
             machine=f"{os.cpu_count()} {platform.machine()} cores (shared){device}, "
-                    f"{torch.get_num_threads()} torch threads",
+            f"{torch.get_num_threads()} torch threads",
             model=f"preset {preset} (estimator defaults{'' if args.architecture == 'auto' else ' but architecture'}"
-                  f"), {args.train:,} training images, {epochs} epochs, seed {args.seed}", default=default,
+            f"), {args.train:,} training images, {epochs} epochs, seed {args.seed}",
+            default=default,
             scoring=f"ood_scores with the estimator's defaults (S = {det.iw_samples}, S' = {det.iw_samples_lk}); "
-                    f"{args.n:,} test images per set")
+            f"{args.n:,} test images per set",
+        )
         print(f"\nrecord: {path}")
     return 0
 

@@ -27,18 +27,24 @@ import torch
 
 from hvae_detect.likelihoods import Bernoulli
 from hvae_detect.models.config import ModelConfig
-from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.models.vae import VAE
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
 # Small on purpose: what is measured is the memory of the data path, not of the model.
-ARCH = {"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-                                 [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
-                                 [{"block": "ResBlockDense", "out_features": 16}]],
-        "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 4},
-                              {"block": "GaussianDense", "latent_features": 8},
-                              {"block": "GaussianDense", "latent_features": 4}]}
+ARCH = {
+    "config_deterministic": [
+        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
+        [{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}],
+        [{"block": "ResBlockDense", "out_features": 16}],
+    ],
+    "config_stochastic": [
+        {"block": "GaussianConv2d", "latent_features": 4},
+        {"block": "GaussianDense", "latent_features": 8},
+        {"block": "GaussianDense", "latent_features": 4},
+    ],
+}
 
 
 def status_kib(field: str, pid="self") -> int:
@@ -53,7 +59,7 @@ def write_images(path: Path, n: int, chunk: int = 100_000) -> None:
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
     rng = np.random.default_rng(0)
     for start in range(0, n, chunk):  # a chunk at a time: the writer stays small too
-        out[start:start + chunk] = rng.integers(0, 256, size=(min(chunk, n - start), 28, 28), dtype=np.uint8)
+        out[start : start + chunk] = rng.integers(0, 256, size=(min(chunk, n - start), 28, 28), dtype=np.uint8)
     out.flush()
     del out
 
@@ -103,13 +109,19 @@ def main() -> None:
         peak = status_kib("VmHWM")
         workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(p) == os.getpid()]
         worker_peak = sum(status_kib("VmHWM", w) for w in workers)
-        print(f"date {datetime.date.today()}  machine {platform.machine()} {os.cpu_count()} cores  torch "
-              f"{torch.__version__}  threads {args.threads}  workers {args.workers}")
-        print(f"{steps[0]} steps of {args.batch_size} shuffled images from {args.n:,} memory-mapped ({size_gb:.2f} GB "
-              f"file; {args.n * 784 * 4 / 1e9:.1f} GB as float32): {seconds:.1f} s, "
-              f"{steps[0] * args.batch_size / seconds:.0f} images/s")
-        print(f"peak RSS {peak / 2**20:.2f} GiB (before training {before / 2**20:.2f} GiB; RssFile at the end "
-              f"{status_kib('RssFile') / 2**20:.2f} GiB){f'; worker processes {worker_peak / 2**20:.2f} GiB' if workers else ''}")
+        print(
+            f"date {datetime.date.today()}  machine {platform.machine()} {os.cpu_count()} cores  torch "
+            f"{torch.__version__}  threads {args.threads}  workers {args.workers}"
+        )
+        print(
+            f"{steps[0]} steps of {args.batch_size} shuffled images from {args.n:,} memory-mapped ({size_gb:.2f} GB "
+            f"file; {args.n * 784 * 4 / 1e9:.1f} GB as float32): {seconds:.1f} s, "
+            f"{steps[0] * args.batch_size / seconds:.0f} images/s"
+        )
+        print(
+            f"peak RSS {peak / 2**20:.2f} GiB (before training {before / 2**20:.2f} GiB; RssFile at the end "
+            f"{status_kib('RssFile') / 2**20:.2f} GiB){f'; worker processes {worker_peak / 2**20:.2f} GiB' if workers else ''}"
+        )
 
 
 def _parent(pid: str) -> int:

@@ -58,8 +58,10 @@ def engine_outputs(name: str, args) -> dict:
     cache = args.cache / f"{name}_{args.train}_{args.pool}_{args.fresh}_{args.epochs}.npz" if args.cache else None
     if cache is not None and cache.exists():
         with np.load(cache) as f:
-            return {part: {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(part + "/")}
-                    for part in ("pool", "fresh")}
+            return {
+                part: {k.split("/", 1)[1]: f[k] for k in f.files if k.startswith(part + "/")}
+                for part in ("pool", "fresh")
+            }
     import torch
 
     from hvae_detect import HVAEOutlierDetector
@@ -68,8 +70,8 @@ def engine_outputs(name: str, args) -> dict:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     data, rng = load(name), np.random.default_rng(args.seed)
     order = rng.permutation(len(data["x_train"]))
-    train, pool = data["x_train"][order[:args.train]], data["x_train"][order[args.train:args.train + args.pool]]
-    fresh = data["x_test"][rng.permutation(len(data["x_test"]))[:args.fresh]]
+    train, pool = data["x_train"][order[: args.train]], data["x_train"][order[args.train : args.train + args.pool]]
+    fresh = data["x_test"][rng.permutation(len(data["x_test"]))[: args.fresh]]
     start = time.perf_counter()
     det = HVAEOutlierDetector(epochs=args.epochs, random_state=0, holdout=0).fit(train)
     needed = statistics.outputs_needed(statistics.keys(range(1, det.n_latents_)))
@@ -96,12 +98,19 @@ def shares(stat, n: int, seed: int, pool: dict, fresh: dict, contamination: floa
     for method in methods if stat.reference is not None else ("plain",):
         if method == "oracle":  # the reference of the held-out set, the quantile of n OTHER images under it
             references = fitted
-            scores = stat.normality(stat.value({k: v[order[n:2 * n]] for k, v in pool.items()}, 1, fitted))
+            scores = stat.normality(stat.value({k: v[order[n : 2 * n]] for k, v in pool.items()}, 1, fitted))
         else:
             folds = int(method[5:]) if method.startswith("folds") else 10
-            _, info = calibration.threshold(stat, held, 1, contamination, seed, fitted, folds=folds,
-                                            method="folds" if method.startswith("folds") else
-                                            "in-sample" if method == "plain" else method)
+            _, info = calibration.threshold(
+                stat,
+                held,
+                1,
+                contamination,
+                seed,
+                fitted,
+                folds=folds,
+                method="folds" if method.startswith("folds") else "in-sample" if method == "plain" else method,
+            )
             references, scores = info["references"], info["scores"]
         normality = stat.normality(stat.value(fresh, 1, references))
         for rule in RULES:
@@ -113,9 +122,14 @@ def measure(out: dict, args) -> dict:
     """{(statistic name, n): [shares of one seed, ...]}."""
     from hvae_detect.scoring import statistics
 
-    return {(name, n): [shares(statistics.get(name), n, seed, out["pool"], out["fresh"], args.contamination,
-                               args.methods) for seed in range(args.seeds)]
-            for name in args.statistics for n in args.sizes}
+    return {
+        (name, n): [
+            shares(statistics.get(name), n, seed, out["pool"], out["fresh"], args.contamination, args.methods)
+            for seed in range(args.seeds)
+        ]
+        for name in args.statistics
+        for n in args.sizes
+    }
 
 
 def quantile_sd(n: int, p: float) -> float:
@@ -133,13 +147,15 @@ def quantile_sd(n: int, p: float) -> float:
 def table(name: str, out: dict, runs: dict, args) -> str:
     from hvae_detect.scoring import calibration, statistics
 
-    lines = [f"### {name}: share of {len(out['fresh']['L'])} fresh test images flagged at contamination="
-             f"{args.contamination} (mean ± sd over {args.seeds} seeds, worst seed in brackets)\n",
-             "| statistic (d) | method / quantile | "
-             + " | ".join(f"n={n} ({10 * n} train)" for n in args.sizes) + " |",
-             "|---|---|" + "---|" * len(args.sizes),
-             "| (no reference, iid) | sd of a weibull quantile of n | " + " | ".join(
-                 f"± {quantile_sd(n, args.contamination):.3f}" for n in args.sizes) + " |"]
+    lines = [
+        f"### {name}: share of {len(out['fresh']['L'])} fresh test images flagged at contamination="
+        f"{args.contamination} (mean ± sd over {args.seeds} seeds, worst seed in brackets)\n",
+        "| statistic (d) | method / quantile | " + " | ".join(f"n={n} ({10 * n} train)" for n in args.sizes) + " |",
+        "|---|---|" + "---|" * len(args.sizes),
+        "| (no reference, iid) | sd of a weibull quantile of n | "
+        + " | ".join(f"± {quantile_sd(n, args.contamination):.3f}" for n in args.sizes)
+        + " |",
+    ]
     for stat_name in args.statistics:
         stat = statistics.get(stat_name)
         d = calibration.dimension(stat, out["pool"])
@@ -158,7 +174,7 @@ def summary(results: dict, args) -> str:
     from hvae_detect.scoring import calibration, statistics
 
     c, rows = args.contamination, {}
-    for name, (out, runs) in results.items():
+    for out, runs in results.values():
         for (stat_name, n), seeds in runs.items():
             stat = statistics.get(stat_name)
             if n < calibration.min_images(calibration.dimension(stat, out["pool"]) if stat.reference else 0, c):
@@ -167,13 +183,18 @@ def summary(results: dict, args) -> str:
                 v = np.array([seed[row] for seed in seeds])
                 above = float(np.mean(v > 0.12))
                 rows.setdefault(row, []).append((v.mean(), above, 1 - (1 - above) ** 5))
-    lines = [f"### Summary: cells (data set x statistic x n) at or above the bound, contamination={c}\n",
-             "| method / quantile | cells | mean in [0.035, 0.07] | max abs(mean - c) | seeds > 0.12 | "
-             "P(worst of 5 seeds > 0.12) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"### Summary: cells (data set x statistic x n) at or above the bound, contamination={c}\n",
+        "| method / quantile | cells | mean in [0.035, 0.07] | max abs(mean - c) | seeds > 0.12 | "
+        "P(worst of 5 seeds > 0.12) |",
+        "|---|---|---|---|---|---|",
+    ]
     for (method, rule), cells in rows.items():
         means, above, five = (np.array(x) for x in zip(*cells))
-        lines.append(f"| {method} / {rule} | {len(cells)} | {np.sum((means >= 0.035) & (means <= 0.07))} | "
-                     f"{np.max(np.abs(means - c)):.3f} | {above.mean():.1%} | {five.mean():.1%} |")
+        lines.append(
+            f"| {method} / {rule} | {len(cells)} | {np.sum((means >= 0.035) & (means <= 0.07))} | "
+            f"{np.max(np.abs(means - c)):.3f} | {above.mean():.1%} | {five.mean():.1%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -209,10 +230,15 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="also write every seed's shares here")
     args = parser.parse_args(argv)
     start = dt.datetime.now(dt.timezone.utc)
-    print(f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/threshold_calibration.py "
-          + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), numpy {np.__version__}; "
-          f"started {start:%Y-%m-%d %H:%M} UTC\n", flush=True)
+    print(
+        f"    OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/threshold_calibration.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), numpy {np.__version__}; "
+        f"started {start:%Y-%m-%d %H:%M} UTC\n",
+        flush=True,
+    )
     results = {}
     for name in args.data:
         out = engine_outputs(name, args)
@@ -222,9 +248,17 @@ def main(argv=None):
             print(timing(out, args.timing), flush=True)
     print(summary(results, args))
     if args.json:
-        args.json.write_text(json.dumps({name: {f"{s} {n}": [{" / ".join(k): v for k, v in seed.items()} for seed in
-                                                           seeds] for (s, n), seeds in runs.items()}
-                                         for name, (_, runs) in results.items()}))
+        args.json.write_text(
+            json.dumps(
+                {
+                    name: {
+                        f"{s} {n}": [{" / ".join(k): v for k, v in seed.items()} for seed in seeds]
+                        for (s, n), seeds in runs.items()
+                    }
+                    for name, (_, runs) in results.items()
+                }
+            )
+        )
     print(f"Total: {(dt.datetime.now(dt.timezone.utc) - start).total_seconds() / 60:.1f} min.")
 
 

@@ -40,17 +40,21 @@ import time
 
 import torch
 
-from hvae_detect.models.layers import standard_normal_log_prob
 from hvae_detect.models.architectures import PRESETS
 from hvae_detect.models.config import ModelConfig
+from hvae_detect.models.layers import standard_normal_log_prob
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.vae import VAE
 from hvae_detect.precision import autocast
 from hvae_detect.training.batches import generator_noise
 from hvae_detect.training.loop import CHECK_EVERY, make_optimizer, training_loss
 
-ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli"), "paper-cifar": ((3, 32, 32), "dlogmix"),
-         "small": ((1, 28, 28), "bernoulli"), "small-cifar": ((3, 32, 32), "dlogmix")}
+ARCHS = {
+    "paper-mnist": ((1, 28, 28), "bernoulli"),
+    "paper-cifar": ((3, 32, 32), "dlogmix"),
+    "small": ((1, 28, 28), "bernoulli"),
+    "small-cifar": ((3, 32, 32), "dlogmix"),
+}
 PRESET_OF = {"small-cifar": "small"}  # the estimator's default preset on colour images
 
 
@@ -112,9 +116,11 @@ def variants(device, compiled=True):
     """name -> (step, channels-last weights, fused Adam, steps between divergence checks, precision, compiled)."""
     cuda = torch.device(device).type == "cuda"
     check = CHECK_EVERY if cuda else 1
-    out = {"naive": ("naive", False, False, 1, "float32", False),
-           "channels-last": ("package", True, False, 1, "float32", False),
-           "fused-adam": ("package", False, True, 1, "float32", False)}
+    out = {
+        "naive": ("naive", False, False, 1, "float32", False),
+        "channels-last": ("package", True, False, 1, "float32", False),
+        "fused-adam": ("package", False, True, 1, "float32", False),
+    }
     if cuda:
         out["deferred-check"] = ("package", False, False, check, "float32", False)
     out["bf16-autocast"] = ("package", False, False, 1, "bfloat16", False)
@@ -177,28 +183,43 @@ def time_training(arch, n, steps, repeats, device, seed=0, family="VAE", compile
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["paper-mnist", "paper-cifar"], choices=sorted(ARCHS))
-    ap.add_argument("--models", nargs="+", default=["VAE"], choices=["VAE", "LVAE", "BIVA"],
-                    help="model families, each on the --archs stage configurations (default VAE)")
-    ap.add_argument("--batch", type=int, default=None, help="images per step (default on CPU 16 for paper-cifar, 64 otherwise)")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["VAE"],
+        choices=["VAE", "LVAE", "BIVA"],
+        help="model families, each on the --archs stage configurations (default VAE)",
+    )
+    ap.add_argument(
+        "--batch", type=int, default=None, help="images per step (default on CPU 16 for paper-cifar, 64 otherwise)"
+    )
     ap.add_argument("--steps", type=int, default=4, help="steps per timed repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no_compiled", action="store_true", help="leave out the torch.compile variants")
     args = ap.parse_args(argv)
-    print(f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
-          f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}")
-    print("\n| model | arch | batch | variant | first step (s) | img/s (min / med / max) | speed-up vs naive (median) |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        f"# {datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}  "
+        f"torch {torch.__version__}  device {args.device}  threads {torch.get_num_threads()}  cpus {os.cpu_count()}"
+    )
+    print(
+        "\n| model | arch | batch | variant | first step (s) | img/s (min / med / max) | speed-up vs naive (median) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for family in args.models:
         for arch in args.archs:
             cpu = torch.device(args.device).type == "cpu"
             n = args.batch or ((16 if arch == "paper-cifar" else 64) if cpu else 128)
-            ips, first = time_training(arch, n, args.steps, args.repeats, args.device, family=family,
-                                       compiled=not args.no_compiled)
+            ips, first = time_training(
+                arch, n, args.steps, args.repeats, args.device, family=family, compiled=not args.no_compiled
+            )
             naive = statistics.median(ips["naive"])
             for name, v in ips.items():
-                print(f"| {family} | {arch} | {n} | {name} | {first[name]:.1f} | {min(v):.3g} / {statistics.median(v):.3g} / "
-                      f"{max(v):.3g} | {statistics.median(v) / naive:.2f}x |", flush=True)
+                print(
+                    f"| {family} | {arch} | {n} | {name} | {first[name]:.1f} | {min(v):.3g} / {statistics.median(v):.3g} / "
+                    f"{max(v):.3g} | {statistics.median(v) / naive:.2f}x |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -40,11 +40,11 @@ import statistics
 import sys
 import time
 
-import hvae_detect  # noqa: F401,E402  (its import applies the package's wait policy, before torch is imported)
-
 import torch  # noqa: E402
+from seed_equivalence import PAPER_ENV, find_paper_code, import_paper  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+import hvae_detect  # noqa: F401,E402  (its import applies the package's wait policy, before torch is imported)
 from hvae_detect.models.architectures import PRESETS  # noqa: E402
 from hvae_detect.models.config import ModelConfig  # noqa: E402
 from hvae_detect.models.vae import VAE  # noqa: E402
@@ -52,15 +52,18 @@ from hvae_detect.precision import autocast  # noqa: E402
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds  # noqa: E402
 from hvae_detect.training.config import TrainingConfig  # noqa: E402
 from hvae_detect.training.loop import make_optimizer, train_epochs  # noqa: E402
-from seed_equivalence import PAPER_ENV, find_paper_code, import_paper  # noqa: E402
 
 # arch -> input shape, our likelihood, the paper's likelihood module
-ARCHS = {"paper-mnist": ((1, 28, 28), "bernoulli", "BernoulliLikelihoodConv2d"),
-         "paper-cifar": ((3, 32, 32), "dlogmix", "DiscretizedLogisticMixLikelihoodConv2d")}
+ARCHS = {
+    "paper-mnist": ((1, 28, 28), "bernoulli", "BernoulliLikelihoodConv2d"),
+    "paper-cifar": ((3, 32, 32), "dlogmix", "DiscretizedLogisticMixLikelihoodConv2d"),
+}
 # (training batch, steps per run, images scored) for the full and the quick sizes
 # (None: the engine's pass size, so no pass of ours is padded: the steady state of a large set)
-SIZES = {"full": {"paper-mnist": (128, 3, None), "paper-cifar": (32, 2, None)},
-         "quick": {"paper-mnist": (32, 2, 32), "paper-cifar": (4, 1, 4)}}
+SIZES = {
+    "full": {"paper-mnist": (128, 3, None), "paper-cifar": (32, 2, None)},
+    "quick": {"paper-mnist": (32, 2, 32), "paper-cifar": (4, 1, 4)},
+}
 FREE_NATS, KL_WEIGHT = 2.0, 0.5
 
 
@@ -74,14 +77,20 @@ def build(oodd, arch, seed):
     """(paper's model, ours), both initialised; the paper's by its lazy data-dependent init."""
     shape, likelihood, paper_likelihood = ARCHS[arch]
     torch.manual_seed(seed)
-    paper = oodd.models.dvae.VAE(input_shape=shape, likelihood_module=paper_likelihood,
-                                 config_deterministic=PRESETS[arch]["config_deterministic"],
-                                 config_stochastic=PRESETS[arch]["config_stochastic"], activation="ReLU",
-                                 q_dropout=0.0, p_dropout=0.0, skip_stochastic=True, padded_shape=None)
+    paper = oodd.models.dvae.VAE(
+        input_shape=shape,
+        likelihood_module=paper_likelihood,
+        config_deterministic=PRESETS[arch]["config_deterministic"],
+        config_stochastic=PRESETS[arch]["config_stochastic"],
+        activation="ReLU",
+        q_dropout=0.0,
+        p_dropout=0.0,
+        skip_stochastic=True,
+        padded_shape=None,
+    )
     with torch.no_grad():
         paper(images(arch, 8, seed))
-    ours = VAE(ModelConfig(shape, arch, likelihood, activation="ReLU", likelihood_head="paper",
-                           skip_stochastic=True))
+    ours = VAE(ModelConfig(shape, arch, likelihood, activation="ReLU", likelihood_head="paper", skip_stochastic=True))
     return paper, ours
 
 
@@ -89,8 +98,9 @@ def build(oodd, arch, seed):
 def _paper_elbo(oodd, paper, x, mask, free_nats=0.0, beta=1.0, reduction=None):
     lik, stage_datas = paper(x, decode_from_p=mask, use_mode=mask)
     kls = [sd.loss.kl_elementwise for sd in stage_datas if sd.loss.kl_elementwise is not None]
-    return oodd.losses.ELBO()(lik.likelihood, kls, samples=1, free_nats=free_nats, beta=beta,
-                              sample_reduction=reduction, batch_reduction=None)
+    return oodd.losses.ELBO()(
+        lik.likelihood, kls, samples=1, free_nats=free_nats, beta=beta, sample_reduction=reduction, batch_reduction=None
+    )
 
 
 @torch.no_grad()
@@ -116,15 +126,24 @@ def paper_train(oodd, paper, opt, batches):
 # ---- ours ---------------------------------------------------------------------------------------
 def ours_scores(ours, x, n_samples, max_rows, precision="float32"):
     with autocast(x.device, precision):  # the estimator's scoring_precision
-        return importance_bounds(ours.eval(), x, ks=range(1, ours.n_latents), n_samples=n_samples, n_samples_lk=1,
-                                 max_rows=max_rows)
+        return importance_bounds(
+            ours.eval(), x, ks=range(1, ours.n_latents), n_samples=n_samples, n_samples_lk=1, max_rows=max_rows
+        )
 
 
 def ours_train(ours, opt, data, batch, precision="float32", compile_=False):
     # Our KL weight and free nats move every step (the schedules); the paper's are per-epoch constants:
     # the same arithmetic per step either way.
-    config = TrainingConfig(epochs=1, batch_size=batch, free_nats=FREE_NATS, free_nats_epochs=10, warmup_epochs=2,
-                            free_nats_mode="element", precision=precision, compile=compile_)
+    config = TrainingConfig(
+        epochs=1,
+        batch_size=batch,
+        free_nats=FREE_NATS,
+        free_nats_epochs=10,
+        warmup_epochs=2,
+        free_nats_mode="element",
+        precision=precision,
+        compile=compile_,
+    )
     train_epochs(ours, data, config, generator=torch.Generator().manual_seed(0), optimizer=opt)
 
 
@@ -133,7 +152,7 @@ def matmul_roofline(n=2048, repeats=10):
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn):
@@ -152,7 +171,7 @@ def alternate(runs: dict, repeats: int) -> dict:
     """Seconds of each run, repeated in alternating order (A, B, B, A, ...)."""
     times = {name: [] for name in runs}
     for r in range(repeats):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             times[name].append(_timed(runs[name]))
     return times
 
@@ -161,10 +180,14 @@ def row(arch, what, batch, s, n_images, times, fl, roof):
     med = {side: statistics.median(t) for side, t in times.items()}
     ips = {side: n_images / med[side] for side in med}
     gf = {side: fl[side] / med[side] / 1e9 for side in med}
-    cells = " | ".join(f"{ips[side]:.3g} | {gf[side]:.3g} ({100 * gf[side] / roof:.0f}%) | "
-                       f"{fl[side] / n_images / 1e9:.3g}" for side in ("paper", "ours"))
-    return (f"| {arch} | {what} | {batch} | {s or '-'} | {cells} | {ips['ours'] / ips['paper']:.2f}x "
-            f"({min(times['paper']) / max(times['ours']):.2f}-{max(times['paper']) / min(times['ours']):.2f}) |")
+    cells = " | ".join(
+        f"{ips[side]:.3g} | {gf[side]:.3g} ({100 * gf[side] / roof:.0f}%) | {fl[side] / n_images / 1e9:.3g}"
+        for side in ("paper", "ours")
+    )
+    return (
+        f"| {arch} | {what} | {batch} | {s or '-'} | {cells} | {ips['ours'] / ips['paper']:.2f}x "
+        f"({min(times['paper']) / max(times['ours']):.2f}-{max(times['paper']) / min(times['ours']):.2f}) |"
+    )
 
 
 def main(argv=None) -> int:
@@ -178,24 +201,35 @@ def main(argv=None) -> int:
     ap.add_argument("--score_images", type=int, help="override the images per scoring call")
     ap.add_argument("--steps", type=int, help="override the training steps per timed run")
     ap.add_argument("--repeats", type=int, help="timed runs per side (default 5, quick 3)")
-    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                    help="our side's training and scoring arithmetic (the paper's code runs float32)")
-    ap.add_argument("--compile", action="store_true",
-                    help="our training pass through torch.compile (compiled in two untimed runs first; FLOPs "
-                         "counted on the eager pass, the same arithmetic)")
+    ap.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="our side's training and scoring arithmetic (the paper's code runs float32)",
+    )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="our training pass through torch.compile (compiled in two untimed runs first; FLOPs "
+        "counted on the eager pass, the same arithmetic)",
+    )
     args = ap.parse_args(argv)
     root = find_paper_code(args.paper_code, "vs_paper_code")
     if root is None:
         return 0
     oodd, notes = import_paper(root)
-    import oodd.utils  # noqa: F401  (log_sum_exp, as ood-llr.py)
+    import oodd.utils  # noqa: F401, F811  (log_sum_exp, as ood-llr.py)
+
     repeats = args.repeats or (3 if args.quick else 5)
     roof = matmul_roofline()
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
-          f"{platform.processor() or platform.machine()}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  ours in {args.precision}{', compiled' if args.compile else ''}  "
-          f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}  "
-          f"load {os.getloadavg()}", flush=True)
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  {platform.node()}  "
+        f"{platform.processor() or platform.machine()}  torch {torch.__version__}  "
+        f"threads {torch.get_num_threads()}  ours in {args.precision}{', compiled' if args.compile else ''}  "
+        f"OpenMP wait policy: {os.environ.get('OMP_WAIT_POLICY', 'default')}  "
+        f"load {os.getloadavg()}",
+        flush=True,
+    )
     for note in notes:
         print("note:", note)
     lines = []
@@ -213,8 +247,10 @@ def main(argv=None) -> int:
             x = images(arch, n_score, 1)
             paper.eval()
             for s in args.samples:
-                runs = {"paper": lambda s=s: paper_scores(oodd, paper, x, s),
-                        "ours": lambda s=s: ours_scores(ours, x, s, max_rows, args.precision)}
+                runs = {
+                    "paper": lambda s=s: paper_scores(oodd, paper, x, s),
+                    "ours": lambda s=s: ours_scores(ours, x, s, max_rows, args.precision),
+                }
                 for fn in runs.values():
                     fn()  # warm-up
                 fl = {side: flops(fn) for side, fn in runs.items()}
@@ -224,20 +260,28 @@ def main(argv=None) -> int:
             data = images(arch, batch * steps, 2)
             batches = list(data.split(batch))
             p_opt, o_opt = torch.optim.Adam(paper.parameters(), lr=3e-4), make_optimizer(ours, 3e-4)
-            runs = {"paper": lambda: paper_train(oodd, paper, p_opt, batches),
-                    "ours": lambda: ours_train(ours, o_opt, data, batch, args.precision, args.compile)}
+            runs = {
+                "paper": lambda: paper_train(oodd, paper, p_opt, batches),
+                "ours": lambda: ours_train(ours, o_opt, data, batch, args.precision, args.compile),
+            }
             for _ in range(2 if args.compile else 0):  # the compilation, and torch's one recompilation
                 runs["ours"]()
-            fl = {"paper": flops(lambda: paper_train(oodd, paper, p_opt, batches[:1])) * steps,
-                  "ours": flops(lambda: ours_train(ours, o_opt, data[:batch], batch, args.precision)) * steps}
+            fl = {
+                "paper": flops(lambda: paper_train(oodd, paper, p_opt, batches[:1])) * steps,
+                "ours": flops(lambda: ours_train(ours, o_opt, data[:batch], batch, args.precision)) * steps,
+            }
             lines.append((arch, "training", batch, None, batch * steps, alternate(runs, repeats), fl))
             print(row(*lines[-1], roof), f"load {os.getloadavg()}", flush=True)
     roof = max(roof, matmul_roofline())
-    print(f"\nmatmul roofline (float32 torch.mm 2048^3, best of 10, at the start, per architecture and at the end): "
-          f"{roof:.0f} GFLOP/s; "
-          f"{repeats} alternating runs per side; load at the end {os.getloadavg()}\n")
-    print("| arch | measure | batch | S | paper img/s | paper GFLOP/s (% roofline) | paper GFLOP/img | ours img/s | "
-          "ours GFLOP/s (% roofline) | ours GFLOP/img | ours / paper img/s (range) |\n|" + "---|" * 11)
+    print(
+        f"\nmatmul roofline (float32 torch.mm 2048^3, best of 10, at the start, per architecture and at the end): "
+        f"{roof:.0f} GFLOP/s; "
+        f"{repeats} alternating runs per side; load at the end {os.getloadavg()}\n"
+    )
+    print(
+        "| arch | measure | batch | S | paper img/s | paper GFLOP/s (% roofline) | paper GFLOP/img | ours img/s | "
+        "ours GFLOP/s (% roofline) | ours GFLOP/img | ours / paper img/s (range) |\n|" + "---|" * 11
+    )
     print("\n".join(row(*line, roof) for line in lines))
     return 0
 

@@ -6,7 +6,7 @@ import torch
 
 
 def resolve_device(device) -> torch.device:
-    """"auto" is CUDA when present, else the CPU; a named CUDA device must exist."""
+    """ "auto" is CUDA when present, else the CPU; a named CUDA device must exist."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -157,13 +157,15 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         "architecture": [str, dict],
         "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
         "statistic": [str],  # a name in the statistics table, checked against it (statistics.get)
-        **dict.fromkeys(("k", "iw_samples", "iw_samples_lk", "batch_size", "train_samples", "n_mix"),
-                        [_positive(Integral)]),
+        **dict.fromkeys(
+            ("k", "iw_samples", "iw_samples_lk", "batch_size", "train_samples", "n_mix"), [_positive(Integral)]
+        ),
         "epochs": [_positive(Integral), StrOptions({"auto"})],
         "learning_rate": [_positive(Real), StrOptions({"auto"})],
         "free_nats": [Interval(Real, 0, None, closed="left")],
-        **dict.fromkeys(("free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left"),
-                                                                StrOptions({"auto"})]),
+        **dict.fromkeys(
+            ("free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})]
+        ),
         "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
         **dict.fromkeys(("data_init", "train_importance_weighted", "compile"), ["boolean"]),
         "activation": [StrOptions(set(ACTIVATIONS))],
@@ -178,16 +180,38 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, architecture="auto", likelihood="auto", statistic="fused", k=1, iw_samples=1,
-                 iw_samples_lk=1, epochs="auto", batch_size=_TRAINING.batch_size,
-                 learning_rate="auto", free_nats=_TRAINING.free_nats, free_nats_epochs="auto", warmup_epochs="auto",
-                 n_mix=10,
-                 image_shape=None, contamination="auto", device="auto", precision=_TRAINING.precision,
-                 random_state=None, verbose=False, free_nats_mode=_TRAINING.free_nats_mode,
-                 data_init=_TRAINING.data_init, train_samples=_TRAINING.train_samples,
-                 train_importance_weighted=_TRAINING.train_importance_weighted, activation="SiLU",
-                 likelihood_head="conv3x3", log_scale_min=LOG_SCALE_MIN, holdout=0.1, scoring_precision="float32",
-                 compile=_TRAINING.compile):
+    def __init__(
+        self,
+        architecture="auto",
+        likelihood="auto",
+        statistic="fused",
+        k=1,
+        iw_samples=1,
+        iw_samples_lk=1,
+        epochs="auto",
+        batch_size=_TRAINING.batch_size,
+        learning_rate="auto",
+        free_nats=_TRAINING.free_nats,
+        free_nats_epochs="auto",
+        warmup_epochs="auto",
+        n_mix=10,
+        image_shape=None,
+        contamination="auto",
+        device="auto",
+        precision=_TRAINING.precision,
+        random_state=None,
+        verbose=False,
+        free_nats_mode=_TRAINING.free_nats_mode,
+        data_init=_TRAINING.data_init,
+        train_samples=_TRAINING.train_samples,
+        train_importance_weighted=_TRAINING.train_importance_weighted,
+        activation="SiLU",
+        likelihood_head="conv3x3",
+        log_scale_min=LOG_SCALE_MIN,
+        holdout=0.1,
+        scoring_precision="float32",
+        compile=_TRAINING.compile,
+    ):
         self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
         self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
         self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
@@ -225,16 +249,32 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
             shape = x.shape[1:]
         init_seed, training_seed, scoring_seed = check_random_state(self.random_state).randint(0, 2**31 - 1, 3)
         held = None if source is not None else hold_out(len(x), self.holdout, int(scoring_seed))  # a mask, or None
-        architecture = (self.architecture if self.architecture != AUTO
-                        else auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k))
-        config = ModelConfig(shape, architecture, resolve_likelihood(self.likelihood, n_channels=shape[0]),
-                             self.n_mix, self.activation, self.likelihood_head, log_scale_min=self.log_scale_min)
+        architecture = (
+            self.architecture
+            if self.architecture != AUTO
+            else auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k)
+        )
+        config = ModelConfig(
+            shape,
+            architecture,
+            resolve_likelihood(self.likelihood, n_channels=shape[0]),
+            self.n_mix,
+            self.activation,
+            self.likelihood_head,
+            log_scale_min=self.log_scale_min,
+        )
         n_latents = len(config.architecture["config_stochastic"])
         statistics.check_k(self.statistic, self.k, n_latents)
         images = source if source is not None else (x if held is None else x[~held])
-        model, self.history_ = train_model(config, images, self._training_config(len(images), n_latents),
-                                           resolve_device(self.device), init_seed=int(init_seed),
-                                           training_seed=int(training_seed), verbose=self.verbose)
+        model, self.history_ = train_model(
+            config,
+            images,
+            self._training_config(len(images), n_latents),
+            resolve_device(self.device),
+            init_seed=int(init_seed),
+            training_seed=int(training_seed),
+            verbose=self.verbose,
+        )
         self._set_model(model, int(scoring_seed))
         held_scores = self._calibrate(x if held is None else x[held], "the held-out training images")
         self.train_score_samples_ = held_scores  # every image is scored once: the held-out ones in _calibrate
@@ -252,8 +292,9 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         outputs = self._engine_outputs(X, needs)
         self.references_ = statistics.fit_references(outputs)
         rate = rate or (0.05 if self.contamination == "auto" else self.contamination)
-        offset, info = calibration.threshold(statistics.get(self.statistic), outputs, self.k, rate,
-                                             self.scoring_seed_, self.references_)
+        offset, info = calibration.threshold(
+            statistics.get(self.statistic), outputs, self.k, rate, self.scoring_seed_, self.references_
+        )
         if info["warning"]:
             warnings.warn(info["warning"], UserWarning, stacklevel=3)
         self._set_offset(offset, source)
@@ -269,8 +310,10 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
 
     def _set_offset(self, offset, source):
         if not np.isfinite(offset):
-            raise ValueError(f"the threshold from {source} is {offset}: the model's scores are not finite "
-                             "(training diverged?); refit with a lower learning_rate")
+            raise ValueError(
+                f"the threshold from {source} is {offset}: the model's scores are not finite "
+                "(training diverged?); refit with a lower learning_rate"
+            )
         self.offset_ = float(offset)
         self.threshold_params_ = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
         self.threshold_calibration_ = calibration.DESCRIPTION
@@ -284,8 +327,9 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
             raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
         statistic = statistics.get(self.statistic)
-        if statistic.reference is not None and not hasattr(getattr(self, "references_", {}).get(statistic.name),
-                                                           "score"):
+        if statistic.reference is not None and not hasattr(
+            getattr(self, "references_", {}).get(statistic.name), "score"
+        ):
             self._calibrate(X, "the held-out inliers, each scored by references fitted without it", fpr)
             return self
         scores = self._score_samples(X)
@@ -299,10 +343,17 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
     def _engine_outputs(self, X, needed, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
         """The outputs named in ``needed`` of every image (``hvae_detect.scoring.outputs``)."""
         self._validate_params()
-        return image_outputs(self.model_, X, needed, seed=self.scoring_seed_,
-                             iw_samples=self.iw_samples if iw_samples is None else iw_samples,
-                             iw_samples_lk=self.iw_samples_lk if iw_samples_lk is None else iw_samples_lk,
-                             image_shape=self.image_shape, batch_size=batch_size, precision=self.scoring_precision)
+        return image_outputs(
+            self.model_,
+            X,
+            needed,
+            seed=self.scoring_seed_,
+            iw_samples=self.iw_samples if iw_samples is None else iw_samples,
+            iw_samples_lk=self.iw_samples_lk if iw_samples_lk is None else iw_samples_lk,
+            image_shape=self.image_shape,
+            batch_size=batch_size,
+            precision=self.scoring_precision,
+        )
 
     def ood_scores(self, X, batch_size=None, iw_samples=None, iw_samples_lk=None):
         """Every statistic of the table (``hvae_detect.scoring.statistics``) for every k in 1..n_latents-1.
@@ -314,8 +365,9 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         ks = range(1, self.n_latents_)
-        out = self._engine_outputs(X, statistics.outputs_needed(statistics.keys(ks)), batch_size, iw_samples,
-                                   iw_samples_lk)
+        out = self._engine_outputs(
+            X, statistics.outputs_needed(statistics.keys(ks)), batch_size, iw_samples, iw_samples_lk
+        )
         return statistics.scores(out, ks, getattr(self, "references_", {}))
 
     def score_samples(self, X):
@@ -341,12 +393,16 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
 
     def _decision_function(self, X):
         if self.offset_ is None:
-            raise ValueError("this detector has no threshold (offset_ is None: it was loaded from a training "
-                             "run); set one with set_threshold(X_inliers, fpr=...)")
+            raise ValueError(
+                "this detector has no threshold (offset_ is None: it was loaded from a training "
+                "run); set one with set_threshold(X_inliers, fpr=...)"
+            )
         now = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
         if now != self.threshold_params_:
-            raise ValueError(f"offset_ was set for {self.threshold_params_}, but the detector now uses {now}; "
-                             "set a threshold for the new setting with set_threshold(X_inliers, fpr=...) or fit again")
+            raise ValueError(
+                f"offset_ was set for {self.threshold_params_}, but the detector now uses {now}; "
+                "set a threshold for the new setting with set_threshold(X_inliers, fpr=...) or fit again"
+            )
         return self._score_samples(X) - self.offset_
 
     def predict(self, X):

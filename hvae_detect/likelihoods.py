@@ -29,15 +29,29 @@ import torch.nn.functional as F
 from hvae_detect.data import randomness
 from hvae_detect.data.inputs import binarize
 from hvae_detect.kernels.dispatch import dlogmix_log_prob
-from hvae_detect.kernels.layout import (LOG_SCALE_MIN, check_log_scale_min, clamp_log_scales, dlogmix_param_channels,
-                                        split_dlogmix_params)
+from hvae_detect.kernels.layout import (
+    LOG_SCALE_MIN,
+    check_log_scale_min,
+    clamp_log_scales,
+    dlogmix_param_channels,
+    split_dlogmix_params,
+)
 from hvae_detect.kernels.reference import dlogmix_log_prob_reference
 
 LIKELIHOODS = ("bernoulli", "dlogmix")
 
-__all__ = ["LIKELIHOODS", "Bernoulli", "DiscretizedLogisticMixture", "Likelihood", "bernoulli_log_prob",
-           "check_n_mix", "discretized_logistic_mixture_log_prob", "discretized_logistic_mixture_log_prob_reference",
-           "make_likelihood", "resolve_likelihood"]
+__all__ = [
+    "LIKELIHOODS",
+    "Bernoulli",
+    "DiscretizedLogisticMixture",
+    "Likelihood",
+    "bernoulli_log_prob",
+    "check_n_mix",
+    "discretized_logistic_mixture_log_prob",
+    "discretized_logistic_mixture_log_prob_reference",
+    "make_likelihood",
+    "resolve_likelihood",
+]
 
 discretized_logistic_mixture_log_prob = dlogmix_log_prob
 discretized_logistic_mixture_log_prob_reference = dlogmix_log_prob_reference
@@ -95,7 +109,7 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
     draws_input = True
-    paper_kernel_size = 3   # the paper's BernoulliLikelihoodConv2d: activation, then a 3x3 convolution
+    paper_kernel_size = 3  # the paper's BernoulliLikelihoodConv2d: activation, then a 3x3 convolution
     paper_activation = True
 
     def param_channels(self, n_channels: int) -> int:
@@ -133,7 +147,7 @@ class DiscretizedLogisticMixture(Likelihood):
     """
 
     name = "dlogmix"
-    paper_kernel_size = 1   # the paper's DiscretizedLogisticMixLikelihoodConv2d: a 1x1 convolution
+    paper_kernel_size = 1  # the paper's DiscretizedLogisticMixLikelihoodConv2d: a 1x1 convolution
     paper_activation = False
 
     def __init__(self, n_mix: int = 10, log_scale_min: float = LOG_SCALE_MIN):
@@ -160,7 +174,7 @@ class DiscretizedLogisticMixture(Likelihood):
         channel on its own (the colour coefficients left out, as in ``mean``), halved from [-1, 1] units."""
         logits, means, log_scales, _ = split_dlogmix_params(params, n_channels)
         w = torch.softmax(logits, dim=1).unsqueeze(1)
-        variance = torch.exp(2 * log_scales.clamp(min=self.log_scale_min)) * (math.pi ** 2 / 3)
+        variance = torch.exp(2 * log_scales.clamp(min=self.log_scale_min)) * (math.pi**2 / 3)
         spread = (means - (w * means).sum(2, keepdim=True)).square()  # about the mixture's mean: no cancellation
         return (w * (variance + spread)).sum(2).sqrt() / 2
 

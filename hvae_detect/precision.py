@@ -13,7 +13,7 @@ import functools
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_bfloat16() -> bool:
     """Whether the CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX-BF16, read from Linux's
     /proc/cpuinfo; False where that cannot be read). Without them oneDNN emulates bfloat16 and
@@ -27,13 +27,14 @@ def cpu_has_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str, device) -> str:
-    """"auto" means bfloat16 mixed precision on CUDA and on CPUs with bfloat16 instructions, where it
+    """ "auto" means bfloat16 mixed precision on CUDA and on CPUs with bfloat16 instructions, where it
     measured faster than float32 (on an AVX512-BF16 CPU: training steps 1.3-1.9x, benchmarks/
     training_speed.py; scoring 1.8x, benchmarks/scoring_precision.py), and float32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         import torch
+
         kind = torch.device(device).type
         return "bfloat16" if kind == "cuda" or (kind == "cpu" and cpu_has_bfloat16()) else "float32"
     return precision
@@ -46,4 +47,5 @@ def autocast(device, precision: str):
     if resolve_precision(precision, device) == "float32":
         return contextlib.nullcontext()
     import torch
+
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)

@@ -20,8 +20,7 @@ import os
 import torch
 
 from hvae_detect.kernels.layout import params_per_component
-from hvae_detect.kernels.reference import (dlogmix_log_prob_reference, logmeanexp_reference,
-                                           streaming_update_reference)
+from hvae_detect.kernels.reference import dlogmix_log_prob_reference, logmeanexp_reference, streaming_update_reference
 
 ENV_VAR = "HVAE_DETECT_KERNELS"
 _CHOICES = ("auto", "triton", "reference")
@@ -61,14 +60,18 @@ def use_triton(tensor: torch.Tensor) -> bool:
     runnable = triton_available() and (tensor.is_cuda or _interpreter_on())
     if mode == "triton":
         if not runnable:
-            why = "triton is not installed" if not triton_available() else (
-                f"the tensor is on {tensor.device} and TRITON_INTERPRET=1 is not set")
+            why = (
+                "triton is not installed"
+                if not triton_available()
+                else (f"the tensor is on {tensor.device} and TRITON_INTERPRET=1 is not set")
+            )
             raise RuntimeError(f"{ENV_VAR}=triton but the Triton kernels cannot run: {why}")
         return True
     return bool(tensor.is_cuda and triton_available())
 
 
 # ---------------------------------------------------------------- the one input check
+
 
 def _check_tensors(**tensors: torch.Tensor) -> None:
     """Each is a tensor of a floating dtype both paths support, all on one device."""
@@ -86,15 +89,17 @@ def check_dlogmix_inputs(x: torch.Tensor, params: torch.Tensor) -> None:
     """Raise ValueError unless x (N, C, H, W) and params (N, P, H, W) fit the layout of ``kernels/layout.py``."""
     _check_tensors(x=x, params=params)
     if x.dim() != 4 or params.dim() != 4:
-        raise ValueError(f"expected x (N, C, H, W) and params (N, P, H, W), "
-                         f"got {tuple(x.shape)} and {tuple(params.shape)}")
+        raise ValueError(
+            f"expected x (N, C, H, W) and params (N, P, H, W), got {tuple(x.shape)} and {tuple(params.shape)}"
+        )
     n, c, h, w = x.shape
     if params.shape[0] != n or params.shape[2:] != (h, w):
         raise ValueError(f"params {tuple(params.shape)} do not match x {tuple(x.shape)} in N, H or W")
     per = params_per_component(c)
     if params.shape[1] % per or params.shape[1] == 0:
-        raise ValueError(f"expected {per}*M parameter channels (M >= 1 mixture components) for C={c}, "
-                         f"got {params.shape[1]}")
+        raise ValueError(
+            f"expected {per}*M parameter channels (M >= 1 mixture components) for C={c}, got {params.shape[1]}"
+        )
 
 
 def check_log_weights(log_w: torch.Tensor, dim: int) -> None:
@@ -110,14 +115,18 @@ def check_streaming_state(run_max: torch.Tensor, run_sum: torch.Tensor, chunk: t
     """Raise ValueError unless chunk is (s, N) and the running max and sum are (N,), all of one dtype."""
     _check_tensors(run_max=run_max, run_sum=run_sum, chunk=chunk)
     if chunk.dim() != 2 or run_max.shape != (chunk.shape[1],) or run_sum.shape != run_max.shape:
-        raise ValueError(f"expected chunk (s, N) and states (N,), got {tuple(chunk.shape)}, "
-                         f"{tuple(run_max.shape)}, {tuple(run_sum.shape)}")
+        raise ValueError(
+            f"expected chunk (s, N) and states (N,), got {tuple(chunk.shape)}, "
+            f"{tuple(run_max.shape)}, {tuple(run_sum.shape)}"
+        )
     if not run_max.dtype == run_sum.dtype == chunk.dtype:
-        raise ValueError(f"expected one dtype, got run_max {run_max.dtype}, run_sum {run_sum.dtype}, "
-                         f"chunk {chunk.dtype}")
+        raise ValueError(
+            f"expected one dtype, got run_max {run_max.dtype}, run_sum {run_sum.dtype}, chunk {chunk.dtype}"
+        )
 
 
 # ---------------------------------------------------------------- entry points
+
 
 def dlogmix_log_prob(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Discretized logistic mixture log p(x), (N,) nats: Triton on CUDA, the reference elsewhere."""

@@ -154,8 +154,11 @@ def _load_pixels(x_base, HW, offs, mask, C: tl.constexpr):
 def _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, Q: tl.constexpr):
     """log p_m(x) summed over channels, with the PixelCNN++ channel coupling for C == 3."""
     if C == 1:
-        lp = _channel_log_prob(x0, _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
-                               _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp = _channel_log_prob(
+            x0,
+            _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
+            _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
+        )
     else:
         t0 = _tanh(_load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask))
         t1 = _tanh(_load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask))
@@ -185,8 +188,18 @@ def _mixture_lse(p_base, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, Q: tl.c
 
 
 @triton.jit
-def _dlogmix_fwd_kernel(x_ptr, p_ptr, partial_ptr, HW, M, n_blocks,
-                        C: tl.constexpr, Q: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr):
+def _dlogmix_fwd_kernel(
+    x_ptr,
+    p_ptr,
+    partial_ptr,
+    HW,
+    M,
+    n_blocks,
+    C: tl.constexpr,
+    Q: tl.constexpr,
+    P_PER_MIX: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     blk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -199,9 +212,19 @@ def _dlogmix_fwd_kernel(x_ptr, p_ptr, partial_ptr, HW, M, n_blocks,
 
 
 @triton.jit
-def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
-                        C: tl.constexpr, Q: tl.constexpr, P_PER_MIX: tl.constexpr, BLOCK: tl.constexpr,
-                        GRAD_AT_CLAMP: tl.constexpr):
+def _dlogmix_bwd_kernel(
+    x_ptr,
+    p_ptr,
+    grad_out_ptr,
+    grad_p_ptr,
+    HW,
+    M,
+    C: tl.constexpr,
+    Q: tl.constexpr,
+    P_PER_MIX: tl.constexpr,
+    BLOCK: tl.constexpr,
+    GRAD_AT_CLAMP: tl.constexpr,
+):
     blk = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
     offs = blk * BLOCK + tl.arange(0, BLOCK)
@@ -216,9 +239,12 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
     for m in range(M):
         logit = _load_logit(p_base, m, M, HW, offs, mask)
         if C == 1:
-            lp, d_mu, d_ls = _channel_log_prob_grad(x0, _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
-                                                    _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
-                                                    GRAD_AT_CLAMP)
+            lp, d_mu, d_ls = _channel_log_prob_grad(
+                x0,
+                _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
+                _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
+                GRAD_AT_CLAMP,
+            )
             resp = tl.exp(lp + logit - lse_joint)  # posterior responsibility of component m
             r = g * resp
             tl.store(g_base + _param_offsets(0, MEAN, Q, m, M, HW, offs), (r * d_mu).to(out_ty), mask=mask)
@@ -234,29 +260,42 @@ def _dlogmix_bwd_kernel(x_ptr, p_ptr, grad_out_ptr, grad_p_ptr, HW, M,
             mu1 = _load_param(p_base, 1, MEAN, Q, m, M, HW, offs, mask) + t0 * x0
             mu2 = _load_param(p_base, 2, MEAN, Q, m, M, HW, offs, mask) + t1 * x0 + t2 * x1
             lp0, d_mu0, d_ls0 = _channel_log_prob_grad(
-                x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
+                x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
+            )
             lp1, d_mu1, d_ls1 = _channel_log_prob_grad(
-                x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
+                x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
+            )
             lp2, d_mu2, d_ls2 = _channel_log_prob_grad(
-                x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP)
+                x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
+            )
             resp = tl.exp(lp0 + lp1 + lp2 + logit - lse_joint)
             r = g * resp
             # Channel k's mean is means_k + sum_j tanh(coeff) * x_j: its gradient reaches the coefficients too.
             tl.store(g_base + _param_offsets(0, MEAN, Q, m, M, HW, offs), (r * d_mu0).to(out_ty), mask=mask)
             tl.store(g_base + _param_offsets(0, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls0).to(out_ty), mask=mask)
-            tl.store(g_base + _param_offsets(0, COEFF, Q, m, M, HW, offs),
-                     (r * d_mu1 * x0 * (1.0 - t0 * t0)).to(out_ty), mask=mask)
+            tl.store(
+                g_base + _param_offsets(0, COEFF, Q, m, M, HW, offs),
+                (r * d_mu1 * x0 * (1.0 - t0 * t0)).to(out_ty),
+                mask=mask,
+            )
             tl.store(g_base + _param_offsets(1, MEAN, Q, m, M, HW, offs), (r * d_mu1).to(out_ty), mask=mask)
             tl.store(g_base + _param_offsets(1, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls1).to(out_ty), mask=mask)
-            tl.store(g_base + _param_offsets(1, COEFF, Q, m, M, HW, offs),
-                     (r * d_mu2 * x0 * (1.0 - t1 * t1)).to(out_ty), mask=mask)
+            tl.store(
+                g_base + _param_offsets(1, COEFF, Q, m, M, HW, offs),
+                (r * d_mu2 * x0 * (1.0 - t1 * t1)).to(out_ty),
+                mask=mask,
+            )
             tl.store(g_base + _param_offsets(2, MEAN, Q, m, M, HW, offs), (r * d_mu2).to(out_ty), mask=mask)
             tl.store(g_base + _param_offsets(2, LOG_SCALE, Q, m, M, HW, offs), (r * d_ls2).to(out_ty), mask=mask)
-            tl.store(g_base + _param_offsets(2, COEFF, Q, m, M, HW, offs),
-                     (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty), mask=mask)
+            tl.store(
+                g_base + _param_offsets(2, COEFF, Q, m, M, HW, offs),
+                (r * d_mu2 * x1 * (1.0 - t2 * t2)).to(out_ty),
+                mask=mask,
+            )
         # d/d logit_m of [logsumexp(logit + lp) - logsumexp(logit)] = responsibility - softmax.
-        tl.store(g_base + (LOGITS_BLOCK * M + m) * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty),
-                 mask=mask)
+        tl.store(
+            g_base + (LOGITS_BLOCK * M + m) * HW + offs, (g * (resp - tl.exp(logit - lse_logit))).to(out_ty), mask=mask
+        )
 
 
 @functools.cache
@@ -302,8 +341,9 @@ class _DLogMixLogProb(torch.autograd.Function):
             return torch.zeros(n, device=params.device, dtype=torch.float32)
         partial = torch.empty((n, n_blocks), device=params.device, dtype=torch.float32)
         with _device_guard(params):
-            _dlogmix_fwd_kernel[(n_blocks, n)](x, params, partial, hw, m, n_blocks,
-                                               C=c, Q=q, P_PER_MIX=per_mix, BLOCK=block, num_warps=4)
+            _dlogmix_fwd_kernel[(n_blocks, n)](
+                x, params, partial, hw, m, n_blocks, C=c, Q=q, P_PER_MIX=per_mix, BLOCK=block, num_warps=4
+            )
         return partial.sum(dim=1)  # fixed-shape reduction: deterministic
 
     @staticmethod
@@ -315,9 +355,20 @@ class _DLogMixLogProb(torch.autograd.Function):
         grad = torch.empty_like(params)  # the kernel writes every element
         if grad.numel():
             with _device_guard(params):
-                _dlogmix_bwd_kernel[(n_blocks, n)](x, params, grad_out.float().contiguous(), grad, hw, m,
-                                                   C=c, Q=q, P_PER_MIX=per_mix, BLOCK=block,
-                                                   GRAD_AT_CLAMP=_clamp_passes_grad_at_min(), num_warps=4)
+                _dlogmix_bwd_kernel[(n_blocks, n)](
+                    x,
+                    params,
+                    grad_out.float().contiguous(),
+                    grad,
+                    hw,
+                    m,
+                    C=c,
+                    Q=q,
+                    P_PER_MIX=per_mix,
+                    BLOCK=block,
+                    GRAD_AT_CLAMP=_clamp_passes_grad_at_min(),
+                    num_warps=4,
+                )
         return None, grad  # x is data: no gradient
 
 

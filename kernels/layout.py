@@ -54,7 +54,7 @@ def split_dlogmix_params(params: torch.Tensor, n_channels: int):
     if params.shape[1] % per:
         raise ValueError(f"expected {per}*M parameter channels for a {n_channels}-channel image, got {params.shape[1]}")
     m = params.shape[1] // per
-    logits = params[:, LOGITS_BLOCK * m:(LOGITS_BLOCK + 1) * m]
+    logits = params[:, LOGITS_BLOCK * m : (LOGITS_BLOCK + 1) * m]
     blocks = _channel_blocks(params, n_channels, m)  # (N, C, Q, M, H, W)
     coeffs = blocks[:, :, COEFF] if n_channels == 3 else None
     return logits, blocks[:, :, MEAN], blocks[:, :, LOG_SCALE], coeffs
@@ -62,7 +62,7 @@ def split_dlogmix_params(params: torch.Tensor, n_channels: int):
 
 def _channel_blocks(params: torch.Tensor, n_channels: int, m: int) -> torch.Tensor:
     """The image channels' blocks as a (N, C, Q, M, H, W) view of (N, P, H, W) params."""
-    return params[:, FIRST_CHANNEL_BLOCK * m:].unflatten(1, (n_channels, quantities_per_channel(n_channels), m))
+    return params[:, FIRST_CHANNEL_BLOCK * m :].unflatten(1, (n_channels, quantities_per_channel(n_channels), m))
 
 
 def clamp_log_scales(params: torch.Tensor, n_channels: int, log_scale_min: float) -> torch.Tensor:
@@ -80,5 +80,7 @@ def clamp_log_scales(params: torch.Tensor, n_channels: int, log_scale_min: float
 def check_log_scale_min(value, name: str = "log_scale_min") -> None:
     """Raise ValueError unless ``value`` is a number in [LOG_SCALE_MIN, 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not LOG_SCALE_MIN <= value < 0:
-        raise ValueError(f"{name} must be a number in [{LOG_SCALE_MIN}, 0) (the mixture's floor on log-scales; "
-                         f"{LOG_SCALE_MIN} is PixelCNN++'s), got {value!r}")
+        raise ValueError(
+            f"{name} must be a number in [{LOG_SCALE_MIN}, 0) (the mixture's floor on log-scales; "
+            f"{LOG_SCALE_MIN} is PixelCNN++'s), got {value!r}"
+        )

@@ -20,9 +20,22 @@ import triton.language as tl
 
 
 @triton.jit
-def _logsumexp_kernel(w_ptr, max_in_ptr, sum_in_ptr, max_out_ptr, sum_out_ptr, out_ptr, S, N, log_count,
-                      HAS_STATE: tl.constexpr, FINALIZE: tl.constexpr, ACC: tl.constexpr,
-                      BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr):
+def _logsumexp_kernel(
+    w_ptr,
+    max_in_ptr,
+    sum_in_ptr,
+    max_out_ptr,
+    sum_out_ptr,
+    out_ptr,
+    S,
+    N,
+    log_count,
+    HAS_STATE: tl.constexpr,
+    FINALIZE: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < N
     if HAS_STATE:
@@ -66,11 +79,22 @@ def _launch(w, run_max, run_sum, finalize):
         guard = torch.cuda.device(w.device) if w.is_cuda else contextlib.nullcontext()
         with guard:
             _logsumexp_kernel[(triton.cdiv(n, _BLOCK_N),)](
-                w, run_max if has_state else w, run_sum if has_state else w,
-                new_max if new_max is not None else w, new_sum if new_sum is not None else w,
-                out if out is not None else w, s, n, math.log(s) if s else 0.0,
-                HAS_STATE=has_state, FINALIZE=finalize, ACC=tl_acc,
-                BLOCK_S=_BLOCK_S, BLOCK_N=_BLOCK_N, num_warps=4)
+                w,
+                run_max if has_state else w,
+                run_sum if has_state else w,
+                new_max if new_max is not None else w,
+                new_sum if new_sum is not None else w,
+                out if out is not None else w,
+                s,
+                n,
+                math.log(s) if s else 0.0,
+                HAS_STATE=has_state,
+                FINALIZE=finalize,
+                ACC=tl_acc,
+                BLOCK_S=_BLOCK_S,
+                BLOCK_N=_BLOCK_N,
+                num_warps=4,
+            )
     return out if finalize else (new_max, new_sum)
 
 

@@ -25,9 +25,11 @@ def _conv(ch, k, s):
 # the top stage is dense so that both residual block types are exercised.
 TINY = {
     "config_deterministic": [[_conv(8, 3, 2)], [_conv(8, 3, 2)], [{"block": "ResBlockDense", "out_features": 16}]],
-    "config_stochastic": [{"block": "GaussianConv2d", "latent_features": 2},
-                          {"block": "GaussianDense", "latent_features": 4},
-                          {"block": "GaussianDense", "latent_features": 2}],
+    "config_stochastic": [
+        {"block": "GaussianConv2d", "latent_features": 2},
+        {"block": "GaussianDense", "latent_features": 4},
+        {"block": "GaussianDense", "latent_features": 2},
+    ],
 }
 
 
@@ -78,6 +80,7 @@ def noise_mnist_root(tmp_path_factory):
     """A data root whose mnist.npz holds 64 training and 32 test images of uniform noise."""
     root = tmp_path_factory.mktemp("data")
     x = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28), dtype=np.uint8)
-    np.savez(root / "mnist.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:],
-             y_test=np.zeros(32, np.int64))
+    np.savez(
+        root / "mnist.npz", x_train=x[:64], y_train=np.zeros(64, np.int64), x_test=x[64:], y_test=np.zeros(32, np.int64)
+    )
     return root

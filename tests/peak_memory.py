@@ -53,8 +53,7 @@ def peak_memory_mib(model, x, s, max_passes=None, max_rows=None):
                 f.write("5")  # resets VmHWM to the current RSS
             base = _rss_kib("VmRSS") * 1024
         try:
-            importance_bounds(model, x, range(1, model.n_latents), s, seed=0,
-                             max_rows=max_rows)
+            importance_bounds(model, x, range(1, model.n_latents), s, seed=0, max_rows=max_rows)
         except _Stop:
             pass
         peak = torch.cuda.max_memory_allocated() if x.is_cuda else _rss_kib("VmHWM") * 1024

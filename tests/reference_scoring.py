@@ -60,8 +60,10 @@ def full_pass_log_weight(model, x, k, sample=0, seed=0):
     """Any family's bound of L>k for importance sample ``sample``, (N,): one whole ``model(x, k)``
     pass (no shared prefix, no row passes) with the engine's keyed draws for each stage's latent."""
     keys = randomness.image_keys(x, seed)
-    noise = [randomness.normal(keys, randomness.noise_stream(k, i, sample), model.latent_shapes[i])
-             for i in range(k, model.n_latents)]
+    noise = [
+        randomness.normal(keys, randomness.noise_stream(k, i, sample), model.latent_shapes[i])
+        for i in range(k, model.n_latents)
+    ]
     return model(x, k, noise=noise).bound
 
 

@@ -28,6 +28,7 @@ def _binary_warnings(call):
 
 # ---- flattened images (n, H*W) streamed from a file or a memory map ----
 
+
 def test_flattened_images_stream_from_a_file_and_a_memory_map_with_their_image_shape(tmp_path):
     flat = X.reshape(len(X), 8, 18).reshape(len(X), -1)  # 144 pixels per row, read as 8 x 18
     np.save(tmp_path / "flat.npy", flat)
@@ -61,6 +62,7 @@ def test_fit_streams_non_square_flattened_images_with_the_detectors_image_shape(
 
 # ---- uint8 images of only 0 and 1 ----
 
+
 def test_uint8_images_of_only_0_and_1_are_warned_about_once_per_call(tmp_path):
     binary = (X > 127).astype(np.uint8)
     assert len(_binary_warnings(lambda: check_images(binary))) == 1
@@ -84,17 +86,22 @@ def test_the_binary_check_reads_a_bounded_sample_spread_over_the_set():
 
 # ---- lists of images of different shapes ----
 
+
 def test_a_list_of_images_of_different_shapes_names_two_of_them():
     images = [X[0], X[1], X[2, :10, :10], X[3]]
     for data in (images, tuple(images)):
-        with pytest.raises(ValueError, match=r"image 0 has shape \(12, 12\) and image 2 has shape \(10, 10\); "
-                                             r"expected images shaped \(H, W\) or \(C, H, W\), all alike"):
+        with pytest.raises(
+            ValueError,
+            match=r"image 0 has shape \(12, 12\) and image 2 has shape \(10, 10\); "
+            r"expected images shaped \(H, W\) or \(C, H, W\), all alike",
+        ):
             check_images(data)
     with pytest.raises(ValueError, match=r"image 0 has shape \(12, 12\) and image 1 has shape \(3, 12, 12\)"):
         list(image_batches([X[0], np.stack([X[0]] * 3)], None, None, 8, "cpu"))
 
 
 # ---- a missing model path; usage errors ----
+
 
 def test_a_missing_model_path_is_said_not_to_exist(tmp_path, capsys):
     missing = tmp_path / "missing"
@@ -108,13 +115,16 @@ def test_a_missing_model_path_is_said_not_to_exist(tmp_path, capsys):
         HVAEOutlierDetector.load(missing)
 
 
-@pytest.mark.parametrize("argv, prog, what", [
-    ([], "hvae-detect", "the following arguments are required: command"),
-    (["nosuch"], "hvae-detect", "invalid choice: 'nosuch'"),
-    (["score"], "hvae-detect score", "the following arguments are required: --model"),
-    (["demo", "--no-such-flag"], "hvae-detect demo", "unrecognized arguments: --no-such-flag"),
-    (["train", "--epochs", "0"], "hvae-detect train", "argument --epochs: expected a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, prog, what",
+    [
+        ([], "hvae-detect", "the following arguments are required: command"),
+        (["nosuch"], "hvae-detect", "invalid choice: 'nosuch'"),
+        (["score"], "hvae-detect score", "the following arguments are required: --model"),
+        (["demo", "--no-such-flag"], "hvae-detect demo", "unrecognized arguments: --no-such-flag"),
+        (["train", "--epochs", "0"], "hvae-detect train", "argument --epochs: expected a positive integer, got 0"),
+    ],
+)
 def test_usage_errors_print_one_line_and_exit_2(argv, prog, what, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)

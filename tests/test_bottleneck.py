@@ -17,8 +17,12 @@ from hvae_detect.training.config import AUTO_MAX_EPOCHS, AUTO_TRAINING_IMAGES, O
 
 # The bottleneck's shape (strided blocks down to a dense latent, nothing above it) at test size.
 TINY_BOTTLENECK = {
-    "config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2},
-                              {"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2}]],
+    "config_deterministic": [
+        [
+            {"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2},
+            {"block": "ResBlockConv2d", "out_channels": 8, "kernel_size": 3, "stride": 2},
+        ]
+    ],
     "config_stochastic": [{"block": "GaussianDense", "latent_features": 4}],
 }
 ONE_LATENT_KEYS = {"L", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}
@@ -40,8 +44,9 @@ def test_the_preset_is_one_narrow_dense_latent(shape):
 
 @pytest.fixture(scope="module", params=["bernoulli", "dlogmix"])
 def fitted(request):
-    det = HVAEOutlierDetector(architecture=TINY_BOTTLENECK, epochs=1, batch_size=8, n_mix=2, iw_samples=2,
-                              random_state=0, device="cpu")
+    det = HVAEOutlierDetector(
+        architecture=TINY_BOTTLENECK, epochs=1, batch_size=8, n_mix=2, iw_samples=2, random_state=0, device="cpu"
+    )
     return det.fit(_images(request.param, 60)), request.param
 
 
@@ -50,7 +55,7 @@ def test_every_statistic_of_one_latent_is_per_image(fitted):
     X = _images(likelihood, 9, seed=1)
     together = det.ood_scores(X)
     assert set(together) == ONE_LATENT_KEYS  # no L>k, no LLR>k without a hierarchy
-    alone = [det.ood_scores(X[i:i + 1]) for i in range(len(X))]
+    alone = [det.ood_scores(X[i : i + 1]) for i in range(len(X))]
     order = np.random.default_rng(0).permutation(len(X))
     permuted = det.ood_scores(X[order])
     for key, values in together.items():

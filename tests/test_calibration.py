@@ -40,16 +40,20 @@ def test_the_default_is_leave_one_out_and_its_scores_are_each_images_out_of_samp
     offset, info = calibration.threshold(stat, held, 1, 0.1, seed=0)
     assert info["method"] == calibration.DEFAULT == "loo" and info["d"] == 8 and info["n"] == 12
     without_first = {k: v[1:] for k, v in held.items()}
-    first = stat.normality(stat.value({k: v[:1] for k, v in held.items()}, 1,
-                                      {stat.name: calibration._fit(stat, without_first)}))
+    first = stat.normality(
+        stat.value({k: v[:1] for k, v in held.items()}, 1, {stat.name: calibration._fit(stat, without_first)})
+    )
     assert info["scores"][0] == pytest.approx(first[0], rel=1e-12)
     assert offset == calibration.quantile(info["scores"], 0.1)
     assert info["references"]["latent_path"].score(stat.columns(held)).shape == (12,)  # fitted on all 12
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=60), st.floats(0.01, 0.5),
-       st.sampled_from(["linear", "weibull"]))
+@given(
+    st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=60),
+    st.floats(0.01, 0.5),
+    st.sampled_from(["linear", "weibull"]),
+)
 def test_a_statistic_without_a_reference_takes_the_plain_quantile(llr, contamination, rule):
     llr = np.array(llr)
     outputs = {"L": llr + 5.0, "L>1": np.full_like(llr, 5.0)}
@@ -63,9 +67,17 @@ def test_the_threshold_is_a_function_of_the_images_and_the_seed(method):
     stat = statistics.get("fused_ecod" if method == "analytic" else "latent_path")
     rng = np.random.default_rng(3)
     held = path_outputs(30, rng)
-    held.update({"L>1": rng.normal(size=30), "L>2": rng.normal(size=30), "log p(x|z)": rng.normal(size=30),
-                 "KL1": rng.gamma(2, size=30), "KL2": rng.gamma(2, size=30), "KL3": rng.gamma(2, size=30),
-                 "bits": rng.normal(800, 30, size=30)})
+    held.update(
+        {
+            "L>1": rng.normal(size=30),
+            "L>2": rng.normal(size=30),
+            "log p(x|z)": rng.normal(size=30),
+            "KL1": rng.gamma(2, size=30),
+            "KL2": rng.gamma(2, size=30),
+            "KL3": rng.gamma(2, size=30),
+            "bits": rng.normal(800, 30, size=30),
+        }
+    )
     a, info_a = calibration.threshold(stat, held, 1, 0.05, seed=7, method=method)
     b, info_b = calibration.threshold(stat, dict(held), 1, 0.05, seed=7, method=method)
     assert a == b and np.array_equal(info_a["scores"], info_b["scores"])
@@ -86,8 +98,17 @@ def test_the_closed_forms_of_ecod_and_copod_are_leave_one_out_exactly():
         stat = statistics.get(name)
         closed = calibration.analytic_loo(stat, outputs, 0, calibration._fit(stat, outputs))
         np.testing.assert_allclose(closed, calibration.out_of_fold(stat, outputs, 0, 60, seed=0), rtol=1e-12)
-    ecod = statistics.Statistic("test_ecod", "TestECOD", True, lambda k: ("path",), None, (), "",
-                                reference="ecod", columns=statistics.path_vector)
+    ecod = statistics.Statistic(
+        "test_ecod",
+        "TestECOD",
+        True,
+        lambda k: ("path",),
+        None,
+        (),
+        "",
+        reference="ecod",
+        columns=statistics.path_vector,
+    )
     closed = calibration.analytic_loo(ecod, outputs, 0, calibration._fit(ecod, outputs))
     np.testing.assert_allclose(closed, calibration.out_of_fold(ecod, outputs, 0, 60, seed=0), rtol=1e-12)
 
@@ -119,8 +140,9 @@ def test_a_held_out_set_below_the_bound_gets_a_warning_that_says_what_to_do():
     assert calibration.warning(stat, need, 15, 0.05) is None
     assert "quantile" in calibration.warning(statistics.get("llr"), 12, 1, 0.05)
     assert calibration.warning(statistics.get("llr"), 40, 1, 0.05) is None
-    _, info = calibration.threshold(statistics.get("latent_path"), path_outputs(12, np.random.default_rng(0)), 1,
-                                    0.05, seed=0)
+    _, info = calibration.threshold(
+        statistics.get("latent_path"), path_outputs(12, np.random.default_rng(0)), 1, 0.05, seed=0
+    )
     assert "'latent_path'" in info["warning"] and "d=8" in info["warning"]
     # Inliers the reference was not fitted on (set_threshold): only the quantile's bound.
     assert "30 inliers" in calibration.warning(stat, 30, 0, 0.05, images="inliers")
@@ -129,8 +151,14 @@ def test_a_held_out_set_below_the_bound_gets_a_warning_that_says_what_to_do():
 
 def test_a_reference_that_could_not_be_fitted_raises_the_statistics_own_error():
     with pytest.raises(ValueError, match="reads a reference fitted on held-out training images"):
-        calibration.threshold("latent_path", path_outputs(20, np.random.default_rng(0)), 1, 0.05, seed=0,
-                              references={"latent_path": "its reference could not be fitted: a reason"})
+        calibration.threshold(
+            "latent_path",
+            path_outputs(20, np.random.default_rng(0)),
+            1,
+            0.05,
+            seed=0,
+            references={"latent_path": "its reference could not be fitted: a reason"},
+        )
 
 
 def test_a_fold_that_cannot_be_fitted_falls_back_with_a_warning():

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from hvae_detect import cli
 from hvae_detect.commands import defaults
 
@@ -21,16 +21,21 @@ HEAVY = ("torch", "sklearn", "matplotlib")
 
 def _run(*args: str) -> tuple[int, str, set[str]]:
     """Exit code, stdout and the top-level names of the modules imported by ``python *args``."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    imported = {line.rsplit("|", 1)[1].strip().split(".")[0]
-                for line in proc.stderr.splitlines() if line.startswith("import time:") and line.count("|") == 2}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
     assert imported, f"no -X importtime lines in stderr:\n{proc.stderr}"
     return proc.returncode, proc.stdout, imported
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["train", "--help"], ["score", "--help"],
-                                  ["results", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["demo", "--help"], ["train", "--help"], ["score", "--help"], ["results", "--help"]]
+)
 def test_help_imports_no_heavy_dependency(argv):
     code, out, imported = _run("-m", "hvae_detect", *argv)
     assert code == 0
@@ -38,8 +43,7 @@ def test_help_imports_no_heavy_dependency(argv):
     assert not imported & set(HEAVY), f"hvae-detect {' '.join(argv)} imported {sorted(imported & set(HEAVY))}"
 
 
-@pytest.mark.parametrize("argv", [[], ["train", "--epochs", "0"], ["score"], ["demo", "--no-such-flag"],
-                                  ["results"]])
+@pytest.mark.parametrize("argv", [[], ["train", "--epochs", "0"], ["score"], ["demo", "--no-such-flag"], ["results"]])
 def test_usage_errors_import_no_heavy_dependency(argv):
     code, _, imported = _run("-m", "hvae_detect", *argv)
     assert code == 2
@@ -60,7 +64,7 @@ def test_the_package_namespace():
     assert hvae_detect.HVAEOutlierDetector is HVAEOutlierDetector
     assert "HVAEOutlierDetector" in dir(hvae_detect)
     with pytest.raises(AttributeError, match="no_such_name"):
-        hvae_detect.no_such_name
+        hvae_detect.no_such_name  # noqa: B018 (the attribute access is what is tested)
 
 
 def _subparser(name):

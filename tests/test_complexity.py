@@ -7,7 +7,8 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
@@ -24,6 +25,7 @@ def _available(codec):
 def _decode(codec, data: bytes) -> np.ndarray:
     if codec == "jpegxl":
         import imagecodecs
+
         return imagecodecs.jpegxl_decode(data)
     return np.asarray(Image.open(io.BytesIO(data)))
 
@@ -77,11 +79,14 @@ def test_layouts_give_the_same_sizes():
 
 
 @settings(max_examples=15, deadline=None)
-@given(images=arrays(np.uint8, st.tuples(st.integers(1, 5), st.just(3), st.integers(2, 9), st.integers(2, 9))),
-       codec=st.sampled_from(PILLOW_CODECS), order=st.randoms(use_true_random=False))
+@given(
+    images=arrays(np.uint8, st.tuples(st.integers(1, 5), st.just(3), st.integers(2, 9), st.integers(2, 9))),
+    codec=st.sampled_from(PILLOW_CODECS),
+    order=st.randoms(use_true_random=False),
+)
 def test_an_image_gets_the_same_size_alone_in_a_batch_and_permuted(images, codec, order):
     batch = compressed_bits(images, codec)
-    alone = np.array([compressed_bits(images[i:i + 1], codec)[0] for i in range(len(images))])
+    alone = np.array([compressed_bits(images[i : i + 1], codec)[0] for i in range(len(images))])
     permutation = list(range(len(images)))
     order.shuffle(permutation)
     np.testing.assert_array_equal(batch, alone)
@@ -90,18 +95,22 @@ def test_an_image_gets_the_same_size_alone_in_a_batch_and_permuted(images, codec
 
 def test_input_complexity_converts_nats_to_bits():
     # L = -100 ln 2 nats is a code length of 100 bits; a compressor needing 60 bits leaves S = 40
-    np.testing.assert_allclose(input_complexity([-100 * math.log(2), -10 * math.log(2)], [60.0, 30.0]),
-                               [40.0, -20.0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        input_complexity([-100 * math.log(2), -10 * math.log(2)], [60.0, 30.0]), [40.0, -20.0], rtol=0, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.zeros((2, 2, 5, 5), np.uint8), "C in"),
-    (np.zeros((5, 5), np.uint8), "shape"),
-    (np.zeros((2, 5, 0), np.uint8), "at least one pixel"),
-    (np.full((1, 4, 4), 1.5), r"\[0, 1\]"),
-    (np.full((1, 4, 4), np.nan), "finite"),
-    (np.zeros((1, 4, 4), np.int32), "dtype"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((2, 2, 5, 5), np.uint8), "C in"),
+        (np.zeros((5, 5), np.uint8), "shape"),
+        (np.zeros((2, 5, 0), np.uint8), "at least one pixel"),
+        (np.full((1, 4, 4), 1.5), r"\[0, 1\]"),
+        (np.full((1, 4, 4), np.nan), "finite"),
+        (np.zeros((1, 4, 4), np.int32), "dtype"),
+    ],
+)
 def test_bad_images_are_refused_with_what_was_expected(images, message):
     with pytest.raises(ValueError, match=message):
         compressed_bits(images, "png")

@@ -62,13 +62,22 @@ def test_two_processes_saving_into_one_folder_end_with_one_complete_set(saved_de
     target, go = tmp_path / "shared", tmp_path / "go"
     bases = (1000.0, 2000.0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(source), str(target), str(go), str(b), str(SAVES)],
-                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for b in bases]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(source), str(target), str(go), str(b), str(SAVES)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for b in bases
+    ]
     deadline = time.monotonic() + 60
     while not all(Path(f"{go}.{b}").exists() for b in bases):  # both loaded: start them together
-        assert time.monotonic() < deadline and all(c.poll() is None for c in children), \
-            [c.communicate()[1][-2000:] for c in children if c.poll() is not None]
+        assert time.monotonic() < deadline and all(c.poll() is None for c in children), [
+            c.communicate()[1][-2000:] for c in children if c.poll() is not None
+        ]
         time.sleep(0.01)
     go.touch()
     logs = []
@@ -161,8 +170,10 @@ def test_without_file_locks_writes_go_on_and_keep_other_staging_folders(tmp_path
     if lockless == "no fcntl":
         monkeypatch.setattr(atomic, "fcntl", None)
     else:
+
         def refuse(fd, op):
             raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
         monkeypatch.setattr(atomic.fcntl, "flock", refuse)
     other = tmp_path / ".d.new-0123abcd"  # maybe another writer's, maybe abandoned: nobody can tell
     other.mkdir()
@@ -173,6 +184,7 @@ def test_without_file_locks_writes_go_on_and_keep_other_staging_folders(tmp_path
 
 # ---------------------------------------------------------------- full disk, read-only folder
 
+
 def _enospc_safetensors(tensors, path):
     raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
@@ -182,6 +194,7 @@ def _fail_for_staging(real, code):
         if ".new-" in str(self):
             raise OSError(code, os.strerror(code), str(self))
         return real(self, *args, **kwargs)
+
     return fail
 
 
@@ -194,8 +207,9 @@ FAILURES = {  # how the write fails -> (errno, what the message names)
 
 
 @pytest.mark.parametrize("failure", FAILURES)
-def test_a_failed_save_names_folder_and_cause_and_keeps_the_previous_set(saved_detector, tmp_path, monkeypatch,
-                                                                        failure):
+def test_a_failed_save_names_folder_and_cause_and_keeps_the_previous_set(
+    saved_detector, tmp_path, monkeypatch, failure
+):
     source, det, X = saved_detector
     target = tmp_path / "shared"
     det.save(target)
@@ -214,6 +228,7 @@ def test_a_failed_save_names_folder_and_cause_and_keeps_the_previous_set(saved_d
             if str(path).endswith(".lock"):
                 raise PermissionError(code, os.strerror(code), str(path))
             return real_open(path, *args, **kwargs)
+
         monkeypatch.setattr(os, "open", refuse_lock)
     with pytest.raises(OSError) as err:
         det.save(target, overwrite=True)

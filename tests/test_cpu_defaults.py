@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from hvae_detect import precision, threads
 from hvae_detect.training import loop
 
@@ -36,15 +36,24 @@ def test_nothing_changes_once_torch_is_imported():
 
 def _child(code: str, **env) -> str:
     full = {k: v for k, v in os.environ.items() if k not in threads.USER_SETTINGS + ("OMP_NUM_THREADS",)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**full, **env}, capture_output=True,
-                          text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return proc.stdout.strip()
 
 
-_CLI_THEN_TORCH = ("import os\nfrom hvae_detect import cli\n"
-                   "try:\n    cli.main(['results', '--help'])\nexcept SystemExit:\n    pass\n"
-                   "import torch\n"
-                   "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())")
+_CLI_THEN_TORCH = (
+    "import os\nfrom hvae_detect import cli\n"
+    "try:\n    cli.main(['results', '--help'])\nexcept SystemExit:\n    pass\n"
+    "import torch\n"
+    "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())"
+)
 
 
 def test_the_command_line_applies_the_policy_before_torch_and_keeps_thread_counts():
@@ -66,16 +75,34 @@ def test_importing_the_package_before_torch_applies_the_policy_and_after_torch_d
 
 def test_set_num_threads_of_the_user_survives_training():
     import torch
-    from hvae_detect.training.config import TrainingConfig
+
     from hvae_detect.models.config import ModelConfig
     from hvae_detect.models.vae import VAE
+    from hvae_detect.training.config import TrainingConfig
+
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        model = VAE(ModelConfig((1, 8, 8), {
-            "config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2,
-                                       "weightnorm": True, "gated": False}]],
-            "config_stochastic": [{"block": "GaussianDense", "latent_features": 2, "weightnorm": True}]}))
+        model = VAE(
+            ModelConfig(
+                (1, 8, 8),
+                {
+                    "config_deterministic": [
+                        [
+                            {
+                                "block": "ResBlockConv2d",
+                                "out_channels": 4,
+                                "kernel_size": 3,
+                                "stride": 2,
+                                "weightnorm": True,
+                                "gated": False,
+                            }
+                        ]
+                    ],
+                    "config_stochastic": [{"block": "GaussianDense", "latent_features": 2, "weightnorm": True}],
+                },
+            )
+        )
         x = torch.bernoulli(torch.full((8, 1, 8, 8), 0.5), generator=torch.Generator().manual_seed(0))
         loop.train_epochs(model, x, TrainingConfig(epochs=1, batch_size=4))
         assert torch.get_num_threads() == 1
@@ -94,13 +121,18 @@ def test_auto_precision_follows_the_cpus_bfloat16_flag(monkeypatch, has_bf16, ex
 
 def test_the_bfloat16_flag_is_read_from_cpuinfo(monkeypatch, tmp_path):
     import builtins
+
     real_open = builtins.open
-    for flags, expected in (("fpu sse avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
-                            ("fpu sse avx2 avx512f", False)):
+    for flags, expected in (
+        ("fpu sse avx512f avx512_bf16", True),
+        ("fpu amx_bf16 amx_tile", True),
+        ("fpu sse avx2 avx512f", False),
+    ):
         info = tmp_path / "cpuinfo"
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        monkeypatch.setattr(builtins, "open",
-                            lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+        monkeypatch.setattr(
+            builtins, "open", lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k)
+        )
         precision.cpu_has_bfloat16.cache_clear()
         assert precision.cpu_has_bfloat16() is expected
     monkeypatch.setattr(builtins, "open", real_open)
@@ -114,7 +146,9 @@ def test_cpu_training_takes_channels_last_weights_in_float32_only(monkeypatch, a
 
     import torch
     from conftest import images_for, tiny_model
+
     from hvae_detect.training.config import TrainingConfig
+
     model, entered = tiny_model(), []
 
     @contextlib.contextmanager
@@ -123,6 +157,10 @@ def test_cpu_training_takes_channels_last_weights_in_float32_only(monkeypatch, a
         yield
 
     monkeypatch.setattr(model, "channels_last_weights", recorded)
-    loop.train_epochs(model, images_for(model, 8), TrainingConfig(epochs=1, batch_size=4, precision=arithmetic),
-                      generator=torch.Generator().manual_seed(0))
+    loop.train_epochs(
+        model,
+        images_for(model, 8),
+        TrainingConfig(epochs=1, batch_size=4, precision=arithmetic),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert bool(entered) is channels_last

@@ -9,14 +9,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import shared_path
+from PIL import Image
 
 from hvae_detect.data import dataset_files
 from hvae_detect.data import datasets as ds
-from hvae_detect.data.datasets import (DatasetNotFound, load_dataset, load_raw, parse_dataset_name,
-                                  parse_dataset_options, to_grey)
+from hvae_detect.data.datasets import (
+    DatasetNotFound,
+    load_dataset,
+    load_raw,
+    parse_dataset_name,
+    parse_dataset_options,
+    to_grey,
+)
 
 SHARED = shared_path("data")
 needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/data is not present")
@@ -25,44 +30,64 @@ needs_shared = pytest.mark.skipif(SHARED is None, reason="../shared/data is not 
 @pytest.fixture
 def fake_root(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "mnist.npz", x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-             y_train=np.zeros(20, np.int64), x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
-             y_test=np.zeros(10, np.int64))
-    np.savez(tmp_path / "svhn.npz", x_test=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
-             y_test=np.zeros(6, np.int64))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        y_train=np.zeros(20, np.int64),
+        x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        y_test=np.zeros(10, np.int64),
+    )
+    np.savez(
+        tmp_path / "svhn.npz", x_test=rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), y_test=np.zeros(6, np.int64)
+    )
     return tmp_path
 
 
-@pytest.mark.parametrize("name,base,variant,grey", [
-    ("FashionMNISTBinarized", "FashionMNIST", "Binarized", False),
-    ("MNISTQuantized", "MNIST", "Quantized", False),
-    ("KMNISTDequantized", "KMNIST", "Dequantized", False),
-    ("notMNISTBinarized", "notMNIST", "Binarized", False),
-    ("Omniglot28x28Binarized", "Omniglot28x28", "Binarized", False),
-    ("Omniglot28x28InvertedQuantized", "Omniglot28x28Inverted", "Quantized", False),
-    ("CIFAR10Dequantized", "CIFAR10", "Dequantized", False),
-    ("CIFAR10DequantizedGrey", "CIFAR10", "Dequantized", True),
-    ("SVHNQuantizedGrey", "SVHN", "Quantized", True),
-    ("OmniglotQuantized", "Omniglot", "Quantized", False),
-    ("OmniglotBinarized", "Omniglot", "Binarized", False),
-    ("Omniglot28x28InvertedDequantized", "Omniglot28x28Inverted", "Dequantized", False),
-    ("SmallNORBBinarized", "SmallNORB", "Binarized", False),
-    ("SmallNORB28x28Dequantized", "SmallNORB28x28", "Dequantized", False),
-    ("SmallNORB28x28InvertedQuantized", "SmallNORB28x28Inverted", "Quantized", False),
-    ("TinyImageNetResizeDequantized", "TinyImageNetResize", "Dequantized", False),
-    ("TinyImageNetResizeQuantizedGrey", "TinyImageNetResize", "Quantized", True),
-    ("GTSRBQuantized", "GTSRB", "Quantized", False),
-    ("GTSRBDequantizedGrey", "GTSRB", "Dequantized", True),
-])
+@pytest.mark.parametrize(
+    "name,base,variant,grey",
+    [
+        ("FashionMNISTBinarized", "FashionMNIST", "Binarized", False),
+        ("MNISTQuantized", "MNIST", "Quantized", False),
+        ("KMNISTDequantized", "KMNIST", "Dequantized", False),
+        ("notMNISTBinarized", "notMNIST", "Binarized", False),
+        ("Omniglot28x28Binarized", "Omniglot28x28", "Binarized", False),
+        ("Omniglot28x28InvertedQuantized", "Omniglot28x28Inverted", "Quantized", False),
+        ("CIFAR10Dequantized", "CIFAR10", "Dequantized", False),
+        ("CIFAR10DequantizedGrey", "CIFAR10", "Dequantized", True),
+        ("SVHNQuantizedGrey", "SVHN", "Quantized", True),
+        ("OmniglotQuantized", "Omniglot", "Quantized", False),
+        ("OmniglotBinarized", "Omniglot", "Binarized", False),
+        ("Omniglot28x28InvertedDequantized", "Omniglot28x28Inverted", "Dequantized", False),
+        ("SmallNORBBinarized", "SmallNORB", "Binarized", False),
+        ("SmallNORB28x28Dequantized", "SmallNORB28x28", "Dequantized", False),
+        ("SmallNORB28x28InvertedQuantized", "SmallNORB28x28Inverted", "Quantized", False),
+        ("TinyImageNetResizeDequantized", "TinyImageNetResize", "Dequantized", False),
+        ("TinyImageNetResizeQuantizedGrey", "TinyImageNetResize", "Quantized", True),
+        ("GTSRBQuantized", "GTSRB", "Quantized", False),
+        ("GTSRBDequantizedGrey", "GTSRB", "Dequantized", True),
+    ],
+)
 def test_parse_names(name, base, variant, grey):
     spec = parse_dataset_name(name)
     assert (spec.base, spec.variant, spec.grey) == (base, variant, grey)
 
 
-@pytest.mark.parametrize("name", ["CIFAR10Binarized", "MNISTBinarizedGrey", "FooBinarized", "MNIST",
-                                  "mnistBinarized", "SmallNORBQuantizedGrey", "OmniglotDequantizedGrey",
-                                  "SmallNORB96Quantized", "GTSRBBinarized", "TinyImageNetResizeBinarized",
-                                  "TinyImageNetDequantized"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CIFAR10Binarized",
+        "MNISTBinarizedGrey",
+        "FooBinarized",
+        "MNIST",
+        "mnistBinarized",
+        "SmallNORBQuantizedGrey",
+        "OmniglotDequantizedGrey",
+        "SmallNORB96Quantized",
+        "GTSRBBinarized",
+        "TinyImageNetResizeBinarized",
+        "TinyImageNetDequantized",
+    ],
+)
 def test_bad_names(name):
     with pytest.raises(ValueError):
         parse_dataset_name(name)
@@ -147,8 +172,7 @@ def test_svhn_validation_is_extra(fake_root, tmp_path_factory):
 
     # with x_extra, validation reads it and test reads x_test
     root = tmp_path_factory.mktemp("svhn_extra")
-    np.savez(root / "svhn.npz", x_test=np.zeros((2, 32, 32, 3), np.uint8),
-             x_extra=np.full((5, 32, 32, 3), 9, np.uint8))
+    np.savez(root / "svhn.npz", x_test=np.zeros((2, 32, 32, 3), np.uint8), x_extra=np.full((5, 32, 32, 3), 9, np.uint8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_raw("SVHNDequantized", "validation", root).shape == (5, 3, 32, 32)
@@ -309,11 +333,16 @@ def test_colour_test_sets(tmp_path, monkeypatch, base, stem):
     monkeypatch.setattr(tvd, "GTSRB", no_torchvision)
     assert parse_dataset_name(f"{base}Quantized").file_stem == stem
     # train is refused by name, before any file is read, wherever a split is asked for
-    for ask in (lambda: load_raw(f"{base}Dequantized", "train", tmp_path),
-                lambda: load_dataset(f"{base}Quantized", None, tmp_path),
-                lambda: parse_dataset_options({f"{base}DequantizedGrey": {"split": "train", "dynamic": True}})):
-        with pytest.raises(ValueError, match=rf"{base}\w+ is test-only: {stem}\.npz holds x_test .*no train split.*"
-                                             r"'validation' or 'test'"):
+    for ask in (
+        lambda: load_raw(f"{base}Dequantized", "train", tmp_path),
+        lambda: load_dataset(f"{base}Quantized", None, tmp_path),
+        lambda: parse_dataset_options({f"{base}DequantizedGrey": {"split": "train", "dynamic": True}}),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=rf"{base}\w+ is test-only: {stem}\.npz holds x_test .*no train split.*"
+            r"'validation' or 'test'",
+        ):
             ask()
     with pytest.raises(DatasetNotFound) as e:
         load_raw(f"{base}Quantized", "test", tmp_path)
@@ -338,9 +367,13 @@ def test_colour_test_sets(tmp_path, monkeypatch, base, stem):
 @pytest.fixture
 def norb_root(tmp_path):
     rng = np.random.default_rng(3)
-    np.savez(tmp_path / "smallnorb.npz", x_train=rng.integers(0, 256, (4, 96, 96), dtype=np.uint8),
-             y_train=np.zeros(2, np.int64), x_test=rng.integers(0, 256, (2, 2, 96, 96), dtype=np.uint8),
-             y_test=np.zeros(2, np.int64))
+    np.savez(
+        tmp_path / "smallnorb.npz",
+        x_train=rng.integers(0, 256, (4, 96, 96), dtype=np.uint8),
+        y_train=np.zeros(2, np.int64),
+        x_test=rng.integers(0, 256, (2, 2, 96, 96), dtype=np.uint8),
+        y_test=np.zeros(2, np.int64),
+    )
     return tmp_path
 
 
@@ -399,7 +432,9 @@ def test_smallnorb_official_files_and_offline_message(tmp_path):
 def test_shared_data():
     fm = load_dataset("FashionMNISTBinarized", {"split": "validation", "dynamic": False}, SHARED, max_examples=50)
     assert fm.x.shape == (50, 1, 28, 28) and fm.label == "FashionMNIST test"
-    assert load_dataset("FashionMNISTBinarized", {"split": "train"}, SHARED, max_examples=5).label == "FashionMNIST train"
+    assert (
+        load_dataset("FashionMNISTBinarized", {"split": "train"}, SHARED, max_examples=5).label == "FashionMNIST train"
+    )
     # omniglot.npz is stored inverted (white strokes on black, like MNIST), and not resized as the paper's
     dataset_files._warned.clear()
     with pytest.warns(UserWarning, match="omniglot.npz is not 0/255-valued"):
@@ -417,8 +452,10 @@ def test_shared_data():
 
 
 @needs_shared
-@pytest.mark.parametrize("name, stem, classes", [("TinyImageNetResizeDequantized", "tinyimagenet_resize", {0}),
-                                                 ("GTSRBDequantized", "gtsrb", set(range(43)))])
+@pytest.mark.parametrize(
+    "name, stem, classes",
+    [("TinyImageNetResizeDequantized", "tinyimagenet_resize", {0}), ("GTSRBDequantized", "gtsrb", set(range(43)))],
+)
 def test_shared_colour_test_sets(name, stem, classes):
     """The new names read ../shared/data's files as SOURCES.md describes them: 10,000 colour test images."""
     if not (SHARED / f"{stem}.npz").is_file():

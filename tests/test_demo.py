@@ -7,7 +7,19 @@ import pytest
 from hvae_detect.cli import main
 from hvae_detect.commands import demo
 
-STATISTICS = {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}  # of the 3-latent "small" preset
+STATISTICS = {
+    "L",
+    "L>1",
+    "LLR>1",
+    "L>2",
+    "LLR>2",
+    "IC",
+    "T",
+    "Fused",
+    "Path",
+    "PathCOPOD",
+    "FusedECOD",
+}  # of the 3-latent "small" preset
 BASELINES = {"IsolationForest", "LocalOutlierFactor"}
 
 
@@ -22,8 +34,20 @@ def _is_number(text):
 @pytest.mark.slow
 def test_demo_prints_its_tables_and_writes_plots_and_json(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--epochs", "1", "--n-train", "200", "--n-test", "60", "--quiet", "--output", str(out),
-            "--json", str(out / "table.json")]
+    argv = [
+        "demo",
+        "--epochs",
+        "1",
+        "--n-train",
+        "200",
+        "--n-test",
+        "60",
+        "--quiet",
+        "--output",
+        str(out),
+        "--json",
+        str(out / "table.json"),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
 
@@ -54,8 +78,15 @@ def test_demo_prints_its_tables_and_writes_plots_and_json(tmp_path, capsys):
 
 def test_verdict_says_what_the_numbers_show():
     row = lambda a: {"auroc": a, "auprc": a, "fpr80": 1 - a}  # noqa: E731
-    far = {"L": row(0.27), "L>1": row(0.4), "LLR>1": row(0.7), "L>2": row(0.5), "LLR>2": row(0.85),
-           "IsolationForest": row(0.3), "LocalOutlierFactor": row(0.95)}
+    far = {
+        "L": row(0.27),
+        "L>1": row(0.4),
+        "LLR>1": row(0.7),
+        "L>2": row(0.5),
+        "LLR>2": row(0.85),
+        "IsolationForest": row(0.3),
+        "LocalOutlierFactor": row(0.95),
+    }
     assert demo.verdict(demo.FAR_SETS[0], far).startswith("the paper's effect: L ranks")
     assert "LLR>2 recovers it to 0.850" in demo.verdict(demo.FAR_SETS[0], far)
     far["LLR>2"] = row(0.78)
@@ -98,8 +129,12 @@ def test_demo_rejects_bad_flags(capsys):
 
 
 def test_recommendation_says_whether_the_recommended_statistic_beats_the_baselines():
-    table = {demo.RECOMMENDED: {"auroc": 0.9}, "L": {"auroc": 0.3}, "LocalOutlierFactor": {"auroc": 0.95},
-             "IsolationForest": {"auroc": 0.5}}
+    table = {
+        demo.RECOMMENDED: {"auroc": 0.9},
+        "L": {"auroc": 0.3},
+        "LocalOutlierFactor": {"auroc": 0.95},
+        "IsolationForest": {"auroc": 0.5},
+    }
     assert "LocalOutlierFactor on raw pixels does better here (0.950)" in demo.recommendation(table)
     table["LocalOutlierFactor"]["auroc"] = 0.8
     assert "beats every pixel-space baseline (best: LocalOutlierFactor 0.800)" in demo.recommendation(table)

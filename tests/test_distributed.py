@@ -19,16 +19,17 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch.utils.data import DistributedSampler
 
-from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.cli import main
 from hvae_detect.commands.score import SHARD_IMAGES, shard_bounds
-from hvae_detect.training.distributed import SINGLE, Context
+from hvae_detect.training.batches import LoaderBatches
 from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.distributed import SINGLE, Context
 from hvae_detect.training.loop import train_epochs
 
 X = np.random.default_rng(0).integers(0, 256, size=(64, 12, 12), dtype=np.uint8)
-CONFIG = TrainingConfig(epochs=2, batch_size=16, learning_rate=1e-3, data_init=True, free_nats_mode="element",
-                        train_samples=2)
+CONFIG = TrainingConfig(
+    epochs=2, batch_size=16, learning_rate=1e-3, data_init=True, free_nats_mode="element", train_samples=2
+)
 
 
 def _binarize(x, u):
@@ -91,11 +92,11 @@ def test_the_ranks_share_each_global_batch_of_one_process(n, per_rank, world, ep
     assert all(-(-len(s) // per_rank) == steps for s in shares)  # the same number of steps everywhere
     # One process's order, padded at the end with its start to equal shares (fewer than `world` images):
     # every global batch but the last is exactly one process's batch.
-    padded = (one * world)[:len(shares[0]) * world]
+    padded = (one * world)[: len(shares[0]) * world]
     assert len(padded) - n < world
     for step in range(steps):
-        together = sorted(i for s in shares for i in s[step * per_rank:(step + 1) * per_rank])
-        assert together == sorted(padded[step * batch:(step + 1) * batch])
+        together = sorted(i for s in shares for i in s[step * per_rank : (step + 1) * per_rank])
+        assert together == sorted(padded[step * batch : (step + 1) * batch])
 
 
 @given(n=st.integers(1, 5 * SHARD_IMAGES), world=st.integers(1, 64))
@@ -139,25 +140,61 @@ sys.exit(main(sys.argv[1:]))
 def _torchrun(tmp_path, nproc, argv, **env):
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED)
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", "HVAE_DETECT_DIST_TIMEOUT": "60",
-               **{k: str(v) for k, v in env.items()}}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(script), *argv]
+    environ = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HVAE_DETECT_DIST_TIMEOUT": "60",
+        **{k: str(v) for k, v in env.items()},
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        *argv,
+    ]
     return subprocess.run(cmd, cwd=REPO, env=environ, capture_output=True, text=True, timeout=240)
 
 
 def _train_argv(root, save_dir, epochs=3):
     det = [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2}], [], []]
-    return ["train", "--epochs", str(epochs), "--batch_size", "16", "--test_every", "1", "--free_nats_epochs", "2",
-            "--warmup_epochs", "1", "--learning_rate", "1e-3",
-            "--train_datasets", '{"MNISTBinarized": {"dynamic": true, "split": "train"}}',
-            "--val_datasets", '{"MNISTBinarized": {"dynamic": false, "split": "validation"}}',
-            "--config_deterministic", json.dumps(det), "--config_stochastic", json.dumps(TINY["config_stochastic"]),
-            "--data_root", str(root), "--save_dir", str(save_dir), "--device", "cpu", "--no_download", "--quiet",
-            # Data-dependent initialisation on these noise images makes a chaotic run (ELBO -7e4, where a
-            # 1e-6 nudge to one weight changes the third epoch's ELBO by half): the DDP equality of the
-            # initialisation is tested on a tamer model above.
-            "--no-data_init"]
+    return [
+        "train",
+        "--epochs",
+        str(epochs),
+        "--batch_size",
+        "16",
+        "--test_every",
+        "1",
+        "--free_nats_epochs",
+        "2",
+        "--warmup_epochs",
+        "1",
+        "--learning_rate",
+        "1e-3",
+        "--train_datasets",
+        '{"MNISTBinarized": {"dynamic": true, "split": "train"}}',
+        "--val_datasets",
+        '{"MNISTBinarized": {"dynamic": false, "split": "validation"}}',
+        "--config_deterministic",
+        json.dumps(det),
+        "--config_stochastic",
+        json.dumps(TINY["config_stochastic"]),
+        "--data_root",
+        str(root),
+        "--save_dir",
+        str(save_dir),
+        "--device",
+        "cpu",
+        "--no_download",
+        "--quiet",
+        # Data-dependent initialisation on these noise images makes a chaotic run (ELBO -7e4, where a
+        # 1e-6 nudge to one weight changes the third epoch's ELBO by half): the DDP equality of the
+        # initialisation is tested on a tamer model above.
+        "--no-data_init",
+    ]
 
 
 def _log(run):
@@ -199,12 +236,38 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(noise_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank (OMP_NUM_THREADS=1): CPU kernels' sums depend on the thread count
     try:
-        assert main(["score", "--model", str(run), "--save_dir", str(tmp_path / "s1"), "--n_latents_skip", "1", "2",
-                     "--device", "cpu", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    "--model",
+                    str(run),
+                    "--save_dir",
+                    str(tmp_path / "s1"),
+                    "--n_latents_skip",
+                    "1",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
-    argv = ["score", "--model", str(run), "--save_dir", str(tmp_path / "s2"), "--n_latents_skip", "1", "2",
-            "--device", "cpu"]
+    argv = [
+        "score",
+        "--model",
+        str(run),
+        "--save_dir",
+        str(tmp_path / "s2"),
+        "--n_latents_skip",
+        "1",
+        "2",
+        "--device",
+        "cpu",
+    ]
     out = _torchrun(tmp_path, 2, argv, SHARD_IMAGES=4, KILL_RANK=1, KILL_AT=3)
     assert out.returncode != 0 and not list((tmp_path / "s2").glob("scores-*.npz"))
     shards = list((tmp_path / "s2").glob(".shards-*/*.npz"))
@@ -224,8 +287,9 @@ def test_a_killed_rank_fails_the_run_and_it_resumes_on_another_world_size(noise_
 
 
 def _lose_a_rank(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      HVAE_DETECT_DIST_TIMEOUT="20")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", HVAE_DETECT_DIST_TIMEOUT="20"
+    )
     from hvae_detect.training import distributed
 
     with distributed.session("cpu") as (ctx, _):

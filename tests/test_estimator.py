@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from conftest import TINY
-
 from hvae_detect import HVAEOutlierDetector
+
 
 def _images(n=24, seed=0, shape=(1, 12, 12)):
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
@@ -77,20 +77,23 @@ def test_formats_read_the_same_images_alike(fitted):
     np.testing.assert_allclose(fitted.score_samples(torch.from_numpy(X)), ref)
 
 
-@pytest.mark.parametrize("X, match", [
-    (np.full((4, 1, 12, 12), np.nan, np.float32), "NaN"),
-    (np.full((4, 1, 12, 12), 2.0, np.float32), r"\[0, 1\]"),
-    (np.full((4, 1, 12, 12), -0.5), r"\[0, 1\]"),
-    (np.zeros((4, 1, 12, 12), np.int64), "uint8"),
-    (np.zeros((4, 1, 1, 12, 12), np.uint8), "expected images shaped"),
-    (np.zeros((4,), np.uint8), "expected images shaped"),
-    (np.zeros((4, 2, 12, 12), np.uint8), "1 or 3 channels"),
-    (np.zeros((4, 12, 12, 3), np.uint8), "1 or 3 channels"),
-    (np.zeros((4, 150), np.uint8), "image_shape"),
-    (np.zeros((1, 1, 12, 12), np.uint8), "at least 2"),
-    (np.array([["a"] * 4] * 2, dtype=object), "object"),
-    ("not an array", "numpy array"),
-])
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.full((4, 1, 12, 12), np.nan, np.float32), "NaN"),
+        (np.full((4, 1, 12, 12), 2.0, np.float32), r"\[0, 1\]"),
+        (np.full((4, 1, 12, 12), -0.5), r"\[0, 1\]"),
+        (np.zeros((4, 1, 12, 12), np.int64), "uint8"),
+        (np.zeros((4, 1, 1, 12, 12), np.uint8), "expected images shaped"),
+        (np.zeros((4,), np.uint8), "expected images shaped"),
+        (np.zeros((4, 2, 12, 12), np.uint8), "1 or 3 channels"),
+        (np.zeros((4, 12, 12, 3), np.uint8), "1 or 3 channels"),
+        (np.zeros((4, 150), np.uint8), "image_shape"),
+        (np.zeros((1, 1, 12, 12), np.uint8), "at least 2"),
+        (np.array([["a"] * 4] * 2, dtype=object), "object"),
+        ("not an array", "numpy array"),
+    ],
+)
 def test_bad_training_input_raises_a_clear_error(X, match):
     with pytest.raises(ValueError, match=match):
         _tiny().fit(X)
@@ -105,12 +108,22 @@ def test_bad_scoring_input_raises_a_clear_error(fitted):
         _tiny().ood_scores(_images(2))
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"k": 0}, "'k' parameter"), ({"k": 3, "statistic": "llr"}, "k must be in 1..2"), ({"statistic": "nll"}, "statistic must be one of"),
-    ({"contamination": 0.7}, "contamination"), ({"likelihood": "gauss"}, "likelihood"),
-    ({"epochs": 0}, "epochs"), ({"learning_rate": -1.0}, "learning_rate"), ({"free_nats": -1}, "free_nats"),
-    ({"architecture": "huge"}, "architecture"), ({"device": "tpu:7"}, "device"), ({"precision": "half"}, "precision"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"k": 0}, "'k' parameter"),
+        ({"k": 3, "statistic": "llr"}, "k must be in 1..2"),
+        ({"statistic": "nll"}, "statistic must be one of"),
+        ({"contamination": 0.7}, "contamination"),
+        ({"likelihood": "gauss"}, "likelihood"),
+        ({"epochs": 0}, "epochs"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"free_nats": -1}, "free_nats"),
+        ({"architecture": "huge"}, "architecture"),
+        ({"device": "tpu:7"}, "device"),
+        ({"precision": "half"}, "precision"),
+    ],
+)
 def test_bad_parameters_raise_at_fit(params, match):
     with pytest.raises(ValueError, match=match):
         _tiny(**params).fit(_images())
@@ -142,8 +155,9 @@ def test_end_to_end_on_real_mnist_digits(tmp_path):
 
     train, held_in, held_out = load_demo_data(seed=0)
     # Every image trained on (holdout=0): digits 5-9 are near OOD and the margin over 0.6 is small.
-    det = HVAEOutlierDetector(epochs=6, iw_samples=4, iw_samples_lk=4, random_state=0, device="cpu",
-                              holdout=0.0).fit(train)
+    det = HVAEOutlierDetector(epochs=6, iw_samples=4, iw_samples_lk=4, random_state=0, device="cpu", holdout=0.0).fit(
+        train
+    )
     assert det.history_[-1]["elbo"] > det.history_[0]["elbo"] + 10
     table = evaluate(det.ood_scores(held_in[:300]), det.ood_scores(held_out[:300]))
     assert max(m["auroc"] for m in table.values()) > 0.6

@@ -22,8 +22,12 @@ from hvae_detect.scoring.engine import importance_bounds
 from hvae_detect.training.loop import training_loss
 
 # Every family, BIVA with and without the conditional bottom-up prior.
-ARCHS = {"VAE": TINY, "LVAE": {"model": "LVAE", **TINY}, "BIVA": {"model": "BIVA", **TINY},
-         "BIVA-cond": {"model": "BIVA", "conditional_bu": True, **TINY}}
+ARCHS = {
+    "VAE": TINY,
+    "LVAE": {"model": "LVAE", **TINY},
+    "BIVA": {"model": "BIVA", **TINY},
+    "BIVA-cond": {"model": "BIVA", "conditional_bu": True, **TINY},
+}
 families = pytest.mark.parametrize("name", sorted(ARCHS))
 
 
@@ -122,9 +126,9 @@ def test_a_score_depends_only_on_the_image(name):
     x = images_for(model, 7)
     batch = importance_bounds(model, x, None, 3, seed=11, max_rows=4)
     for i in (0, 4, 6):
-        alone = importance_bounds(model, x[i:i + 1], None, 3, seed=11, max_rows=4)
+        alone = importance_bounds(model, x[i : i + 1], None, 3, seed=11, max_rows=4)
         for k in batch:
-            assert torch.equal(alone[k], batch[k][i:i + 1])
+            assert torch.equal(alone[k], batch[k][i : i + 1])
     shuffled = importance_bounds(model, x.flip(0), None, 3, seed=11, max_rows=4)
     assert all(torch.equal(shuffled[k].flip(0), batch[k]) for k in batch)
 
@@ -151,8 +155,9 @@ def test_checkpoint_round_trip_keeps_the_family(name, tmp_path):
 
 def test_estimator_fits_saves_and_loads_biva(tmp_path):
     x = (np.random.default_rng(0).random((24, 12, 12)) * 255).astype(np.uint8)
-    det = HVAEOutlierDetector(architecture={"model": "biva", **TINY}, epochs=1, batch_size=8, device="cpu",
-                              random_state=0).fit(x)
+    det = HVAEOutlierDetector(
+        architecture={"model": "biva", **TINY}, epochs=1, batch_size=8, device="cpu", random_state=0
+    ).fit(x)
     assert isinstance(det.model_, BIVA)
     det.save(tmp_path / "det")
     loaded = HVAEOutlierDetector.load(tmp_path / "det", device="cpu")
@@ -180,8 +185,10 @@ def test_choosing_a_family():
     with pytest.raises(ValueError, match="make_model"):
         VAE(ModelConfig((1, 12, 12), {"model": "BIVA", **TINY}))
     with pytest.raises(ValueError, match="at least one block"):
-        ModelConfig((1, 12, 12), {"model": "LVAE", "config_deterministic": [[], [], []],
-                                  "config_stochastic": TINY["config_stochastic"]})
+        ModelConfig(
+            (1, 12, 12),
+            {"model": "LVAE", "config_deterministic": [[], [], []], "config_stochastic": TINY["config_stochastic"]},
+        )
 
 
 class Toy(VAE):
@@ -204,8 +211,9 @@ def toy_family():
 def test_a_family_added_through_the_registry_alone_fits_scores_saves_and_loads(toy_family, tmp_path):
     assert "Toy" in registry.model_names() and Toy.family == "Toy"
     x = (np.random.default_rng(0).random((24, 12, 12)) * 255).astype(np.uint8)
-    det = HVAEOutlierDetector(architecture={"model": "toy", **TINY}, epochs=1, batch_size=8, device="cpu",
-                              random_state=0).fit(x)
+    det = HVAEOutlierDetector(
+        architecture={"model": "toy", **TINY}, epochs=1, batch_size=8, device="cpu", random_state=0
+    ).fit(x)
     assert type(det.model_) is Toy and det.model_.architecture["model"] == "Toy"
     vae = HVAEOutlierDetector(architecture=TINY, epochs=1, batch_size=8, device="cpu", random_state=0).fit(x)
     assert not np.array_equal(det.score_samples(x), vae.score_samples(x))  # its own bound
@@ -230,6 +238,7 @@ def test_the_registry_refuses_what_is_not_a_family():
 
 def test_train_command_builds_the_family():
     from hvae_detect.commands.run_config import make_run_config
+
     cfg = make_run_config(model="BIVA")
     assert cfg["model"] == "BIVA" and cfg["architecture"]["model"] == "BIVA"
     assert make_run_config(architecture="biva-small")["model"] == "BIVA"
@@ -248,8 +257,16 @@ def test_one_epoch_on_fashion_mnist(name):
     with np.load(path) as data:
         train, test = data["x_train"][:400], data["x_test"][:100]
     arch = {"model": name, **PRESETS["small"]}
-    det = HVAEOutlierDetector(architecture=arch, epochs=1, batch_size=32, learning_rate=1e-3, warmup_epochs=0,
-                              free_nats=0, device="cpu", random_state=0).fit(train)
+    det = HVAEOutlierDetector(
+        architecture=arch,
+        epochs=1,
+        batch_size=32,
+        learning_rate=1e-3,
+        warmup_epochs=0,
+        free_nats=0,
+        device="cpu",
+        random_state=0,
+    ).fit(train)
     scores = det.ood_scores(test)
     assert set(scores) == {"L", "L>1", "LLR>1", "L>2", "LLR>2", "IC", "T", "Fused", "Path", "PathCOPOD", "FusedECOD"}
     assert all(np.isfinite(v).all() for v in scores.values()) and np.isfinite(det.offset_)

@@ -14,8 +14,8 @@ from conftest import REPO, TINY
 from safetensors.torch import load_file, save_file
 
 from hvae_detect import HVAEOutlierDetector
-from hvae_detect.persistence.atomic import atomic_write_text, verify_folder
 from hvae_detect.cli import main
+from hvae_detect.persistence.atomic import atomic_write_text, verify_folder
 
 # Runs the command line in a child that SIGKILLs itself at the N-th file operation or training step.
 KILLER = r"""
@@ -51,14 +51,43 @@ def _run_killed(n, argv, cwd):
 
 
 def _train_argv(root, save_dir, epochs=4):
-    arch = {"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2}],
-                                     [], []], "config_stochastic": TINY["config_stochastic"]}
-    return ["train", "--epochs", str(epochs), "--batch_size", "32", "--test_every", "1", "--free_nats_epochs", "2",
-            "--warmup_epochs", "1", "--train_datasets", '{"MNISTBinarized": {"dynamic": true, "split": "train"}}',
-            "--val_datasets", '{"MNISTBinarized": {"dynamic": false, "split": "validation"}}',
-            "--config_deterministic", json.dumps(arch["config_deterministic"]),
-            "--config_stochastic", json.dumps(arch["config_stochastic"]), "--data_root", str(root),
-            "--save_dir", str(save_dir), "--device", "cpu", "--no_download", "--quiet"]
+    arch = {
+        "config_deterministic": [
+            [{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 2}],
+            [],
+            [],
+        ],
+        "config_stochastic": TINY["config_stochastic"],
+    }
+    return [
+        "train",
+        "--epochs",
+        str(epochs),
+        "--batch_size",
+        "32",
+        "--test_every",
+        "1",
+        "--free_nats_epochs",
+        "2",
+        "--warmup_epochs",
+        "1",
+        "--train_datasets",
+        '{"MNISTBinarized": {"dynamic": true, "split": "train"}}',
+        "--val_datasets",
+        '{"MNISTBinarized": {"dynamic": false, "split": "validation"}}',
+        "--config_deterministic",
+        json.dumps(arch["config_deterministic"]),
+        "--config_stochastic",
+        json.dumps(arch["config_stochastic"]),
+        "--data_root",
+        str(root),
+        "--save_dir",
+        str(save_dir),
+        "--device",
+        "cpu",
+        "--no_download",
+        "--quiet",
+    ]
 
 
 def _state(run, which):
@@ -216,11 +245,17 @@ def test_nothing_is_overwritten_without_asking(two_detectors, tmp_path):
     assert (mine / "config.json").read_text() == "{}"
 
 
-@pytest.mark.parametrize("flags, names", [
-    (["--batch_size", "0"], "batch_size"), (["--free_nats", "nan"], "free_nats"),
-    (["--learning_rate", "-1"], "learning_rate"), (["--n_mix", "0"], "n_mix"),
-    (["--n_train_examples", "-3"], "n_train_examples"), (["--epochs", "0"], "epochs"),
-])
+@pytest.mark.parametrize(
+    "flags, names",
+    [
+        (["--batch_size", "0"], "batch_size"),
+        (["--free_nats", "nan"], "free_nats"),
+        (["--learning_rate", "-1"], "learning_rate"),
+        (["--n_mix", "0"], "n_mix"),
+        (["--n_train_examples", "-3"], "n_train_examples"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
 def test_command_line_usage_errors_are_one_line_and_exit_2(noise_mnist_root, tmp_path, capsys, flags, names):
     try:
         code = main(_train_argv(noise_mnist_root, tmp_path / "m") + flags)

@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, SHARED_DATA, TINY, needs_shared_data
 from PIL import Image
 
-from conftest import REPO, SHARED_DATA, TINY, needs_shared_data
 from hvae_detect import cli
 from hvae_detect.commands import fit_images
 from hvae_detect.data.image_files import ImageFiles
@@ -35,7 +35,7 @@ def _blobs(folder, n, seed, size=12, colour=False, fmt="png"):
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         a = rng.integers(0, 60, (size, size), dtype=np.uint8)
-        a[size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 180
+        a[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] += 180
         if colour:
             a = np.stack([a, a // 2, 255 - a], axis=2)
         Image.fromarray(a).save(folder / f"img{i:03d}.{fmt}", **({"quality": 95} if fmt == "jpg" else {}))
@@ -52,13 +52,26 @@ def _run(*argv):
 
 
 def test_help_and_usage_errors_import_no_heavy_dependency():
-    for argv, code in ((["fit", "--help"], 0), (["detect", "--help"], 0), (["fit", "x"], 2),
-                       (["detect", "d", "x", "--out", "r", "--top", "-1"], 2), (["fit", "x", "--out", "d", "--image-size", "0"], 2)):
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "hvae_detect", *argv], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+    for argv, code in (
+        (["fit", "--help"], 0),
+        (["detect", "--help"], 0),
+        (["fit", "x"], 2),
+        (["detect", "d", "x", "--out", "r", "--top", "-1"], 2),
+        (["fit", "x", "--out", "d", "--image-size", "0"], 2),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "hvae_detect", *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == code, proc.stderr[-500:]
-        imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
-                    if line.startswith("import time:") and line.count("|") == 2}
+        imported = {
+            line.rsplit("|", 1)[1].strip().split(".")[0]
+            for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2
+        }
         assert imported and not imported & {"torch", "sklearn", "matplotlib"}, argv
 
 
@@ -120,8 +133,12 @@ def test_colour_images_of_mixed_sizes_with_and_without_the_size_policy(tmp_path,
     assert "differ in size" in err and "img000.png is 8x8" in err and "is 10x10" in err and "--image-size" in err
     assert not (tmp_path / "det").exists()
 
-    assert _run("fit", train, "--out", tmp_path / "det", "--epochs", 1, "--architecture", arch,
-                "--image-size", 8, "--crop") == 0
+    assert (
+        _run(
+            "fit", train, "--out", tmp_path / "det", "--epochs", 1, "--architecture", arch, "--image-size", 8, "--crop"
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "colour" in out and "centre-cropped to 8x8 (2 sizes found)" in out and "--image-size 8x8 --crop" in out
     det = HVAEOutlierDetector.load(tmp_path / "det")
@@ -192,10 +209,11 @@ def test_real_digits_written_as_png_files(tmp_path, arch):
         (tmp_path / folder).mkdir(parents=True)
         for i, a in enumerate(images):
             Image.fromarray(a).save(tmp_path / folder / f"{i:03d}.png")
-    assert _run("fit", tmp_path / "train", "--out", tmp_path / "det", "--epochs", 1, "--architecture", arch,
-                "--quiet") == 0
-    assert _run("detect", tmp_path / "det", tmp_path / "new", "--out", tmp_path / "report", "--top", 3,
-                "--quiet") == 0
+    assert (
+        _run("fit", tmp_path / "train", "--out", tmp_path / "det", "--epochs", 1, "--architecture", arch, "--quiet")
+        == 0
+    )
+    assert _run("detect", tmp_path / "det", tmp_path / "new", "--out", tmp_path / "report", "--top", 3, "--quiet") == 0
     rows = _rows(tmp_path / "report")
     assert len(rows) == 80 and not any(r["error"] for r in rows)
     det = HVAEOutlierDetector.load(tmp_path / "det")
@@ -213,9 +231,27 @@ def test_real_colour_photos_written_as_jpeg_files(tmp_path, arch):
     (tmp_path / "photos").mkdir()
     for i, a in enumerate(x):
         Image.fromarray(a).save(tmp_path / "photos" / f"{i:02d}.jpg", quality=90)
-    assert _run("fit", tmp_path / "photos", "--out", tmp_path / "det", "--epochs", 1, "--architecture", arch,
-                "--image-size", 16, "--quiet") == 0
+    assert (
+        _run(
+            "fit",
+            tmp_path / "photos",
+            "--out",
+            tmp_path / "det",
+            "--epochs",
+            1,
+            "--architecture",
+            arch,
+            "--image-size",
+            16,
+            "--quiet",
+        )
+        == 0
+    )
     assert HVAEOutlierDetector.load(tmp_path / "det").image_shape_ == (3, 16, 16)
-    assert _run("detect", tmp_path / "det", tmp_path / "photos", "--out", tmp_path / "report", "--image-size", 16,
-                "--quiet") == 0
+    assert (
+        _run(
+            "detect", tmp_path / "det", tmp_path / "photos", "--out", tmp_path / "report", "--image-size", 16, "--quiet"
+        )
+        == 0
+    )
     assert len(_rows(tmp_path / "report")) == 60

@@ -157,7 +157,9 @@ def test_array_files_channels_last_and_named_keys(tmp_path):
 
 def test_parse_image_size():
     assert parse_image_size(None) is None
-    assert parse_image_size(28) == (28, 28) and parse_image_size("64x48") == (64, 48) and parse_image_size("7") == (7, 7)
+    assert (
+        parse_image_size(28) == (28, 28) and parse_image_size("64x48") == (64, 48) and parse_image_size("7") == (7, 7)
+    )
     for bad in ("0", "axb", "1x2x3", (0, 3)):
         with pytest.raises(ValueError):
             parse_image_size(bad)
@@ -165,6 +167,7 @@ def test_parse_image_size():
 
 def _png(seed):
     import io
+
     buffer = io.BytesIO()
     Image.fromarray(_grey(seed)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -174,8 +177,15 @@ def test_the_report_page_is_self_contained_with_thumbnails_histogram_and_errors(
     scores = np.concatenate([np.random.default_rng(0).normal(size=300), [-50.0]])
     outliers = [Thumbnail("odd <1>.png", -50.0, True, _png(1)), Thumbnail("b.png", -2.5, True, _png(2))]
     normals = [Thumbnail("n.png", 2.9, False, _png(3)), Thumbnail("gone.png", 2.8, False, None, "vanished")]
-    page = render_report(title="t", summary=["scored 301"], scores=scores, threshold=-1.6, outliers=outliers,
-                         normals=normals, errors=[("bad.txt", "not an image file Pillow can read")])
+    page = render_report(
+        title="t",
+        summary=["scored 301"],
+        scores=scores,
+        threshold=-1.6,
+        outliers=outliers,
+        normals=normals,
+        errors=[("bad.txt", "not an image file Pillow can read")],
+    )
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 3
     assert "odd &lt;1&gt;.png" in page and "<1>" not in page  # names are escaped
     assert "threshold -1.6" in page and "<svg" in page and "scores below" in page  # the long tail is pooled

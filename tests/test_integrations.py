@@ -12,16 +12,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, SHARED_DATA, TINY, needs_shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, SHARED_DATA, TINY, needs_shared_data
 from hvae_detect import HVAEOutlierDetector
 
-needs_pyod = pytest.mark.skipif(importlib.util.find_spec("pyod") is None,
-                                reason='PyOD is not installed (pip install "hvae-detect[pyod]")')
-needs_pytorch_ood = pytest.mark.skipif(importlib.util.find_spec("pytorch_ood") is None,
-                                       reason='pytorch-ood is not installed (pip install "hvae-detect[pytorch-ood]")')
+needs_pyod = pytest.mark.skipif(
+    importlib.util.find_spec("pyod") is None, reason='PyOD is not installed (pip install "hvae-detect[pyod]")'
+)
+needs_pytorch_ood = pytest.mark.skipif(
+    importlib.util.find_spec("pytorch_ood") is None,
+    reason='pytorch-ood is not installed (pip install "hvae-detect[pytorch-ood]")',
+)
 SIDE = 12
 
 
@@ -39,15 +42,18 @@ def _noise(n, seed) -> np.ndarray:
 
 
 def _estimator(**params) -> HVAEOutlierDetector:
-    settings_ = dict(architecture=TINY, epochs=2, batch_size=32, learning_rate=3e-3, statistic="elbo",
-                     device="cpu", random_state=0)
+    settings_ = dict(
+        architecture=TINY, epochs=2, batch_size=32, learning_rate=3e-3, statistic="elbo", device="cpu", random_state=0
+    )
     return HVAEOutlierDetector(**{**settings_, **params})
 
 
 def _auroc(inlier_scores, outlier_scores) -> float:
     from sklearn.metrics import roc_auc_score
-    return roc_auc_score(np.r_[np.zeros(len(inlier_scores)), np.ones(len(outlier_scores))],
-                         np.r_[inlier_scores, outlier_scores])
+
+    return roc_auc_score(
+        np.r_[np.zeros(len(inlier_scores)), np.ones(len(outlier_scores))], np.r_[inlier_scores, outlier_scores]
+    )
 
 
 @pytest.mark.parametrize("module, extra", [("pyod", "pyod"), ("pytorch_ood", "pytorch-ood")])
@@ -59,8 +65,10 @@ def test_a_missing_extra_is_named(monkeypatch, module, extra):
 
 
 def test_importing_the_package_pulls_in_no_extra():
-    code = ("import sys, hvae_detect, hvae_detect.integrations; "
-            "assert not {'pyod', 'pytorch_ood'} & set(sys.modules), sorted({'pyod', 'pytorch_ood'} & set(sys.modules))")
+    code = (
+        "import sys, hvae_detect, hvae_detect.integrations; "
+        "assert not {'pyod', 'pytorch_ood'} & set(sys.modules), sorted({'pyod', 'pytorch_ood'} & set(sys.modules))"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -71,6 +79,7 @@ def test_importing_the_package_pulls_in_no_extra():
 def pyod_fitted():
     """A PyOD HVAE fitted on 160 flattened bar images (PyOD's (n, d) input, d a square: one grey channel)."""
     from hvae_detect.integrations.pyod import HVAE
+
     x_train = _bars(160, seed=0).reshape(160, -1)
     return HVAE(_estimator(), contamination=0.1).fit(x_train), x_train
 
@@ -94,6 +103,7 @@ def test_pyod_training_labels_follow_contamination(pyod_fitted):
 @given(contamination=st.floats(0.01, 0.5))
 def test_pyod_labels_share_is_the_contamination(pyod_fitted, contamination):
     from hvae_detect.integrations.pyod import HVAE
+
     clf, x_train = pyod_fitted
     again = HVAE.from_fitted(clf.estimator_, x_train, contamination=contamination)
     n = len(x_train)
@@ -159,6 +169,7 @@ def test_pyod_parameters_clone_pickle_and_saved_estimator(pyod_fitted, tmp_path)
     from sklearn.base import clone
 
     from hvae_detect.integrations.pyod import HVAE
+
     clf, x_train = pyod_fitted
     params = clf.get_params()
     assert params["contamination"] == 0.1 and params["estimator__epochs"] == 2
@@ -176,6 +187,7 @@ def test_pyod_parameters_clone_pickle_and_saved_estimator(pyod_fitted, tmp_path)
 @needs_pyod
 def test_pyod_flattened_colour_images_and_bad_input():
     from hvae_detect.integrations.pyod import HVAE
+
     x = np.random.default_rng(0).integers(0, 256, size=(40, 3 * 8 * 8), dtype=np.uint8)
     with pytest.raises(ValueError, match="image_shape"):
         HVAE(_estimator(epochs=1)).fit(x)  # 192 is not a square: the shape must be given
@@ -192,6 +204,7 @@ def test_pyod_flattened_colour_images_and_bad_input():
 
 def _loader(x, y, batch_size=50):
     from torch.utils.data import DataLoader, TensorDataset
+
     return DataLoader(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=batch_size)
 
 
@@ -208,13 +221,16 @@ def test_pytorch_ood_detector_through_ood_metrics_fashion_mnist_to_mnist():
     from pytorch_ood.metrics import OODMetrics
 
     from hvae_detect.integrations.pytorch_ood import HVAE
+
     fashion, mnist = np.load(SHARED_DATA / "fashion_mnist.npz"), np.load(SHARED_DATA / "mnist.npz")
     train = _loader(_as_tensor_images(fashion["x_train"][:2000]), fashion["y_train"][:2000])
     detector = HVAE(_estimator(epochs=3, batch_size=64, learning_rate=1e-3, statistic="llr"))
     assert detector.fit(train) is detector
     n = 500
-    test = _loader(torch.cat([_as_tensor_images(fashion["x_test"][:n]), _as_tensor_images(mnist["x_test"][:n])]),
-                   np.r_[fashion["y_test"][:n], -np.ones(n, np.int64)])
+    test = _loader(
+        torch.cat([_as_tensor_images(fashion["x_test"][:n]), _as_tensor_images(mnist["x_test"][:n])]),
+        np.r_[fashion["y_test"][:n], -np.ones(n, np.int64)],
+    )
     auroc = {}
     for statistic in ("llr", "elbo"):
         detector.set_hyperparameters(statistic=statistic)
@@ -231,6 +247,7 @@ def test_pytorch_ood_detector_through_ood_metrics_fashion_mnist_to_mnist():
 def ood_fitted():
     """A pytorch-ood HVAE fitted on bar images, from a loader that also holds noise labelled OOD (-1)."""
     from hvae_detect.integrations.pytorch_ood import HVAE
+
     x = _as_tensor_images(np.r_[_bars(120, seed=0), _noise(30, seed=1)])
     y = np.r_[np.zeros(120, np.int64), -np.ones(30, np.int64)]
     return HVAE(_estimator()).fit(_loader(x, y))
@@ -250,6 +267,7 @@ def test_pytorch_ood_requires_fit_and_checks_its_input():
     from pytorch_ood.api import RequiresFittingException
 
     from hvae_detect.integrations.pytorch_ood import HVAE
+
     detector = HVAE(_estimator())
     assert detector.requires_fit and detector.device is None
     with pytest.raises(RequiresFittingException):
@@ -281,13 +299,18 @@ def test_pytorch_ood_grid_search_and_device(ood_fitted):
     from pytorch_ood.utils import GridSearch
 
     from hvae_detect.integrations.pytorch_ood import HVAE
+
     assert ood_fitted.device == torch.device("cpu") and ood_fitted.to("cpu") is ood_fitted
     detector = HVAE(_estimator(epochs=1))
     x_fit = _as_tensor_images(_bars(64, seed=5))
     x_val = torch.cat([_as_tensor_images(_bars(30, seed=6)), _as_tensor_images(_noise(30, seed=7))])
     y_val = np.r_[np.zeros(30, np.int64), -np.ones(30, np.int64)]
-    search = GridSearch(detector, _loader(x_fit, np.zeros(64, np.int64)), _loader(x_val, y_val),
-                        hyperparameter_space={"statistic": ["llr", "elbo"]})
+    search = GridSearch(
+        detector,
+        _loader(x_fit, np.zeros(64, np.int64)),
+        _loader(x_val, y_val),
+        hyperparameter_space={"statistic": ["llr", "elbo"]},
+    )
     best = search.run()
     assert best in ({"statistic": "llr"}, {"statistic": "elbo"}) and len(search.results_) == 2
     assert detector.get_hyperparameters() == best and detector.predict(x_val).shape == (60,)
@@ -297,6 +320,7 @@ def test_pytorch_ood_grid_search_and_device(ood_fitted):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_pytorch_ood_scores_come_back_on_the_inputs_device():
     from hvae_detect.integrations.pytorch_ood import HVAE
+
     x = _as_tensor_images(np.r_[_bars(40, seed=0), _noise(8, seed=8)])
     detector = HVAE(_estimator(epochs=1)).fit(_loader(x[:40], np.zeros(40, np.int64)))
     on_cpu = detector.predict(x)

@@ -27,8 +27,10 @@ if not ON_GPU:
 triton = pytest.importorskip("triton")
 if not ON_GPU and _TRITON_ALREADY_IMPORTED and type(triton.language.sigmoid).__name__ != "InterpretedFunction":
     # triton.language's own @jit helpers were compiled natively and cannot run in the interpreter.
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run this file on its own "
-                "or export TRITON_INTERPRET=1", allow_module_level=True)
+    pytest.skip(
+        "triton was imported before TRITON_INTERPRET=1 was set; run this file on its own or export TRITON_INTERPRET=1",
+        allow_module_level=True,
+    )
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -54,6 +56,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy overf
 
 # ---------------------------------------------------------------- discretized logistic mixture
 
+
 def make_inputs(seed, n, c, m, h, w, regime, dtype=torch.float32):
     """x on the 256-level grid and params in the layout of kernels/layout.py, for one numerical regime.
 
@@ -75,7 +78,9 @@ def make_inputs(seed, n, c, m, h, w, regime, dtype=torch.float32):
     if regime == "clamp":
         pick = torch.randint(0, 3, log_scales.shape, generator=g)
         below = -7 - 5 * torch.rand(log_scales.shape, generator=g)
-        log_scales = torch.where(pick == 0, torch.full_like(log_scales, -7.0), torch.where(pick == 1, below, log_scales))
+        log_scales = torch.where(
+            pick == 0, torch.full_like(log_scales, -7.0), torch.where(pick == 1, below, log_scales)
+        )
         near = xs + 0.004 * torch.randn(means.shape, generator=g)
         means = torch.where(torch.rand(means.shape, generator=g) < 0.5, near, means)
     if regime == "tiny":
@@ -114,8 +119,10 @@ def reference_float64(x, params):
     xs = (x.double() * 2 - 1).unsqueeze(2)
     if x.shape[1] == 3:
         c = torch.tanh(coeffs)
-        means = torch.stack([means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0],
-                             means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]], dim=1)
+        means = torch.stack(
+            [means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0], means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]],
+            dim=1,
+        )
     log_probs = discretized_logistic_log_prob_per_component(xs, means, log_scales).sum(1)
     return torch.logsumexp(log_probs + torch.log_softmax(logits, dim=1), dim=1).flatten(1).sum(1)
 
@@ -176,7 +183,7 @@ def test_dlogmix_half_precision_params(seed, c, dtype, regime):
 def test_dlogmix_regimes_are_exercised(c):
     """The regimes really hit the edge bins, the -7 clamp and the tiny-bin branch."""
     x, params = make_inputs(0, 2, c, 10, 5, 5, "clamp")
-    assert ((x == 0).any() and (x == 1).any())
+    assert (x == 0).any() and (x == 1).any()
     _, _, log_scales, _ = split_dlogmix_params(params, c)
     assert (log_scales == -7).any() and (log_scales < -7).any()
     for regime in ("clamp", "tiny"):
@@ -198,8 +205,9 @@ def test_dlogmix_tiny_bin_value():
     xs = 2 * x.cpu().flatten() - 1
     mid = math.exp(3.0) * (xs.item() + 0.9)
     expected = mid + 3.0 - 2 * torch.nn.functional.softplus(torch.tensor(mid)).item() - math.log(127.5)
-    assert discretized_logistic_log_prob_per_component(xs, torch.tensor([-0.9]), torch.tensor([-3.0])).item() \
-        == pytest.approx(expected, abs=1e-4)
+    assert discretized_logistic_log_prob_per_component(
+        xs, torch.tensor([-0.9]), torch.tensor([-3.0])
+    ).item() == pytest.approx(expected, abs=1e-4)
     assert dlogmix.dlogmix_log_prob_triton(x, params).item() == pytest.approx(expected, abs=1e-4)
 
 
@@ -227,6 +235,7 @@ def test_dlogmix_no_grad_for_x_and_empty_batch():
 
 # ---------------------------------------------------------------- logmeanexp and streaming
 
+
 def log_weights(seed, s, n, p_neg_inf, all_inf_cols):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(s, n, generator=g) * 30 - 500
@@ -243,8 +252,13 @@ def assert_same_with_inf(got, ref):
 
 
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), s=st.integers(1, 70), n=st.integers(1, 300),
-       p_neg_inf=st.sampled_from([0.0, 0.5, 0.95]), all_inf_cols=st.integers(0, 2))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    s=st.integers(1, 70),
+    n=st.integers(1, 300),
+    p_neg_inf=st.sampled_from([0.0, 0.5, 0.95]),
+    all_inf_cols=st.integers(0, 2),
+)
 def test_logmeanexp_matches_torch(seed, s, n, p_neg_inf, all_inf_cols):
     w = log_weights(seed, s, n, p_neg_inf, min(all_inf_cols, n))
     assert_same_with_inf(lse.logmeanexp_triton(w), torch.logsumexp(w, dim=0) - math.log(s))
@@ -262,9 +276,12 @@ def test_logmeanexp_all_neg_inf_and_gradient():
 
 
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 200),
-       chunks=st.lists(st.integers(1, 40), min_size=1, max_size=5),
-       p_neg_inf=st.sampled_from([0.0, 0.5, 1.0]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 200),
+    chunks=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    p_neg_inf=st.sampled_from([0.0, 0.5, 1.0]),
+)
 def test_streaming_matches_one_shot(seed, n, chunks, p_neg_inf):
     s = sum(chunks)
     w = log_weights(seed, s, n, p_neg_inf, min(1, n))
@@ -297,6 +314,7 @@ def test_public_streaming_and_logmeanexp_use_kernels(monkeypatch):
 
 
 # ---------------------------------------------------------------- dispatch
+
 
 def test_dispatch_env_var(monkeypatch):
     cpu = torch.zeros(1)
@@ -351,6 +369,7 @@ def test_importing_the_package_does_not_import_triton():
 
 # ---------------------------------------------------------------- the one input check
 
+
 def _zeros(*shape, dtype=torch.float32, device=None):
     return torch.zeros(shape, dtype=dtype, device=device or DEVICE)
 
@@ -364,8 +383,15 @@ BAD_INPUTS = [  # (entry point, arguments, what the message must say)
     ("dlogmix", lambda: (_zeros(1, 1, 2, 2, dtype=torch.uint8), _zeros(1, 3, 2, 2)), "x must be float16"),
     ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 3, 2, 2, dtype=torch.int64)), "got torch.int64"),
     ("dlogmix", lambda: (_zeros(1, 1, 2, 2), _zeros(1, 3, 2, 2, device="meta")), "one device"),
-    ("dlogmix", lambda: (_zeros(1, 1, 2, 2).numpy(), _zeros(1, 3, 2, 2)) if DEVICE == "cpu"
-     else (_zeros(1, 1, 2, 2).tolist(), _zeros(1, 3, 2, 2)), "x must be a torch.Tensor"),
+    (
+        "dlogmix",
+        lambda: (
+            (_zeros(1, 1, 2, 2).numpy(), _zeros(1, 3, 2, 2))
+            if DEVICE == "cpu"
+            else (_zeros(1, 1, 2, 2).tolist(), _zeros(1, 3, 2, 2))
+        ),
+        "x must be a torch.Tensor",
+    ),
     ("logmeanexp", lambda: (_zeros(0, 3),), "zero samples"),
     ("logmeanexp", lambda: (_zeros(4, 3, dtype=torch.int32),), "log_w must be"),
     ("logmeanexp", lambda: (_zeros(4, 3), 2), "out of range"),
@@ -374,19 +400,28 @@ BAD_INPUTS = [  # (entry point, arguments, what the message must say)
     ("streaming", lambda: (_zeros(3), _zeros(3, dtype=torch.float64), _zeros(2, 3)), "one dtype"),
     ("streaming", lambda: (_zeros(3), _zeros(3), _zeros(2, 3, dtype=torch.bool)), "chunk must be"),
 ]
-ENTRY_POINTS = {"dlogmix": dispatch.dlogmix_log_prob, "logmeanexp": dispatch.logmeanexp,
-                "streaming": dispatch.streaming_update}
+ENTRY_POINTS = {
+    "dlogmix": dispatch.dlogmix_log_prob,
+    "logmeanexp": dispatch.logmeanexp,
+    "streaming": dispatch.streaming_update,
+}
 
 
-@pytest.mark.parametrize("entry, make, expected", BAD_INPUTS,
-                         ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "entry, make, expected", BAD_INPUTS, ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(BAD_INPUTS)]
+)
 def test_bad_inputs_get_one_error_whichever_path_runs(monkeypatch, entry, make, expected):
     """dispatch.py checks every input once, before choosing: the same one-line ValueError on either
     path, and neither the kernel nor the reference is reached."""
     reached = []
-    for module, name in ((dlogmix, "dlogmix_log_prob_triton"), (lse, "logmeanexp_triton"),
-                         (lse, "streaming_update_triton"), (dispatch, "dlogmix_log_prob_reference"),
-                         (dispatch, "logmeanexp_reference"), (dispatch, "streaming_update_reference")):
+    for module, name in (
+        (dlogmix, "dlogmix_log_prob_triton"),
+        (lse, "logmeanexp_triton"),
+        (lse, "streaming_update_triton"),
+        (dispatch, "dlogmix_log_prob_reference"),
+        (dispatch, "logmeanexp_reference"),
+        (dispatch, "streaming_update_reference"),
+    ):
         monkeypatch.setattr(module, name, lambda *a, _name=name, **k: reached.append(_name))
     messages = {}
     for mode in ("reference", "triton", "auto"):

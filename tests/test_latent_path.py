@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import TINY
 
 from hvae_detect.likelihoods import Bernoulli, DiscretizedLogisticMixture
 from hvae_detect.models.config import ModelConfig
@@ -39,8 +38,12 @@ def test_every_norm_is_a_function_of_the_image(family, likelihood):
     x = _images(model, 7, seed=1)
     batch = latent_path_outputs(model, x, max_rows=4)
     n = POSTERIORS[family]
-    assert set(batch) == {"recon error", "|sigma x|", *(f"|mu|{i}" for i in range(1, n + 1)),
-                          *(f"|sigma|{i}" for i in range(1, n + 1))}
+    assert set(batch) == {
+        "recon error",
+        "|sigma x|",
+        *(f"|mu|{i}" for i in range(1, n + 1)),
+        *(f"|sigma|{i}" for i in range(1, n + 1)),
+    }
     order = torch.randperm(7, generator=torch.Generator().manual_seed(2))
     permuted = latent_path_outputs(model, x[order], max_rows=4)
     alone = latent_path_outputs(model, x[5:6], max_rows=4)
@@ -96,13 +99,21 @@ def test_a_two_component_mixture_std_matches_sampling():
     w = torch.softmax(params[0, :2, 0, 0], 0)
     component = torch.multinomial(w, 400_000, replacement=True, generator=g)
     u = torch.rand(400_000, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9)
-    draws = params[0, 2:4, 0, 0].double()[component] + params[0, 4:6, 0, 0].double().exp()[component] * torch.log(u / (1 - u))
+    draws = params[0, 2:4, 0, 0].double()[component] + params[0, 4:6, 0, 0].double().exp()[component] * torch.log(
+        u / (1 - u)
+    )
     assert lik.std(params, 1).item() == pytest.approx(draws.std().item() / 2, rel=0.01)
 
 
 def test_the_path_rows_read_the_log_norms():
-    outputs = {"recon error": np.array([4.0, 9.0]), "|sigma x|": np.array([1.0, 2.0]), "|mu|2": np.array([3.0, 1.0]),
-               "|mu|1": np.array([2.0, 2.0]), "|sigma|1": np.array([0.5, 0.25]), "|sigma|2": np.array([1.0, 1.0])}
+    outputs = {
+        "recon error": np.array([4.0, 9.0]),
+        "|sigma x|": np.array([1.0, 2.0]),
+        "|mu|2": np.array([3.0, 1.0]),
+        "|mu|1": np.array([2.0, 2.0]),
+        "|sigma|1": np.array([0.5, 0.25]),
+        "|sigma|2": np.array([1.0, 1.0]),
+    }
     expected = np.log([[4, 1, 2, 3, 0.5, 1], [9, 2, 2, 1, 0.25, 1]])
     np.testing.assert_allclose(statistics.path_vector(outputs), expected)
     assert statistics.path_needed(statistics.outputs_needed(["Path"]))

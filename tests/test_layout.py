@@ -11,8 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import its own layer and the layers below it; a module's layer is
 # that of the longest prefix listed here.
 LAYERS = [
-    ["hvae_detect.kernels", "hvae_detect.devices", "hvae_detect.persistence.atomic", "hvae_detect.precision",
-     "hvae_detect.reporting", "hvae_detect.threads"],
+    [
+        "hvae_detect.kernels",
+        "hvae_detect.devices",
+        "hvae_detect.persistence.atomic",
+        "hvae_detect.precision",
+        "hvae_detect.reporting",
+        "hvae_detect.threads",
+    ],
     ["hvae_detect.data"],
     ["hvae_detect.likelihoods"],
     ["hvae_detect.models"],
@@ -41,8 +47,9 @@ MODULES = _modules()
 
 
 def _layer(module: str) -> int:
-    best = max((prefix for layer in LAYERS for prefix in layer
-                if module == prefix or module.startswith(prefix + ".")), key=len)
+    best = max(
+        (prefix for layer in LAYERS for prefix in layer if module == prefix or module.startswith(prefix + ".")), key=len
+    )
     return next(i for i, layer in enumerate(LAYERS) if best in layer)
 
 
@@ -57,7 +64,9 @@ def _imports(module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
             continue
@@ -88,7 +97,7 @@ def test_the_import_graph_has_no_circle():
             if m.startswith(d + "."):  # a module importing its own package's face is not a circle
                 continue
             if state.get(d) == "open":
-                raise AssertionError("circle: " + " -> ".join(path[path.index(d):] + [d]))
+                raise AssertionError("circle: " + " -> ".join(path[path.index(d) :] + [d]))
             if d not in state:
                 visit(d)
         path.pop()

@@ -11,10 +11,15 @@ from hypothesis import strategies as st
 
 from hvae_detect.data import randomness
 from hvae_detect.data.inputs import binarize
-from hvae_detect.likelihoods import (Bernoulli, DiscretizedLogisticMixture, bernoulli_log_prob,
-                                     discretized_logistic_mixture_log_prob,
-                                     discretized_logistic_mixture_log_prob_reference, make_likelihood,
-                                     resolve_likelihood)
+from hvae_detect.likelihoods import (
+    Bernoulli,
+    DiscretizedLogisticMixture,
+    bernoulli_log_prob,
+    discretized_logistic_mixture_log_prob,
+    discretized_logistic_mixture_log_prob_reference,
+    make_likelihood,
+    resolve_likelihood,
+)
 
 GRID = torch.arange(256, dtype=torch.float32) / 255
 
@@ -44,26 +49,34 @@ def test_three_channel_mixture_factorises_channel_by_channel():
     logits, rest = p[:, :1], p[:, 1:].view(4, 3, 3, 5, 5)
     means, log_scales, c = rest[:, :, 0], rest[:, :, 1], torch.tanh(rest[:, :, 2])
     xs = 2 * x - 1
-    shifted = torch.stack([means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0],
-                           means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]], 1)
+    shifted = torch.stack(
+        [means[:, 0], means[:, 1] + c[:, 0] * xs[:, 0], means[:, 2] + c[:, 1] * xs[:, 0] + c[:, 2] * xs[:, 1]], 1
+    )
     per_channel = sum(
         discretized_logistic_mixture_log_prob_reference(
-            x[:, ch:ch + 1], torch.cat([logits, shifted[:, ch:ch + 1], log_scales[:, ch:ch + 1]], 1))
-        for ch in range(3))
+            x[:, ch : ch + 1], torch.cat([logits, shifted[:, ch : ch + 1], log_scales[:, ch : ch + 1]], 1)
+        )
+        for ch in range(3)
+    )
     torch.testing.assert_close(discretized_logistic_mixture_log_prob_reference(x, p), per_channel)
 
 
 def test_edges_and_extreme_parameters_are_finite():
     x = torch.tensor([0.0, 1.0, 0.5, 0.0, 1.0]).view(5, 1, 1, 1)
-    extreme = torch.tensor([[1e4, -1e4, 1e3, -1e3, -50.0],  # logits
-                            [-1e3, 1e3, 0.0, 1.0, -1.0],  # means
-                            [-100.0, 50.0, -7.0, -20.0, 30.0]])  # log-scales, below the -7 clamp too
+    extreme = torch.tensor(
+        [
+            [1e4, -1e4, 1e3, -1e3, -50.0],  # logits
+            [-1e3, 1e3, 0.0, 1.0, -1.0],  # means
+            [-100.0, 50.0, -7.0, -20.0, 30.0],
+        ]
+    )  # log-scales, below the -7 clamp too
     params = extreme.T.reshape(5, 3, 1, 1)
     logp = discretized_logistic_mixture_log_prob_reference(x, params)
     assert torch.isfinite(logp).all()
     # A pixel at 0 with its mean far below -1 has all its mass in the edge bin.
-    edge = discretized_logistic_mixture_log_prob_reference(torch.zeros(1, 1, 1, 1),
-                                                           torch.tensor([0.0, -5.0, -3.0]).view(1, 3, 1, 1))
+    edge = discretized_logistic_mixture_log_prob_reference(
+        torch.zeros(1, 1, 1, 1), torch.tensor([0.0, -5.0, -3.0]).view(1, 3, 1, 1)
+    )
     assert edge.item() > -1e-3
 
 
@@ -73,8 +86,9 @@ def test_log_scales_are_clamped_at_minus_seven():
     p[:, 2] = -7.0
     q = p.clone()
     q[:, 2] = -30.0
-    torch.testing.assert_close(discretized_logistic_mixture_log_prob_reference(x, p),
-                               discretized_logistic_mixture_log_prob_reference(x, q))
+    torch.testing.assert_close(
+        discretized_logistic_mixture_log_prob_reference(x, p), discretized_logistic_mixture_log_prob_reference(x, q)
+    )
 
 
 def test_public_entry_point_validates_shapes():
@@ -96,14 +110,16 @@ def test_bernoulli_matches_binary_cross_entropy(n, h, seed):
     x = torch.bernoulli(torch.full((n, 1, h, h), 0.5), generator=g)
     expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
     torch.testing.assert_close(bernoulli_log_prob(x, logits), expected)
-    assert math.isclose(torch.exp(bernoulli_log_prob(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))).item(), 0.5,
-                        rel_tol=1e-6)
+    assert math.isclose(
+        torch.exp(bernoulli_log_prob(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))).item(), 0.5, rel_tol=1e-6
+    )
 
 
 @settings(max_examples=30, deadline=None)
 @given(channels=st.sampled_from([1, 3]), m=st.integers(1, 4), floor=st.floats(-7.0, -0.5), seed=st.integers(0, 10**6))
 def test_log_scale_floor_changes_only_the_log_scales(channels, m, floor, seed):
     from hvae_detect.kernels.layout import clamp_log_scales, split_dlogmix_params
+
     g = torch.Generator().manual_seed(seed)
     per = 3 if channels == 1 else 10
     params = torch.randn(2, per * m, 3, 3, generator=g) * 4
@@ -122,6 +138,7 @@ def test_a_log_scale_floor_caps_how_sharp_a_pixel_can_be():
     # One component centred on the pixel: its bin's mass is sigmoid(d / s) - sigmoid(-d / s) with
     # d = 1 / 255 (half a bin in [-1, 1]) and s the scale at the floor, whatever log-scale asks for less.
     from hvae_detect.kernels.layout import clamp_log_scales
+
     x = torch.full((1, 1, 1, 1), 128 / 255)
     params = torch.tensor([0.0, 2 * 128 / 255 - 1, -30.0]).view(1, 3, 1, 1)
     floor = -4.0
@@ -171,15 +188,22 @@ def test_the_mixture_reads_images_as_they_are_and_floors_its_log_scales():
     x = torch.randint(0, 256, (3, 3, 4, 4)).float() / 255
     mixture = DiscretizedLogisticMixture(n_mix=2, log_scale_min=-2.0)
     assert not mixture.draws_input and Bernoulli().draws_input
-    for draw in (mixture.training_draw(x, torch.Generator()), mixture.keyed_draw(x, torch.rand(x.shape)),
-                 mixture.evaluation_draw(x, 0)):
+    for draw in (
+        mixture.training_draw(x, torch.Generator()),
+        mixture.keyed_draw(x, torch.rand(x.shape)),
+        mixture.evaluation_draw(x, 0),
+    ):
         assert draw is x
     assert mixture.param_channels(3) == 20 and mixture.param_channels(1) == 6 and Bernoulli().param_channels(3) == 3
     from hvae_detect.kernels.layout import clamp_log_scales
+
     params = torch.randn(3, 20, 4, 4) * 4
-    torch.testing.assert_close(mixture.log_prob(x, params),
-                               discretized_logistic_mixture_log_prob(x, clamp_log_scales(params, 3, -2.0)))
-    assert torch.equal(DiscretizedLogisticMixture(2).log_prob(x, params), discretized_logistic_mixture_log_prob(x, params))
+    torch.testing.assert_close(
+        mixture.log_prob(x, params), discretized_logistic_mixture_log_prob(x, clamp_log_scales(params, 3, -2.0))
+    )
+    assert torch.equal(
+        DiscretizedLogisticMixture(2).log_prob(x, params), discretized_logistic_mixture_log_prob(x, params)
+    )
     mean = mixture.mean(params, 3)
     assert mean.shape == x.shape and mean.min() >= 0 and mean.max() <= 1
     for bad in ({"n_mix": 0}, {"n_mix": 2.5}, {"log_scale_min": -9.0}):
@@ -194,7 +218,10 @@ def test_make_and_resolve_likelihoods():
     with pytest.raises(ValueError, match="likelihood must be one of"):
         make_likelihood("gaussian")
     # "auto": the data set's variant decides when it is known, else the images' channels.
-    assert resolve_likelihood("auto", n_channels=1) == "bernoulli" and resolve_likelihood("auto", n_channels=3) == "dlogmix"
+    assert (
+        resolve_likelihood("auto", n_channels=1) == "bernoulli"
+        and resolve_likelihood("auto", n_channels=3) == "dlogmix"
+    )
     assert resolve_likelihood("auto", variant="Binarized") == "bernoulli"
     assert resolve_likelihood("auto", n_channels=1, variant="Quantized") == "dlogmix"
     assert resolve_likelihood("dlogmix", n_channels=1) == "dlogmix"

@@ -58,15 +58,21 @@ def _seed_cifar_deterministic():
 
 
 def test_presets_are_the_seed_configurations_verbatim():
-    assert PRESETS["paper-mnist"] == {"config_deterministic": json.loads(SEED_MNIST_DETERMINISTIC),
-                                      "config_stochastic": json.loads(SEED_MNIST_STOCHASTIC)}
-    assert PRESETS["paper-cifar"] == {"config_deterministic": _seed_cifar_deterministic(),
-                                      "config_stochastic": json.loads(SEED_CIFAR_STOCHASTIC)}
+    assert PRESETS["paper-mnist"] == {
+        "config_deterministic": json.loads(SEED_MNIST_DETERMINISTIC),
+        "config_stochastic": json.loads(SEED_MNIST_STOCHASTIC),
+    }
+    assert PRESETS["paper-cifar"] == {
+        "config_deterministic": _seed_cifar_deterministic(),
+        "config_stochastic": json.loads(SEED_CIFAR_STOCHASTIC),
+    }
 
 
 def test_seed_mnist_configuration_builds_the_right_shapes():
-    arch = {"config_deterministic": json.loads(SEED_MNIST_DETERMINISTIC),
-            "config_stochastic": json.loads(SEED_MNIST_STOCHASTIC)}
+    arch = {
+        "config_deterministic": json.loads(SEED_MNIST_DETERMINISTIC),
+        "config_stochastic": json.loads(SEED_MNIST_STOCHASTIC),
+    }
     model = VAE(ModelConfig((1, 28, 28), arch, "bernoulli"))
     assert model.latent_shapes == [(8, 14, 14), (16,), (8,)]
     x = torch.bernoulli(torch.full((2, 1, 28, 28), 0.3))
@@ -77,8 +83,7 @@ def test_seed_mnist_configuration_builds_the_right_shapes():
 
 
 def test_seed_cifar_configuration_builds_the_right_shapes():
-    arch = {"config_deterministic": _seed_cifar_deterministic(),
-            "config_stochastic": json.loads(SEED_CIFAR_STOCHASTIC)}
+    arch = {"config_deterministic": _seed_cifar_deterministic(), "config_stochastic": json.loads(SEED_CIFAR_STOCHASTIC)}
     model = VAE(ModelConfig((3, 32, 32), arch, "dlogmix", n_mix=10))
     assert model.latent_shapes == [(128, 16, 16), (64, 8, 8), (32,)]
     x = torch.randint(0, 256, (1, 3, 32, 32)).float() / 255
@@ -88,18 +93,37 @@ def test_seed_cifar_configuration_builds_the_right_shapes():
     assert torch.isfinite(terms.log_px).all()
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"config_deterministic": [[]], "config_stochastic": []}, "non-empty"),
-    ({"config_deterministic": [[], []], "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}]},
-     "one deterministic stack per stochastic layer"),
-    ({"config_deterministic": [[{"block": "Conv"}]],
-      "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}]}, "block must be"),
-    ({"config_deterministic": [[{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 3}]],
-      "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}]}, "stride"),
-    ({"config_deterministic": [[]], "config_stochastic": [{"block": "GaussianDense", "latent_features": 0}]},
-     "positive integer"),
-    ("no-such-preset", "preset|architecture must be"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"config_deterministic": [[]], "config_stochastic": []}, "non-empty"),
+        (
+            {"config_deterministic": [[], []], "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}]},
+            "one deterministic stack per stochastic layer",
+        ),
+        (
+            {
+                "config_deterministic": [[{"block": "Conv"}]],
+                "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}],
+            },
+            "block must be",
+        ),
+        (
+            {
+                "config_deterministic": [
+                    [{"block": "ResBlockConv2d", "out_channels": 4, "kernel_size": 3, "stride": 3}]
+                ],
+                "config_stochastic": [{"block": "GaussianDense", "latent_features": 2}],
+            },
+            "stride",
+        ),
+        (
+            {"config_deterministic": [[]], "config_stochastic": [{"block": "GaussianDense", "latent_features": 0}]},
+            "positive integer",
+        ),
+        ("no-such-preset", "preset|architecture must be"),
+    ],
+)
 def test_bad_architectures_are_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         resolve_architecture(bad)
@@ -184,15 +208,32 @@ def test_training_improves_the_elbo_and_stops_on_nan():
 
 # ---- the model options -------------------------------------------------------------------
 
-OPTIONS = ("architecture", "likelihood", "n_mix", "activation", "likelihood_head", "skip_stochastic", "q_dropout",
-           "p_dropout", "log_scale_min")
+OPTIONS = (
+    "architecture",
+    "likelihood",
+    "n_mix",
+    "activation",
+    "likelihood_head",
+    "skip_stochastic",
+    "q_dropout",
+    "p_dropout",
+    "log_scale_min",
+)
 
 
 def test_model_config_defaults_are_the_earlier_model_and_older_folders_get_them():
     config = ModelConfig((1, 12, 12))
-    assert (config.architecture, config.likelihood, config.n_mix, config.activation, config.likelihood_head,
-            config.skip_stochastic, config.q_dropout, config.p_dropout, config.log_scale_min) == (
-        PRESETS["small"], "bernoulli", 10, "SiLU", "conv3x3", True, 0.0, 0.0, -7.0)
+    assert (
+        config.architecture,
+        config.likelihood,
+        config.n_mix,
+        config.activation,
+        config.likelihood_head,
+        config.skip_stochastic,
+        config.q_dropout,
+        config.p_dropout,
+        config.log_scale_min,
+    ) == (PRESETS["small"], "bernoulli", 10, "SiLU", "conv3x3", True, 0.0, 0.0, -7.0)
     # config.json of a folder saved before the options existed holds the first four keys only;
     # a run.json holds the run's other settings beside them.
     old = {"input_shape": [1, 12, 12], "architecture": TINY, "likelihood": "bernoulli", "n_mix": 2}
@@ -202,10 +243,17 @@ def test_model_config_defaults_are_the_earlier_model_and_older_folders_get_them(
 
 
 @settings(max_examples=40, deadline=None)
-@given(likelihood=st.sampled_from(["bernoulli", "dlogmix"]), n_mix=st.integers(1, 12),
-       activation=st.sampled_from(sorted(ACTIVATIONS)), head=st.sampled_from(["paper", "conv3x3"]),
-       skip=st.booleans(), q=st.floats(0, 0.99), p=st.floats(0, 0.99), floor=st.floats(-7, -0.01),
-       family=st.sampled_from(["VAE", "LVAE", "BIVA"]))
+@given(
+    likelihood=st.sampled_from(["bernoulli", "dlogmix"]),
+    n_mix=st.integers(1, 12),
+    activation=st.sampled_from(sorted(ACTIVATIONS)),
+    head=st.sampled_from(["paper", "conv3x3"]),
+    skip=st.booleans(),
+    q=st.floats(0, 0.99),
+    p=st.floats(0, 0.99),
+    floor=st.floats(-7, -0.01),
+    family=st.sampled_from(["VAE", "LVAE", "BIVA"]),
+)
 def test_model_config_json_round_trip(likelihood, n_mix, activation, head, skip, q, p, floor, family):
     config = ModelConfig((3, 8, 8), {"model": family, **TINY}, likelihood, n_mix, activation, head, skip, q, p, floor)
     saved = json.loads(json.dumps(config.to_json()))
@@ -213,12 +261,26 @@ def test_model_config_json_round_trip(likelihood, n_mix, activation, head, skip,
     assert ModelConfig.from_json(saved) == config and config.family == family
 
 
-@pytest.mark.parametrize("option, bad", [
-    ("input_shape", (12, 12)), ("input_shape", (1, 0, 12)), ("likelihood", "auto"), ("likelihood", "gaussian"),
-    ("n_mix", 0), ("n_mix", True), ("activation", "Mish"), ("likelihood_head", "conv1x1"),
-    ("skip_stochastic", 1), ("q_dropout", 1.0), ("p_dropout", -0.1), ("q_dropout", float("nan")),
-    ("log_scale_min", -8.0), ("log_scale_min", 0.0), ("log_scale_min", "-4"),
-])
+@pytest.mark.parametrize(
+    "option, bad",
+    [
+        ("input_shape", (12, 12)),
+        ("input_shape", (1, 0, 12)),
+        ("likelihood", "auto"),
+        ("likelihood", "gaussian"),
+        ("n_mix", 0),
+        ("n_mix", True),
+        ("activation", "Mish"),
+        ("likelihood_head", "conv1x1"),
+        ("skip_stochastic", 1),
+        ("q_dropout", 1.0),
+        ("p_dropout", -0.1),
+        ("q_dropout", float("nan")),
+        ("log_scale_min", -8.0),
+        ("log_scale_min", 0.0),
+        ("log_scale_min", "-4"),
+    ],
+)
 def test_a_bad_model_option_is_named(option, bad):
     with pytest.raises(ValueError, match=f"^{option} "):
         ModelConfig(**{"input_shape": (1, 12, 12), "architecture": TINY, option: bad})
@@ -236,6 +298,7 @@ def test_a_config_is_frozen_and_holds_its_architecture_resolved():
 
 
 # ---- sample tiling --------------------------------------------------------------------------
+
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 4), samples=st.integers(1, 4), seed=st.integers(0, 2**16))
@@ -279,6 +342,10 @@ def test_channels_last_training_steps_on_an_odd_batch_leave_the_heap_intact():
     import sys
     from pathlib import Path
 
-    run = subprocess.run([sys.executable, "-c", CHANNELS_LAST_STEPS, str(Path(__file__).parent)], capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", CHANNELS_LAST_STEPS, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0 and "done" in run.stdout, run.stderr[-2000:]

@@ -22,8 +22,9 @@ def _images(n, seed=0):
 
 @pytest.fixture(scope="module")
 def fitted():
-    det = HVAEOutlierDetector(architecture=TINY, epochs=1, batch_size=8, random_state=0, device="cpu",
-                              iw_samples=2).fit(_images(24))
+    det = HVAEOutlierDetector(
+        architecture=TINY, epochs=1, batch_size=8, random_state=0, device="cpu", iw_samples=2
+    ).fit(_images(24))
     return det, _images(10, seed=1)
 
 
@@ -65,8 +66,11 @@ def test_a_save_from_before_scoring_precision_loads_as_float32(fitted, tmp_path,
     old.__dict__.update({k: v for k, v in det.__dict__.items() if k.endswith("_")})
     old.threshold_params_ = {k: v for k, v in det.threshold_params_.items() if k != "scoring_precision"}
     params = HVAEOutlierDetector.get_params
-    monkeypatch.setattr(HVAEOutlierDetector, "get_params",
-                        lambda self, deep=True: {k: v for k, v in params(self, deep).items() if k != "scoring_precision"})
+    monkeypatch.setattr(
+        HVAEOutlierDetector,
+        "get_params",
+        lambda self, deep=True: {k: v for k, v in params(self, deep).items() if k != "scoring_precision"},
+    )
     old.save(tmp_path / "old")
     monkeypatch.undo()
     loaded = HVAEOutlierDetector.load(tmp_path / "old")
@@ -91,10 +95,10 @@ def test_compiled_training_takes_the_eager_steps(likelihood):
     out = {}
     for compiled in (False, True):
         model = tiny_model(likelihood)
-        history = train_epochs(model, images_for(model, 16), TrainingConfig(epochs=2, batch_size=8, compile=compiled),
-                               generator=gen())
+        history = train_epochs(
+            model, images_for(model, 16), TrainingConfig(epochs=2, batch_size=8, compile=compiled), generator=gen()
+        )
         out[compiled] = ([h["elbo"] for h in history], torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert graphs() > before  # the compiled pass did run
     np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-4)
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-3, atol=1e-4)
-

@@ -6,9 +6,11 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from safetensors.numpy import load as load_safetensors, save as save_safetensors
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from hvae_detect.scoring.reference import COPOD, ECOD, MODELS, Gaussian, Typicality, from_state
 
@@ -69,8 +71,9 @@ def test_empirical_tails_by_hand():
     symmetric = 2 * math.log(5 / 3)
     np.testing.assert_allclose(ECOD().fit(V).score(x), [-(math.log(5 / 2) + symmetric), -(math.log(5) + symmetric)])
     # COPOD: max(skew tail, mean of the two tails) per column
-    np.testing.assert_allclose(COPOD().fit(V).score(x),
-                               [-(math.log(5 / 2) + symmetric), -(math.log(5) / 2 + symmetric)])
+    np.testing.assert_allclose(
+        COPOD().fit(V).score(x), [-(math.log(5 / 2) + symmetric), -(math.log(5) / 2 + symmetric)]
+    )
 
 
 @pytest.mark.parametrize("kind", ["ecod", "copod"])
@@ -103,15 +106,18 @@ def test_typical_rows_score_higher_than_far_ones(kind):
 def test_a_row_gets_the_same_score_alone_in_a_batch_and_permuted(kind, n, order):
     model, W = _fitted(kind), _rows(kind, n)
     batch = model.score(W)
-    np.testing.assert_array_equal(batch, np.concatenate([model.score(W[i:i + 1]) for i in range(n)]))
+    np.testing.assert_array_equal(batch, np.concatenate([model.score(W[i : i + 1]) for i in range(n)]))
     permutation = list(range(n))
     order.shuffle(permutation)
     np.testing.assert_array_equal(model.score(W[permutation]), batch[permutation])
 
 
 @settings(max_examples=25, deadline=None)
-@given(V=arrays(np.float64, st.tuples(st.integers(3, 30), st.integers(1, 4)),
-                elements=st.floats(-1e3, 1e3, allow_nan=False)))
+@given(
+    V=arrays(
+        np.float64, st.tuples(st.integers(3, 30), st.integers(1, 4)), elements=st.floats(-1e3, 1e3, allow_nan=False)
+    )
+)
 def test_scores_are_finite_for_any_finite_fitting_set(V):
     for kind, cls in MODELS.items():
         columns = V[:, :1] if kind == "typicality" else V

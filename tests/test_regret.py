@@ -17,8 +17,12 @@ from hvae_detect.scoring.regret import INFERENCE_MODULES, inference_parameters, 
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
-FAMILIES = {"VAE": TINY, "LVAE": {"model": "LVAE", **TINY}, "BIVA": {"model": "BIVA", **TINY},
-            "BIVA-cond": {"model": "BIVA", "conditional_bu": True, **TINY}}
+FAMILIES = {
+    "VAE": TINY,
+    "LVAE": {"model": "LVAE", **TINY},
+    "BIVA": {"model": "BIVA", **TINY},
+    "BIVA-cond": {"model": "BIVA", "conditional_bu": True, **TINY},
+}
 # Top-level modules of the generative side of each family: what the regret must leave fixed.
 GENERATIVE = {"p_proj", "p_det", "p_z", "p_td_z", "p_bu_z", "bu_cond_proj", "bu_cond", "head"}
 FAST = {"steps": 3, "learning_rate": 1e-2}  # large steps: few of them change the bound visibly
@@ -39,8 +43,10 @@ def test_the_encoder_is_the_inference_side_and_nothing_else(name):
     assert tops - {n.split(".", 1)[0] for n in encoder} <= GENERATIVE  # a new module must be classified
 
 
-@pytest.mark.parametrize("name,likelihood", [("VAE", "bernoulli"), ("VAE", "dlogmix"), ("LVAE", "bernoulli"),
-                                             ("BIVA", "bernoulli"), ("BIVA-cond", "dlogmix")])
+@pytest.mark.parametrize(
+    "name,likelihood",
+    [("VAE", "bernoulli"), ("VAE", "dlogmix"), ("LVAE", "bernoulli"), ("BIVA", "bernoulli"), ("BIVA-cond", "dlogmix")],
+)
 def test_a_function_of_the_image_alone(name, likelihood):
     model = _model(name, likelihood)
     x = images_for(model, 4)
@@ -97,8 +103,8 @@ def _patterns(n, seed):
     x = torch.zeros(n, 1, 12, 12)
     rows, cols = torch.randint(0, 10, (n,), generator=g), torch.randint(0, 10, (n,), generator=g)
     for i in range(n):
-        x[i, 0, rows[i]:rows[i] + 3, :] = 1
-        x[i, 0, :, cols[i]:cols[i] + 2] = 1
+        x[i, 0, rows[i] : rows[i] + 3, :] = 1
+        x[i, 0, :, cols[i] : cols[i] + 2] = 1
     return torch.where(torch.rand(x.shape, generator=g) < 0.03, 1 - x, x)
 
 
@@ -113,16 +119,19 @@ def test_a_trained_models_regret_is_positive_on_average():
     assert values.mean() > 0, values
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"steps": -1}, r"steps .* integer >= 0, got -1"),
-    ({"steps": 2.5}, r"steps .* integer >= 0, got 2.5"),
-    ({"steps": True}, r"steps .* integer >= 0, got True"),
-    ({"learning_rate": 0}, r"learning_rate .* > 0, got 0"),
-    ({"learning_rate": -1e-3}, r"learning_rate .* > 0, got -0.001"),
-    ({"learning_rate": math.nan}, r"learning_rate .* > 0, got nan"),
-    ({"iw_samples": 0}, r"iw_samples .* >= 1, got 0"),
-    ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"steps": -1}, r"steps .* integer >= 0, got -1"),
+        ({"steps": 2.5}, r"steps .* integer >= 0, got 2.5"),
+        ({"steps": True}, r"steps .* integer >= 0, got True"),
+        ({"learning_rate": 0}, r"learning_rate .* > 0, got 0"),
+        ({"learning_rate": -1e-3}, r"learning_rate .* > 0, got -0.001"),
+        ({"learning_rate": math.nan}, r"learning_rate .* > 0, got nan"),
+        ({"iw_samples": 0}, r"iw_samples .* >= 1, got 0"),
+        ({"seed": 1.5}, r"seed must be an integer, got 1.5"),
+    ],
+)
 def test_bad_arguments_say_what_was_expected(kwargs, match):
     model = _model("VAE")
     with pytest.raises(ValueError, match=match):

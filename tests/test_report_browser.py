@@ -8,9 +8,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 from PIL import Image
 
-from conftest import load_benchmark
 from hvae_detect.reporting.html_report import Thumbnail, render_report
 
 shots = load_benchmark("report_screenshot")
@@ -27,8 +27,17 @@ def _png(seed):
 def test_the_report_renders_its_thumbnails_in_a_headless_browser(tmp_path):
     thumbs = [Thumbnail(f"img{i}.png", float(-i), i > 2, _png(i)) for i in range(6)]
     page = tmp_path / "report.html"
-    page.write_text(render_report(title="t", summary=["s"], scores=np.random.default_rng(0).normal(size=100),
-                                  threshold=-1.5, outliers=thumbs[3:], normals=thumbs[:3], errors=[]))
+    page.write_text(
+        render_report(
+            title="t",
+            summary=["s"],
+            scores=np.random.default_rng(0).normal(size=100),
+            threshold=-1.5,
+            outliers=thumbs[3:],
+            normals=thumbs[:3],
+            errors=[],
+        )
+    )
     assert shots.rendered_images(BROWSER, page) == 6
     shots.screenshot(BROWSER, page, tmp_path / "shot.png", width=400)
     assert Image.open(tmp_path / "shot.png").width == 400

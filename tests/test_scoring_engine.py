@@ -39,8 +39,13 @@ def test_engine_equals_naive_for_the_same_random_numbers(likelihood, max_rows):
 
 
 @settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 6), s=st.integers(1, 9), s_lk=st.integers(1, 4), max_rows=st.integers(1, 40),
-       ks=st.sets(st.integers(0, 2)))
+@given(
+    n=st.integers(1, 6),
+    s=st.integers(1, 9),
+    s_lk=st.integers(1, 4),
+    max_rows=st.integers(1, 40),
+    ks=st.sets(st.integers(0, 2)),
+)
 def test_engine_equals_naive_property(n, s, s_lk, max_rows, ks):
     model = _model()
     x = _images(model, n)
@@ -78,8 +83,10 @@ def test_peak_memory_does_not_grow_with_samples():
         open("/proc/self/clear_refs", "w").close()
     except OSError:
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
-    arch = {"config_deterministic": [[_conv(32, 3, 1)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
-            "config_stochastic": TINY["config_stochastic"]}
+    arch = {
+        "config_deterministic": [[_conv(32, 3, 1)], [_conv(32, 3, 2)], [_conv(32, 3, 1)]],
+        "config_stochastic": TINY["config_stochastic"],
+    }
     model = _model(arch=arch)
     x = _images(model, 200)  # 200 rows x 32 x 12 x 12 floats = 3.7 MB per feature map
     one, _ = peak_memory_mib(model, x, 1, max_rows=200)
@@ -167,6 +174,7 @@ def test_mixed_precision_keeps_the_bound_in_float32_and_close():
 
 def test_precision_choices(monkeypatch):
     from hvae_detect import precision
+
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
     assert resolve_precision("auto", "cpu") == "float32"
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)

@@ -14,18 +14,18 @@ from hvae_detect.models.vae import VAE
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 from hvae_detect.training.loop import elbo_loss, free_nats_kl, train_epochs, training_loss
 
-
 # ---- 1. free nats ---------------------------------------------------------------------
+
 
 def test_free_nats_per_element_hand_computed():
     # The spec's example: KL of shape (N=1, C=2, H=1, W=2), free nats 2 -> each element floored at 2 / C = 1.
     kl = torch.tensor([[[[0.5, 3.0]], [[-0.2, 1.5]]]])
     assert kl.shape == (1, 2, 1, 2)
     floored = free_nats_kl([kl], 2.0)
-    assert floored.tolist() == [6.5]                      # [[1, 3], [1, 1.5]]
+    assert floored.tolist() == [6.5]  # [[1, 3], [1, 1.5]]
     assert free_nats_kl([kl], 0.0).item() == pytest.approx(4.8)  # 0 free nats: the KL unchanged
     loss = elbo_loss(torch.tensor([-100.0]), floored, 0.5)
-    assert loss.tolist() == [103.25]                      # 100 + 0.5 * 6.5
+    assert loss.tolist() == [103.25]  # 100 + 0.5 * 6.5
     # A zero conv KL (1, 2, 2, 2) gets fn * H * W; a dense one (1, 4) gets fn / 4 per element.
     assert free_nats_kl([torch.zeros(1, 2, 2, 2)], 2.0).item() == 8.0
     dense = torch.tensor([[0.1, 0.2, 0.9, -0.3]])
@@ -68,24 +68,27 @@ def test_importance_weighted_training_loss():
     x = images_for(model, 3)
     with torch.no_grad():
         mean_loss, bound, kl = training_loss(model, x, 1.0, 0.0, torch.Generator().manual_seed(1), "element", 4)
-        iw_loss, iw_bound, _ = training_loss(model, x, 1.0, 0.0, torch.Generator().manual_seed(1), "element", 4,
-                                             True)
+        iw_loss, iw_bound, _ = training_loss(model, x, 1.0, 0.0, torch.Generator().manual_seed(1), "element", 4, True)
     assert bound.shape == (3,) and kl.shape == (3,)
-    assert iw_loss <= mean_loss + 1e-4           # Jensen: the IW bound is the tighter one
+    assert iw_loss <= mean_loss + 1e-4  # Jensen: the IW bound is the tighter one
     assert (iw_bound >= bound - 1e-4).all()
 
 
 # ---- 2. activation ------------------------------------------------------------------------
 
+
 def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
-    from hvae_detect.persistence import checkpoints
     from hvae_detect.models.layers import ACTIVATIONS
+    from hvae_detect.persistence import checkpoints
+
     torch.manual_seed(0)
     relu = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli", activation="ReLU"))
     torch.manual_seed(0)
     silu = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli"))
     acts = {m.act for m in relu.modules() if hasattr(m, "act")}
-    assert acts == {ACTIVATIONS["ReLU"]} and {m.act for m in silu.modules() if hasattr(m, "act")} == {ACTIVATIONS["SiLU"]}
+    assert acts == {ACTIVATIONS["ReLU"]} and {m.act for m in silu.modules() if hasattr(m, "act")} == {
+        ACTIVATIONS["SiLU"]
+    }
     x = images_for(relu, 3)
     with torch.no_grad():
         a = relu.eval()(x, 0, generator=torch.Generator().manual_seed(0)).bound
@@ -103,9 +106,13 @@ def test_activation_option_reaches_every_layer_and_is_saved(tmp_path):
 def test_model_configs_without_the_new_keys_build_silu_conv3x3():
     # What config.json of a folder written before these keys existed holds.
     from hvae_detect.persistence import checkpoints
+
     model = tiny_model()
-    old = {k: v for k, v in checkpoints.model_config(model).items()
-           if k not in ("activation", "likelihood_head", "skip_stochastic", "q_dropout", "p_dropout", "log_scale_min")}
+    old = {
+        k: v
+        for k, v in checkpoints.model_config(model).items()
+        if k not in ("activation", "likelihood_head", "skip_stochastic", "q_dropout", "p_dropout", "log_scale_min")
+    }
     assert set(old) == {"input_shape", "architecture", "likelihood", "n_mix"}
     loaded = checkpoints.build_model({"model": old})
     assert (loaded.activation, loaded.likelihood_head, loaded.skip_stochastic) == ("SiLU", "conv3x3", True)
@@ -114,6 +121,7 @@ def test_model_configs_without_the_new_keys_build_silu_conv3x3():
 
 # ---- 3. data-dependent initialisation -------------------------------------------------------
 
+
 @pytest.mark.parametrize("likelihood, head", [("bernoulli", "paper"), ("dlogmix", "paper"), ("bernoulli", "conv3x3")])
 def test_data_dependent_init_normalises_the_first_batch(likelihood, head):
     torch.manual_seed(0)
@@ -121,8 +129,12 @@ def test_data_dependent_init_normalises_the_first_batch(likelihood, head):
     model = VAE(ModelConfig(shape, TINY, likelihood, n_mix=2, activation="ReLU", likelihood_head=head)).train()
     x = images_for(model, 32)
     layers = weight_normed_layers(model)
-    kinds = {kind for m in layers for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
-             if type(m).__mro__[1] is kind}
+    kinds = {
+        kind
+        for m in layers
+        for kind in (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+        if type(m).__mro__[1] is kind
+    }
     assert len(kinds) == 3  # convolutions, transposed convolutions and linear layers
     assert (model.head in layers) == (head == "paper")
     init_from_data(model, x, torch.Generator().manual_seed(4))
@@ -153,6 +165,7 @@ def test_training_runs_the_data_init_on_the_first_batch_only():
 
 # ---- 4. likelihood head ----------------------------------------------------------------------
 
+
 def test_paper_likelihood_head_kernels():
     bern = VAE(ModelConfig((1, 12, 12), TINY, "bernoulli", likelihood_head="paper"))
     mix = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2, likelihood_head="paper"))
@@ -168,16 +181,37 @@ def test_paper_likelihood_head_kernels():
 # ---- 5. every flag of the paper's scripts/dvae_run.py -------------------------------------------
 
 SEED_DVAE_RUN_FLAGS = {  # flag -> a value (None: given bare); the paper's meaning in hvae-detect train --help
-    "--model": "VAE", "--epochs": "3", "--learning_rate": "3e-4", "--train_samples": "2", "--test_samples": "4",
-    "--train_importance_weighted": "true", "--test_importance_weighted": None, "--warmup_epochs": "2",
-    "--free_nats_epochs": "2", "--free_nats": "2", "--n_eval_samples": "32", "--seed": "1", "--test_every": "1",
-    "--save_dir": "SAVE", "--use_wandb": "False", "--name": "run", "--batch_size": "8", "--test_batch_size": "250",
-    "--data_workers": "2", "--train_datasets": '{"FashionMNISTBinarized": {"split": "train"}}',
+    "--model": "VAE",
+    "--epochs": "3",
+    "--learning_rate": "3e-4",
+    "--train_samples": "2",
+    "--test_samples": "4",
+    "--train_importance_weighted": "true",
+    "--test_importance_weighted": None,
+    "--warmup_epochs": "2",
+    "--free_nats_epochs": "2",
+    "--free_nats": "2",
+    "--n_eval_samples": "32",
+    "--seed": "1",
+    "--test_every": "1",
+    "--save_dir": "SAVE",
+    "--use_wandb": "False",
+    "--name": "run",
+    "--batch_size": "8",
+    "--test_batch_size": "250",
+    "--data_workers": "2",
+    "--train_datasets": '{"FashionMNISTBinarized": {"split": "train"}}',
     "--val_datasets": '{"FashionMNISTBinarized": {"dynamic": false, "split": "validation"}}',
     "--test_datasets": '{"MNISTBinarized": {"dynamic": false, "split": "validation"}}',
-    "--input_shape": "[1, 28, 28]", "--likelihood_module": "BernoulliLikelihoodConv2d",
-    "--config_deterministic": "ARCH_DET", "--config_stochastic": "ARCH_STO", "--q_dropout": "0.1",
-    "--p_dropout": "0.2", "--activation": "ReLU", "--skip_stochastic": "false", "--root": "ROOT",
+    "--input_shape": "[1, 28, 28]",
+    "--likelihood_module": "BernoulliLikelihoodConv2d",
+    "--config_deterministic": "ARCH_DET",
+    "--config_stochastic": "ARCH_STO",
+    "--q_dropout": "0.1",
+    "--p_dropout": "0.2",
+    "--activation": "ReLU",
+    "--skip_stochastic": "false",
+    "--root": "ROOT",
     "--dynamic": "true",
 }
 
@@ -187,9 +221,13 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
     from hvae_detect.commands import train
 
     (tmp_path / "det.json").write_text(json.dumps(TINY["config_deterministic"]))  # a path for one of them
-    values = {**SEED_DVAE_RUN_FLAGS, "--save_dir": str(tmp_path / "runs"), "--root": str(tmp_path),
-              "--config_deterministic": str(tmp_path / "det.json"),
-              "--config_stochastic": json.dumps(TINY["config_stochastic"])}
+    values = {
+        **SEED_DVAE_RUN_FLAGS,
+        "--save_dir": str(tmp_path / "runs"),
+        "--root": str(tmp_path),
+        "--config_deterministic": str(tmp_path / "det.json"),
+        "--config_stochastic": json.dumps(TINY["config_stochastic"]),
+    }
     argv = ["train"]
     for flag, value in values.items():
         argv += [flag] if value is None else [flag, value]
@@ -198,8 +236,12 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
     assert cli.main(argv) == 0
     cfg = seen["cfg"]
     assert cfg["architecture"]["config_deterministic"] == json.loads(json.dumps(TINY["config_deterministic"]))
-    assert (cfg["train_samples"], cfg["train_importance_weighted"], cfg["test_samples"],
-            cfg["test_importance_weighted"]) == (2, True, 4, True)
+    assert (
+        cfg["train_samples"],
+        cfg["train_importance_weighted"],
+        cfg["test_samples"],
+        cfg["test_importance_weighted"],
+    ) == (2, True, 4, True)
     assert (cfg["q_dropout"], cfg["p_dropout"], cfg["skip_stochastic"], cfg["activation"]) == (0.1, 0.2, False, "ReLU")
     assert cfg["likelihood"] == "bernoulli" and cfg["seed"] == 1 and cfg["data_root"] == str(tmp_path)
     assert cfg["train_datasets"]["FashionMNISTBinarized"]["dynamic"] is True  # from --dynamic
@@ -208,8 +250,16 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
     out = capsys.readouterr().out
     line = [ln for ln in out.splitlines() if ln.startswith("accepted, not applied here")]
     assert len(line) == 1
-    for flag in ("n_eval_samples", "use_wandb", "name", "test_batch_size", "test_datasets",
-                 "input_shape", "test_samples", "test_importance_weighted"):
+    for flag in (
+        "n_eval_samples",
+        "use_wandb",
+        "name",
+        "test_batch_size",
+        "test_datasets",
+        "input_shape",
+        "test_samples",
+        "test_importance_weighted",
+    ):
         assert f"--{flag} " in line[0] and flag in cfg["not_applied"]
     assert seen["kw"]["data_workers"] == 2 and "data_workers" not in cfg["not_applied"]  # applied: DataLoader workers
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
@@ -219,29 +269,50 @@ def test_every_flag_of_dvae_run_parses_with_the_papers_meaning(tmp_path, monkeyp
 
 def test_refused_paper_flags_say_why(tmp_path, capsys):
     from hvae_detect import cli
+
     assert cli.main(["train", "--model", "NVAE", "--save_dir", str(tmp_path)]) == 2
     assert "NVAE" in capsys.readouterr().err
     assert cli.main(["train", "--padded_shape", "[1, 32, 32]", "--save_dir", str(tmp_path)]) == 2
     assert "padded_shape" in capsys.readouterr().err
     assert cli.main(["train", "--activation", "PSwish", "--save_dir", str(tmp_path)]) == 2
     assert "activation must be one of" in capsys.readouterr().err
-    assert cli.main(["train", "--config_deterministic", "no/such/file.json", "--config_stochastic", "[]",
-                     "--save_dir", str(tmp_path)]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config_deterministic",
+                "no/such/file.json",
+                "--config_stochastic",
+                "[]",
+                "--save_dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "nor the path of a JSON file" in capsys.readouterr().err
 
 
 def test_command_line_defaults_are_the_papers():
     from hvae_detect import cli
+
     args = cli.build_parser().parse_args(["train"])
     assert (args.activation, args.free_nats_mode, args.data_init, args.likelihood_head, args.skip_stochastic) == (
-        "ReLU", "element", True, "paper", True)
+        "ReLU",
+        "element",
+        True,
+        "paper",
+        True,
+    )
     assert cli.build_parser().parse_args(["train", "--no-data_init"]).data_init is False
 
 
 # ---- the mixture's log-scale floor --------------------------------------------------------
 
+
 def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_path):
     from hvae_detect.persistence import checkpoints
+
     torch.manual_seed(0)
     sharp = VAE(ModelConfig((3, 8, 8), TINY, "dlogmix", n_mix=2))
     torch.manual_seed(0)
@@ -256,6 +327,7 @@ def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_p
         b = floored.eval()(x, 0, generator=torch.Generator().manual_seed(0))
     from hvae_detect.kernels.layout import clamp_log_scales
     from hvae_detect.likelihoods import discretized_logistic_mixture_log_prob
+
     torch.testing.assert_close(a.params, b.params)  # the head's output; the likelihood floors its log-scales
     torch.testing.assert_close(b.log_px, discretized_logistic_mixture_log_prob(x, clamp_log_scales(b.params, 3, -2.0)))
     assert not torch.allclose(a.log_px, b.log_px)  # same weights, another floor
@@ -274,6 +346,7 @@ def test_log_scale_floor_is_applied_checked_saved_and_defaults_to_pixelcnn(tmp_p
 def test_log_scale_floor_reaches_the_run_config_and_the_command_line(tmp_path):
     from hvae_detect.cli import build_parser
     from hvae_detect.commands.run_config import make_run_config
+
     cfg = make_run_config(TrainingConfig(epochs=1), log_scale_min=-4.0)
     assert cfg["log_scale_min"] == -4.0
     assert make_run_config(TrainingConfig(epochs=1))["log_scale_min"] == -7.0

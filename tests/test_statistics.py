@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY
 
 from hvae_detect import HVAEOutlierDetector
@@ -50,9 +49,17 @@ def test_keys_name_their_row_and_k():
 @pytest.fixture
 def toy_statistic():
     """A statistic that only the table knows: L + L>k."""
-    row = statistics.register(statistics.Statistic(
-        "toy", "T>{k}", True, lambda k: ("L", f"L>{k}"), lambda out, k: out["L"] + out[f"L>{k}"],
-        (statistics.IW_SAMPLES, statistics.IW_SAMPLES_LK), "L + L>k, for the test"))
+    row = statistics.register(
+        statistics.Statistic(
+            "toy",
+            "T>{k}",
+            True,
+            lambda k: ("L", f"L>{k}"),
+            lambda out, k: out["L"] + out[f"L>{k}"],
+            (statistics.IW_SAMPLES, statistics.IW_SAMPLES_LK),
+            "L + L>k, for the test",
+        )
+    )
     yield row
     statistics.unregister("toy")
 
@@ -69,11 +76,24 @@ def test_a_statistic_added_to_the_table_reaches_every_surface(toy_statistic, noi
     rng = np.random.default_rng(1)
     for name in ("mnist", "fashion_mnist"):  # two sets of noise images, the second brighter
         images = rng.integers(0, 128 if name == "mnist" else 256, (24, 28, 28), dtype=np.uint8)
-        np.savez(tmp_path / f"{name}.npz", x_train=images[:16], y_train=np.zeros(16, np.int64), x_test=images[16:],
-                 y_test=np.zeros(8, np.int64))
-    files = score_run(tmp_path / "det", ks=[1], data_root=tmp_path, n_eval_examples=8, batch_size=8, device="cpu",
-                      val_datasets='{"MNISTBinarized": {"split": "validation"}, '
-                                   '"FashionMNISTBinarized": {"split": "validation"}}', download=False, quiet=True)
+        np.savez(
+            tmp_path / f"{name}.npz",
+            x_train=images[:16],
+            y_train=np.zeros(16, np.int64),
+            x_test=images[16:],
+            y_test=np.zeros(8, np.int64),
+        )
+    files = score_run(
+        tmp_path / "det",
+        ks=[1],
+        data_root=tmp_path,
+        n_eval_examples=8,
+        batch_size=8,
+        device="cpu",
+        val_datasets='{"MNISTBinarized": {"split": "validation"}, "FashionMNISTBinarized": {"split": "validation"}}',
+        download=False,
+        quiet=True,
+    )
     rows, _ = collect_results(files)
     toy = [r for r in rows if r["statistic"] == "T>1"]
     assert len(toy) == 1 and toy[0]["iw_samples"] == 1 and toy[0]["iw_samples_lk"] == 1 and 0 <= toy[0]["auroc"] <= 1
@@ -84,9 +104,18 @@ def test_score_files_of_the_earlier_format_still_read(tmp_path):
     rng = np.random.default_rng(0)
     L = {i: rng.normal(-100, 5, 20) for i in range(2)}
     Lk = {i: L[i] - rng.normal(3, 1, 20) for i in range(2)}
-    np.savez(tmp_path / "scores-old.npz", datasets=np.array(["A test", "B test"]), in_distribution=np.array("A test"),
-             k=np.array(2), iw_elbo=np.array(4), iw_lk=np.array(1), checkpoint_epoch=np.array(7),
-             **{f"L_{i}": L[i] for i in L}, **{f"Lk_{i}": Lk[i] for i in L}, **{f"LLR_{i}": L[i] - Lk[i] for i in L})
+    np.savez(
+        tmp_path / "scores-old.npz",
+        datasets=np.array(["A test", "B test"]),
+        in_distribution=np.array("A test"),
+        k=np.array(2),
+        iw_elbo=np.array(4),
+        iw_lk=np.array(1),
+        checkpoint_epoch=np.array(7),
+        **{f"L_{i}": L[i] for i in L},
+        **{f"Lk_{i}": Lk[i] for i in L},
+        **{f"LLR_{i}": L[i] - Lk[i] for i in L},
+    )
     rows, _ = collect_results(tmp_path)
     got = {(r["statistic"], r["iw_samples"], r["iw_samples_lk"]): r["auroc"] for r in rows}
     assert set(got) == {("L", 4, ""), ("L>2", "", 1), ("LLR>2", 4, 1)}
@@ -116,7 +145,8 @@ def test_rows_that_read_the_image_or_a_reference_by_hand(fitted_detector):
     x = np.random.default_rng(4).integers(0, 256, (5, 1, 12, 12), dtype=np.uint8)
     scores = fitted_detector.ood_scores(x)
     drawn = fitted_detector.model_.observation.evaluation_draw(
-        torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_).numpy()
+        torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_
+    ).numpy()
     bits = compressed_bits(drawn, statistics.COMPLEXITY_CODEC)
     np.testing.assert_allclose(scores["IC"], -scores["L"] / np.log(2) - bits)
     typical = fitted_detector.references_["typicality"]
@@ -139,8 +169,14 @@ def test_every_statistic_scores_the_same_after_save_and_load(fitted_detector, tm
 
 
 def test_a_reference_that_cannot_be_fitted_says_why():
-    flat = {"L": np.full(5, -3.0), "L>1": np.full(5, -4.0), "log p(x|z)": np.full(5, -2.0), "KL1": np.ones(5),
-            "KL2": np.ones(5), "bits": np.full(5, 800.0)}
+    flat = {
+        "L": np.full(5, -3.0),
+        "L>1": np.full(5, -4.0),
+        "log p(x|z)": np.full(5, -2.0),
+        "KL1": np.ones(5),
+        "KL2": np.ones(5),
+        "bits": np.full(5, 800.0),
+    }
     references = statistics.fit_references(flat)
     assert set(references) == {s.name for s in statistics.with_references()}
     assert isinstance(references["typicality"], str) and not statistics.available("T", flat, references)
@@ -150,10 +186,12 @@ def test_a_reference_that_cannot_be_fitted_says_why():
 
 def test_a_row_on_request_stays_out_of_ood_scores_and_statistic_computes_it(fitted_detector):
     from hvae_detect.scoring.regret import likelihood_regret
+
     x = np.random.default_rng(6).integers(0, 256, (1, 1, 12, 12), dtype=np.uint8)
     assert "Regret" not in fitted_detector.ood_scores(x) and "Regret" not in statistics.keys([1, 2])
     drawn = fitted_detector.model_.observation.evaluation_draw(
-        torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_)
+        torch.from_numpy(x.astype(np.float32) / 255), fitted_detector.scoring_seed_
+    )
     expected = likelihood_regret(fitted_detector.model_, drawn, seed=fitted_detector.scoring_seed_, iw_samples=1)
     try:
         got = fitted_detector.set_params(statistic="likelihood_regret").score_samples(x)

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hvae_detect import HVAEOutlierDetector
+from hvae_detect.data.image_sources import MemoryMappedImages, image_source
 from hvae_detect.likelihoods import Bernoulli
 from hvae_detect.training.batches import LoaderBatches, draw_keys
-from hvae_detect.data.image_sources import MemoryMappedImages, image_source
 from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
@@ -36,8 +36,13 @@ class PilImages(torch.utils.data.Dataset):
 def _sources(tmp_path):
     np.save(tmp_path / "x.npy", X)
     np.savez(tmp_path / "x.npz", x_train=X, y_train=np.zeros(len(X)))
-    return {"array": X, "tensor": torch.from_numpy(X), "npy": tmp_path / "x.npy",
-            "npz": str(tmp_path / "x.npz"), "dataset": PilImages(X)}
+    return {
+        "array": X,
+        "tensor": torch.from_numpy(X),
+        "npy": tmp_path / "x.npy",
+        "npz": str(tmp_path / "x.npz"),
+        "dataset": PilImages(X),
+    }
 
 
 def test_every_source_reads_the_same_images_and_files_are_memory_mapped(tmp_path):
@@ -97,7 +102,9 @@ def test_a_draw_belongs_to_its_image_seed_and_epoch_not_to_its_batch(indices, se
     perm = torch.randperm(len(indices))
     assert torch.equal(draw_keys(idx[perm], seed, epoch), keys[perm])  # any batch, any order, any rank
     assert torch.equal(torch.cat([draw_keys(idx[:1], seed, epoch), draw_keys(idx[1:], seed, epoch)]), keys)
-    assert not torch.equal(draw_keys(idx, seed, epoch + 1), keys) and not torch.equal(draw_keys(idx, seed + 1, epoch), keys)
+    assert not torch.equal(draw_keys(idx, seed, epoch + 1), keys) and not torch.equal(
+        draw_keys(idx, seed + 1, epoch), keys
+    )
 
 
 def test_streamed_training_is_the_same_from_an_array_a_file_and_a_dataset(tmp_path):

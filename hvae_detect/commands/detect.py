@@ -44,8 +44,9 @@ def check_report_dir(out, overwrite: bool) -> None:
         raise ValueError(f"{out} exists and is not a folder")
     present = {p.name for p in out.iterdir()}
     if present - {*REPORT_FILES, "manifest.json"}:
-        raise ValueError(f"{out} holds other files ({', '.join(sorted(present)[:5])}); write the report into a new "
-                         "or empty folder")
+        raise ValueError(
+            f"{out} holds other files ({', '.join(sorted(present)[:5])}); write the report into a new or empty folder"
+        )
     if present and not overwrite:
         raise ValueError(f"{out} already holds a report; pass --overwrite to replace it")
 
@@ -102,8 +103,13 @@ def _score_batches(det, files, key, batch_size, writer, state, progress):
                 writer.writerow(header)
                 writer.writerows(error_row(*p) for p in pending)
             for j, i in enumerate(batch.indices):
-                rows[i] = [files.name(i), _text(score[j]), "" if flagged is None else int(flagged[j]),
-                           *(_text(ood[name][j]) for name in header[3:-1]), ""]
+                rows[i] = [
+                    files.name(i),
+                    _text(score[j]),
+                    "" if flagged is None else int(flagged[j]),
+                    *(_text(ood[name][j]) for name in header[3:-1]),
+                    "",
+                ]
         for i, reason in batch.failed:
             state.add_error(files.name(i), reason)
             if header is None:
@@ -134,22 +140,37 @@ def _thumbnails(files, items, flagged_below):
 
 def _summary(det, detector_dir, images, files, state, key) -> list[str]:
     c, h, w = det.image_shape_
-    lines = [f"detector: {detector_dir} ({'grey' if c == 1 else 'colour'} {w}x{h} images; score: the "
-             f"{det.statistic!r} statistic ({key}), higher = more normal)",
-             f"images: {images}: {files.description}",
-             f"scored {len(state.scores)} of {len(files)} files"]
+    lines = [
+        f"detector: {detector_dir} ({'grey' if c == 1 else 'colour'} {w}x{h} images; score: the "
+        f"{det.statistic!r} statistic ({key}), higher = more normal)",
+        f"images: {images}: {files.description}",
+        f"scored {len(state.scores)} of {len(files)} files",
+    ]
     if det.offset_ is None:
         lines.append("no threshold: this detector has none (a training run's folder); nothing is flagged")
     else:
-        lines.append(f"flagged: {state.n_flagged} of {len(state.scores)} (score below the detector's threshold "
-                     f"{det.offset_:.6g})")
+        lines.append(
+            f"flagged: {state.n_flagged} of {len(state.scores)} (score below the detector's threshold "
+            f"{det.offset_:.6g})"
+        )
     if state.n_errors:
         lines.append(f"{state.n_errors} files could not be read (listed below and in scores.csv)")
     return lines
 
 
-def detect(detector_dir, images, out, *, top=TOP, image_size=None, crop=False, batch_size=256, device="auto",
-           overwrite=False, quiet=False) -> int:
+def detect(
+    detector_dir,
+    images,
+    out,
+    *,
+    top=TOP,
+    image_size=None,
+    crop=False,
+    batch_size=256,
+    device="auto",
+    overwrite=False,
+    quiet=False,
+) -> int:
     """Score ``images`` with the detector in ``detector_dir`` and write ``out``/scores.csv and report.html;
     returns the exit status (1 when a file could not be read)."""
     from tqdm.auto import tqdm
@@ -170,16 +191,23 @@ def detect(detector_dir, images, out, *, top=TOP, image_size=None, crop=False, b
     state = _Scores(top)
 
     def write_csv(path):
-        with open(path, "w", newline="") as f, tqdm(total=len(files), desc="scoring", unit="img",
-                                                    disable=quiet, leave=False) as bar:
+        with (
+            open(path, "w", newline="") as f,
+            tqdm(total=len(files), desc="scoring", unit="img", disable=quiet, leave=False) as bar,
+        ):
             _score_batches(det, files, key, batch_size, csv.writer(f), state, bar.update)
 
     def write_html(path):
         page = render_report(
-            title=f"hvae-detect: {images}", summary=_summary(det, detector_dir, images, files, state, key),
-            scores=state.scores, threshold=det.offset_,
-            outliers=_thumbnails(files, state.low, det.offset_), normals=_thumbnails(files, state.high, det.offset_),
-            errors=state.errors, n_errors=state.n_errors)
+            title=f"hvae-detect: {images}",
+            summary=_summary(det, detector_dir, images, files, state, key),
+            scores=state.scores,
+            threshold=det.offset_,
+            outliers=_thumbnails(files, state.low, det.offset_),
+            normals=_thumbnails(files, state.high, det.offset_),
+            errors=state.errors,
+            n_errors=state.n_errors,
+        )
         Path(path).write_text(page, encoding="utf-8")
 
     write_folder(out, {"scores.csv": write_csv, "report.html": write_html})

@@ -24,6 +24,7 @@ def _architecture(value):
     if value is None or not (value.lstrip().startswith("{") or value.endswith(".json")):
         return value
     from hvae_detect.models.architectures import json_text_or_file
+
     return json_text_or_file(value, "--architecture")
 
 
@@ -44,16 +45,34 @@ def fit_within(make, X, minutes: float, epochs: int | None, quiet: bool):
         fits = min(fits, epochs)
     if fits < 2:
         if epochs != 1:
-            log(f"one epoch took {first:.1f} s: keeping that one-epoch fit (--minutes {minutes:g} holds no "
-                "longer one)", quiet)
+            log(
+                f"one epoch took {first:.1f} s: keeping that one-epoch fit (--minutes {minutes:g} holds no longer one)",
+                quiet,
+            )
         return det
-    log(f"one epoch took {first:.1f} s (training and scoring): fitting {fits} epochs within --minutes "
-        f"{minutes:g}", quiet)
+    log(
+        f"one epoch took {first:.1f} s (training and scoring): fitting {fits} epochs within --minutes {minutes:g}",
+        quiet,
+    )
     return make(fits).fit(X)
 
 
-def fit_images(images, out, *, image_size=None, crop=False, channels="auto", epochs=None, minutes=None,
-               architecture=None, batch_size=None, device="auto", seed=0, overwrite=False, quiet=False) -> int:
+def fit_images(
+    images,
+    out,
+    *,
+    image_size=None,
+    crop=False,
+    channels="auto",
+    epochs=None,
+    minutes=None,
+    architecture=None,
+    batch_size=None,
+    device="auto",
+    seed=0,
+    overwrite=False,
+    quiet=False,
+) -> int:
     """Fit a detector on the images of ``images`` and save it to ``out``; returns the exit status."""
     from tqdm.auto import tqdm
 
@@ -87,12 +106,18 @@ def fit_images(images, out, *, image_size=None, crop=False, channels="auto", epo
         det = HVAEOutlierDetector(**params, **({} if epochs is None else {"epochs": epochs})).fit(X)
     det.save(out, overwrite=overwrite)
     trained = len(det.history_)
-    log(f"fitted on {len(X)} images ({files.image_shape[0]} channel(s), {files.size[0]}x{files.size[1]}) in "
+    log(
+        f"fitted on {len(X)} images ({files.image_shape[0]} channel(s), {files.size[0]}x{files.size[1]}) in "
         f"{time.perf_counter() - started:.0f} s, {trained} epoch(s); statistic {det.statistic!r}, threshold "
-        f"{det.offset_:.6g} (set on held-out training images)", quiet)
+        f"{det.offset_:.6g} (set on held-out training images)",
+        quiet,
+    )
     size = f" --image-size {files.size[0]}x{files.size[1]}" + (" --crop" if crop else "") if files.resize else ""
-    log(f"saved the detector to {Path(out)}; score new images with:\n"
-        f"    hvae-detect detect {out} IMAGES --out REPORT_DIR{size}", quiet)
+    log(
+        f"saved the detector to {Path(out)}; score new images with:\n"
+        f"    hvae-detect detect {out} IMAGES --out REPORT_DIR{size}",
+        quiet,
+    )
     if files.errors:
         log(f"{len(files.errors)} file(s) could not be read (listed above): exit status 1", quiet)
     return 1 if files.errors else 0

@@ -29,12 +29,16 @@ def read_scores(path) -> dict:
             k, labels = int(f["k"]), [str(lab) for lab in f["datasets"]]
             if "iw_samples" in f.files:
                 counts = {"iw_samples": int(f["iw_samples"]), "iw_samples_lk": int(f["iw_samples_lk"])}
-                sets = {lab: {name.split(":", 1)[1]: f[name] for name in f.files if name.startswith(f"set{i}:")}
-                        for i, lab in enumerate(labels)}
+                sets = {
+                    lab: {name.split(":", 1)[1]: f[name] for name in f.files if name.startswith(f"set{i}:")}
+                    for i, lab in enumerate(labels)
+                }
             else:  # written before the statistics table
                 counts = {"iw_samples": int(f["iw_elbo"]), "iw_samples_lk": int(f["iw_lk"])}
-                sets = {lab: {"L": f[f"L_{i}"], **({f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]} if k else {})}
-                        for i, lab in enumerate(labels)}
+                sets = {
+                    lab: {"L": f[f"L_{i}"], **({f"L>{k}": f[f"Lk_{i}"], f"LLR>{k}": f[f"LLR_{i}"]} if k else {})}
+                    for i, lab in enumerate(labels)
+                }
             return {"in_distribution": str(f["in_distribution"]), "k": k, "counts": counts, "sets": sets}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} cannot be read as a score file ({type(e).__name__}: {e})") from None
@@ -50,7 +54,7 @@ def collect_results(score_dirs) -> tuple[list[dict], dict]:
     """Metric rows for every (in-dist, OOD set, statistic, sample counts) and the ROC inputs
     (normality scores: higher = more normal)."""
     files = []
-    for d in ([score_dirs] if isinstance(score_dirs, (str, Path)) else score_dirs):
+    for d in [score_dirs] if isinstance(score_dirs, (str, Path)) else score_dirs:
         d = Path(d)
         files += sorted(d.glob("scores-*.npz")) if d.is_dir() else [d]
     if not files:
@@ -69,12 +73,29 @@ def collect_results(score_dirs) -> tuple[list[dict], dict]:
                     continue
                 s_in = statistics.normality(key, s["sets"][ind][key])
                 s_out = statistics.normality(key, values[key])
-                rows.append({"in_distribution": ind, "ood": ood, "statistic": key, "iw_samples": samples[0],
-                             "iw_samples_lk": samples[1], "n_in": int(s_in.size), "n_out": int(s_out.size),
-                             **detection_metrics(s_in, s_out)})
+                rows.append(
+                    {
+                        "in_distribution": ind,
+                        "ood": ood,
+                        "statistic": key,
+                        "iw_samples": samples[0],
+                        "iw_samples_lk": samples[1],
+                        "n_in": int(s_in.size),
+                        "n_out": int(s_out.size),
+                        **detection_metrics(s_in, s_out),
+                    }
+                )
                 curves[(ind, ood, key, *samples)] = (s_in, s_out)
-    rows.sort(key=lambda r: (r["in_distribution"], r["ood"].endswith(" train"), r["ood"], _order(r["statistic"]),
-                             str(r["iw_samples"]), str(r["iw_samples_lk"])))
+    rows.sort(
+        key=lambda r: (
+            r["in_distribution"],
+            r["ood"].endswith(" train"),
+            r["ood"],
+            _order(r["statistic"]),
+            str(r["iw_samples"]),
+            str(r["iw_samples_lk"]),
+        )
+    )
     return rows, curves
 
 
@@ -96,8 +117,10 @@ def format_table(rows) -> str:
             lines.append(f"    {'statistic':<24} {'AUROC':>7} {'AUPRC':>7} {'FPR80':>7} {'FPR95':>7}")
             for r in rows:
                 if r["in_distribution"] == ind and r["ood"] == ood:
-                    lines.append(f"    {_stat_label(r):<24} {r['auroc']:7.3f} {r['auprc']:7.3f} "
-                                 f"{r['fpr80']:7.3f} {r['fpr95']:7.3f}")
+                    lines.append(
+                        f"    {_stat_label(r):<24} {r['auroc']:7.3f} {r['auprc']:7.3f} "
+                        f"{r['fpr80']:7.3f} {r['fpr95']:7.3f}"
+                    )
     return "\n".join(lines)
 
 
@@ -108,8 +131,11 @@ def plot_roc(curves, path):
     cols = min(3, n)
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 4 * math.ceil(n / cols)), squeeze=False)
     for ax, (ind, ood) in zip(axes.flat, pairs):
-        panel = {key[2] + (f" S={key[3]}" if key[3] else "") + (f" S'={key[4]}" if key[4] else ""): scores
-                 for key, scores in curves.items() if key[:2] == (ind, ood)}
+        panel = {
+            key[2] + (f" S={key[3]}" if key[3] else "") + (f" S'={key[4]}" if key[4] else ""): scores
+            for key, scores in curves.items()
+            if key[:2] == (ind, ood)
+        }
         draw_roc_curves(ax, panel, f"{ind} vs {ood}")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

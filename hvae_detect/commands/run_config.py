@@ -24,14 +24,33 @@ __all__ = ["LIKELIHOOD_FLAGS", "PAPER_MODEL", "SEED_TRAIN", "SEED_VAL", "make_ru
 PAPER_MODEL = {"activation": "ReLU", "likelihood_head": "paper"}
 
 
-def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=SEED_TRAIN, val_datasets=SEED_VAL,
-                    architecture=None, config_deterministic=None, config_stochastic=None, likelihood=None,
-                    model=None, n_mix=ModelConfig.n_mix, test_every=10, seed=0, data_root=None,
-                    n_train_examples=None, n_val_examples=None, activation=PAPER_MODEL["activation"],
-                    likelihood_head=PAPER_MODEL["likelihood_head"], skip_stochastic=ModelConfig.skip_stochastic,
-                    q_dropout=ModelConfig.q_dropout, p_dropout=ModelConfig.p_dropout,
-                    log_scale_min=ModelConfig.log_scale_min, test_samples=1, test_importance_weighted=False,
-                    dynamic=None, not_applied=None) -> dict:
+def make_run_config(
+    training: TrainingConfig = SEED_TRAINING,
+    *,
+    train_datasets=SEED_TRAIN,
+    val_datasets=SEED_VAL,
+    architecture=None,
+    config_deterministic=None,
+    config_stochastic=None,
+    likelihood=None,
+    model=None,
+    n_mix=ModelConfig.n_mix,
+    test_every=10,
+    seed=0,
+    data_root=None,
+    n_train_examples=None,
+    n_val_examples=None,
+    activation=PAPER_MODEL["activation"],
+    likelihood_head=PAPER_MODEL["likelihood_head"],
+    skip_stochastic=ModelConfig.skip_stochastic,
+    q_dropout=ModelConfig.q_dropout,
+    p_dropout=ModelConfig.p_dropout,
+    log_scale_min=ModelConfig.log_scale_min,
+    test_samples=1,
+    test_importance_weighted=False,
+    dynamic=None,
+    not_applied=None,
+) -> dict:
     """Validate a run's options and return its configuration (saved as run.json).
 
     The model options default to the paper's (ReLU, its likelihood head, skip connections, no
@@ -46,8 +65,9 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
         try:
             model_family(model)
         except ValueError:
-            raise ValueError(f"--model must be one of {model_names()} (the paper's hierarchical VAE is 'VAE'), "
-                             f"got {model!r}") from None
+            raise ValueError(
+                f"--model must be one of {model_names()} (the paper's hierarchical VAE is 'VAE'), got {model!r}"
+            ) from None
     if not isinstance(test_samples, int) or test_samples < 1:
         raise ValueError(f"--test_samples must be a positive integer, got {test_samples!r}")
     if dynamic is not None:
@@ -62,9 +82,12 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
     if (config_deterministic is None) != (config_stochastic is None):
         raise ValueError("give both --config_deterministic and --config_stochastic, or neither")
     if config_deterministic is not None:
-        arch = resolve_architecture({
-            "config_deterministic": json_text_or_file(config_deterministic, "--config_deterministic"),
-            "config_stochastic": json_text_or_file(config_stochastic, "--config_stochastic")})
+        arch = resolve_architecture(
+            {
+                "config_deterministic": json_text_or_file(config_deterministic, "--config_deterministic"),
+                "config_stochastic": json_text_or_file(config_stochastic, "--config_stochastic"),
+            }
+        )
     else:
         arch = resolve_architecture(architecture or "paper-mnist")
     arch = with_family(arch, model)  # --model sets the family; None keeps the architecture's (VAE if none)
@@ -73,27 +96,45 @@ def make_run_config(training: TrainingConfig = SEED_TRAINING, *, train_datasets=
         raise ValueError(f"all training datasets must share one variant, got {sorted(variants)}")
     variant = variants.pop()
     if likelihood is not None and likelihood not in LIKELIHOOD_FLAGS:
-        raise ValueError(f"--likelihood must be one of {sorted(k for k in LIKELIHOOD_FLAGS if k[0].isupper())}, "
-                         f"got {likelihood!r}")
+        raise ValueError(
+            f"--likelihood must be one of {sorted(k for k in LIKELIHOOD_FLAGS if k[0].isupper())}, got {likelihood!r}"
+        )
     likelihood = resolve_likelihood(LIKELIHOOD_FLAGS.get(likelihood, "auto"), variant=variant)
     if likelihood == "bernoulli" and variant != "Binarized":
         raise ValueError(f"the Bernoulli likelihood needs Binarized data, got {variant} training data")
     try:  # the run learns the input shape from its data (train_run writes it): a stand-in checks the rest
-        config = ModelConfig((1, 1, 1), arch, likelihood, n_mix, activation, likelihood_head, bool(skip_stochastic),
-                             q_dropout, p_dropout, log_scale_min)
+        config = ModelConfig(
+            (1, 1, 1),
+            arch,
+            likelihood,
+            n_mix,
+            activation,
+            likelihood_head,
+            bool(skip_stochastic),
+            q_dropout,
+            p_dropout,
+            log_scale_min,
+        )
     except ModelOptionError as e:
         raise ValueError(f"--{e}") from None
     if not isinstance(test_every, int) or test_every < 1:
         raise ValueError(f"--test_every must be a positive integer, got {test_every!r}")
     options = {k: v for k, v in config.to_json().items() if k != "input_shape"}
     return {
-        "format_version": FORMAT_VERSION, "model": config.family, "train_datasets": train, "val_datasets": val,
-        **options, **vars(training),
-        "test_every": test_every, "seed": seed,
+        "format_version": FORMAT_VERSION,
+        "model": config.family,
+        "train_datasets": train,
+        "val_datasets": val,
+        **options,
+        **vars(training),
+        "test_every": test_every,
+        "seed": seed,
         "data_root": str(data_root if data_root is not None else default_data_root()),
-        "n_train_examples": n_train_examples, "n_val_examples": n_val_examples,
+        "n_train_examples": n_train_examples,
+        "n_val_examples": n_val_examples,
         "test_samples": test_samples,
-        "test_importance_weighted": bool(test_importance_weighted), "not_applied": dict(not_applied or {}),
+        "test_importance_weighted": bool(test_importance_weighted),
+        "not_applied": dict(not_applied or {}),
     }
 
 

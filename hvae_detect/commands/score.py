@@ -37,18 +37,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hvae_detect.persistence import checkpoints
-
-from hvae_detect.training import distributed
-from hvae_detect.persistence.atomic import MANIFEST, atomic_write
 from hvae_detect.commands.common import log, parse_json
 from hvae_detect.data.datasets import default_data_root, load_dataset, parse_dataset_options
 from hvae_detect.estimator import HVAEOutlierDetector
+from hvae_detect.persistence import checkpoints
+from hvae_detect.persistence.atomic import MANIFEST, atomic_write
 from hvae_detect.scoring import statistics
+from hvae_detect.training import distributed
 
 
-def score_sets(datasets: dict, train_name=None, extra_val=None, n_eval_examples=None, data_root=None,
-               download=True, seed=0):
+def score_sets(
+    datasets: dict, train_name=None, extra_val=None, n_eval_examples=None, data_root=None, download=True, seed=0
+):
     """The sets to score, each with one fixed draw: ``datasets`` (the first is in-distribution), the
     extra validation sets, and ``train_name``'s train split when given."""
     sets = {name: {"dynamic": False, "split": opts["split"]} for name, opts in datasets.items()}
@@ -59,15 +59,18 @@ def score_sets(datasets: dict, train_name=None, extra_val=None, n_eval_examples=
             sets.setdefault(name, opts)
     out = [load_dataset(n, o, data_root, download, n_eval_examples, seed) for n, o in sets.items()]
     if train_name is not None:
-        out.append(load_dataset(train_name, {"dynamic": False, "split": "train"}, data_root, download,
-                                n_eval_examples, seed))
+        out.append(
+            load_dataset(train_name, {"dynamic": False, "split": "train"}, data_root, download, n_eval_examples, seed)
+        )
     return out
 
 
 def score_file_name(in_dist: str, k: int, iw_elbo: int, iw_lk: int, checkpoint: str = "best", n=None) -> str:
     """One name per (set, checkpoint, images per set, k, S, S'), so no run of ``score`` replaces another's."""
-    return (f"scores-{in_dist.replace(' ', '-')}-{checkpoint}-n{'all' if n is None else n}"
-            f"-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz")
+    return (
+        f"scores-{in_dist.replace(' ', '-')}-{checkpoint}-n{'all' if n is None else n}"
+        f"-k{k}-iw_elbo{iw_elbo}-iw_lk{iw_lk}.npz"
+    )
 
 
 SHARD_IMAGES = 10_000
@@ -80,9 +83,25 @@ def shard_bounds(n: int, world_size: int = 1) -> list[tuple[int, int]]:
 
 
 @distributed.in_session
-def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_size=500, n_eval_examples=None,
-              save_dir=None, device="auto", data_root=None, checkpoint="best", val_datasets=None, extra_val=None,
-              download=True, seed=None, overwrite=False, quiet=False) -> list[Path]:
+def score_run(
+    model_dir,
+    *,
+    ks=(1,),
+    iw_samples_elbo=1,
+    iw_samples_lk=1,
+    batch_size=500,
+    n_eval_examples=None,
+    save_dir=None,
+    device="auto",
+    data_root=None,
+    checkpoint="best",
+    val_datasets=None,
+    extra_val=None,
+    download=True,
+    seed=None,
+    overwrite=False,
+    quiet=False,
+) -> list[Path]:
     """Score a run or detector folder with L and L>k (k in ``ks``) and write one .npz per k.
 
     A score file that exists already is an error unless ``overwrite``. Under torchrun each rank
@@ -90,8 +109,12 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
     """
     ctx = distributed.current()
     quiet = quiet or not ctx.is_main
-    for name, value in (("--batch_size", batch_size), ("--iw_samples_elbo", iw_samples_elbo),
-                        ("--iw_samples_Lk", iw_samples_lk), ("--n_eval_examples", n_eval_examples)):
+    for name, value in (
+        ("--batch_size", batch_size),
+        ("--iw_samples_elbo", iw_samples_elbo),
+        ("--iw_samples_Lk", iw_samples_lk),
+        ("--n_eval_examples", n_eval_examples),
+    ):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     folder = checkpoints.resolve_model_dir(model_dir, checkpoint)
@@ -104,8 +127,10 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
         if not 0 <= k < det.n_latents_:
             raise ValueError(f"--n_latents_skip must be in 0..{det.n_latents_ - 1} for this model, got {k}")
     if val_datasets is None and run is None:
-        raise ValueError(f"{model_dir} is a detector folder, not a run: name the sets to score with --val_datasets "
-                         "(JSON, the first is in-distribution)")
+        raise ValueError(
+            f"{model_dir} is a detector folder, not a run: name the sets to score with --val_datasets "
+            "(JSON, the first is in-distribution)"
+        )
     datasets = parse_dataset_options(val_datasets if val_datasets is not None else run["val_datasets"])
     root = data_root if data_root is not None else (run["data_root"] if run else default_data_root())
     train_name = next(iter(run["train_datasets"])) if run else None
@@ -115,15 +140,24 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
     in_dist = sets[0].label
     save_dir = Path(save_dir) if save_dir is not None else Path(model_dir) / "scores"
     label = checkpoint if run is not None else "detector"
-    names = [score_file_name(in_dist, k, iw_samples_elbo, iw_samples_lk if k > 0 else iw_samples_elbo, label,
-                             n_eval_examples) for k in ks]
+    names = [
+        score_file_name(
+            in_dist, k, iw_samples_elbo, iw_samples_lk if k > 0 else iw_samples_elbo, label, n_eval_examples
+        )
+        for k in ks
+    ]
     existing = [n for n in names if (save_dir / n).exists()]
     if existing and not overwrite:
         raise ValueError(f"{save_dir / existing[0]} exists; pass --overwrite to replace it")
-    log(f"scoring {model_dir} (checkpoint epoch {epoch}) with k={ks}, S={iw_samples_elbo}, "
-        f"S'={iw_samples_lk} on {[s.label for s in sets]}", quiet)
-    shard_dir = save_dir / f".shards-{label}-{_model_tag(folder, epoch)}-S{iw_samples_elbo}-Sk{iw_samples_lk}" \
+    log(
+        f"scoring {model_dir} (checkpoint epoch {epoch}) with k={ks}, S={iw_samples_elbo}, "
+        f"S'={iw_samples_lk} on {[s.label for s in sets]}",
+        quiet,
+    )
+    shard_dir = (
+        save_dir / f".shards-{label}-{_model_tag(folder, epoch)}-S{iw_samples_elbo}-Sk{iw_samples_lk}"
         f"-seed{det.scoring_seed_}-n{'all' if n_eval_examples is None else n_eval_examples}"
+    )
     counts = {"iw_samples": iw_samples_elbo, "iw_samples_lk": iw_samples_lk}
     results = _score_sets(det, sets, shard_dir, batch_size, counts, ctx, quiet)
     if not ctx.is_main:
@@ -132,9 +166,14 @@ def score_run(model_dir, *, ks=(1,), iw_samples_elbo=1, iw_samples_lk=1, batch_s
     labels = [d.label for d in sets]
     files = []
     for k in ks:
-        arrays = {"datasets": np.array(labels), "in_distribution": np.array(in_dist), "k": np.array(k),
-                  "iw_samples": np.array(iw_samples_elbo), "iw_samples_lk": np.array(iw_samples_lk),
-                  "checkpoint_epoch": np.array(epoch)}
+        arrays = {
+            "datasets": np.array(labels),
+            "in_distribution": np.array(in_dist),
+            "k": np.array(k),
+            "iw_samples": np.array(iw_samples_elbo),
+            "iw_samples_lk": np.array(iw_samples_lk),
+            "checkpoint_epoch": np.array(epoch),
+        }
         for i, lab in enumerate(labels):
             for key in statistics.keys([k] if k else []):
                 if key in results[lab]:  # a run's checkpoint has no references: no typicality or fused score
@@ -159,7 +198,7 @@ def _score_sets(det, sets, shard_dir: Path, batch_size, counts, ctx, quiet) -> d
     """{label: ood_scores} of every set, on rank 0 (None on the others); this rank's shards are read
     from ``shard_dir`` when a previous run wrote them, else scored and written there."""
     jobs = [(j, start, end) for j, d in enumerate(sets) for start, end in shard_bounds(len(d), ctx.world_size)]
-    mine = jobs[ctx.rank::ctx.world_size]
+    mine = jobs[ctx.rank :: ctx.world_size]
     done, reused, scored, seconds = {}, 0, 0, 0.0
     with tqdm(total=len(mine), desc="scoring shards", disable=quiet, leave=False) as bar:
         for j, start, end in mine:
@@ -183,8 +222,11 @@ def _score_sets(det, sets, shard_dir: Path, batch_size, counts, ctx, quiet) -> d
     parts = distributed.gather_to_main(done, ctx)
     if not ctx.is_main:
         return {}
-    log(f"  {sum(len(d) for d in sets)} images in {len(jobs)} shards ({sum(reused_all)} read from {shard_dir}); "
-        f"images/s per rank {rates}", quiet)
+    log(
+        f"  {sum(len(d) for d in sets)} images in {len(jobs)} shards ({sum(reused_all)} read from {shard_dir}); "
+        f"images/s per rank {rates}",
+        quiet,
+    )
     merged = {key: value for part in parts for key, value in part.items()}
     results = {}
     for j, d in enumerate(sets):

@@ -50,18 +50,24 @@ def load_training_data(cfg, device, download=True, train_device=None):
     validation set, on ``device``]); a dynamic set's transform is its first set's LoadedDataset.transform."""
     root = cfg["data_root"]
     train_device = device if train_device is None else train_device
-    trains = [load_dataset(n, o, root, download, cfg.get("n_train_examples"), cfg["seed"])
-              for n, o in cfg["train_datasets"].items()]
+    trains = [
+        load_dataset(n, o, root, download, cfg.get("n_train_examples"), cfg["seed"])
+        for n, o in cfg["train_datasets"].items()
+    ]
     shapes = {d.image_shape for d in trains}
     if len(shapes) > 1:
         raise ValueError(f"training datasets have different image shapes {sorted(shapes)}")
     x = torch.cat([d.x for d in trains]).to(train_device)
-    vals = [load_dataset(n, o, root, download, cfg.get("n_val_examples"), cfg["seed"]).to(device)
-            for n, o in cfg["val_datasets"].items()]
+    vals = [
+        load_dataset(n, o, root, download, cfg.get("n_val_examples"), cfg["seed"]).to(device)
+        for n, o in cfg["val_datasets"].items()
+    ]
     for v in vals:
         if v.image_shape != trains[0].image_shape:
-            raise ValueError(f"validation set {v.name} has images of shape {v.image_shape}, the training data "
-                             f"{trains[0].image_shape}")
+            raise ValueError(
+                f"validation set {v.name} has images of shape {v.image_shape}, the training data "
+                f"{trains[0].image_shape}"
+            )
     first = trains[0]
     transform = first.transform if first.dynamic else None
     if not first.dynamic:  # one fixed draw for the whole training set
@@ -74,9 +80,12 @@ def evaluate_elbo(model, x, batch_size=500, seed=0):
     """Per-image ELBO, log p(x|z) and KL per latent with one posterior sample each."""
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    terms = [model(x[i:i + batch_size], 0, generator=gen) for i in range(0, x.shape[0], batch_size)]
-    return (torch.cat([t.bound for t in terms]), torch.cat([t.log_px for t in terms]),
-            torch.cat([t.kl for t in terms], dim=1))
+    terms = [model(x[i : i + batch_size], 0, generator=gen) for i in range(0, x.shape[0], batch_size)]
+    return (
+        torch.cat([t.bound for t in terms]),
+        torch.cat([t.log_px for t in terms]),
+        torch.cat([t.kl for t in terms], dim=1),
+    )
 
 
 def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
@@ -89,16 +98,19 @@ def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
         elbo, lp, kl = evaluate_elbo(model, x, batch_size, seed)
         out[d.label] = {"elbo": float(elbo.mean()), "log_px": float(lp.mean()), "kl": kl.mean(1).tolist()}
         if len(vals) > 1:
-            parts = [importance_outputs(model, x[i:i + batch_size], seed=seed, with_terms=False)
-                     for i in range(0, len(x), batch_size)]
+            parts = [
+                importance_outputs(model, x[i : i + batch_size], seed=seed, with_terms=False)
+                for i in range(0, len(x), batch_size)
+            ]
             outputs = {name: torch.cat([p[name] for p in parts]).double().cpu().numpy() for name in parts[0]}
             stats[d.label] = statistics.scores(outputs, range(1, model.n_latents))
     first = vals[0].label
     for d in vals[1:]:
         for name, values in stats[d.label].items():
             key = "auroc_" + name.replace(">", "gt")
-            out[d.label][key] = detection_metrics(statistics.normality(name, stats[first][name]),
-                                                  statistics.normality(name, values))["auroc"]
+            out[d.label][key] = detection_metrics(
+                statistics.normality(name, stats[first][name]), statistics.normality(name, values)
+            )["auroc"]
     return out
 
 
@@ -107,9 +119,20 @@ class _OutOfTime(Exception):
 
 
 @distributed.in_session
-def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, device="auto", download=True,
-              max_minutes=None, fit_epochs_to_budget=False, epochs=None, verbose=True, quiet=False,
-              data_workers=None) -> Path:
+def train_run(
+    cfg: dict | None = None,
+    *,
+    save_dir="./models",
+    resume=None,
+    device="auto",
+    download=True,
+    max_minutes=None,
+    fit_epochs_to_budget=False,
+    epochs=None,
+    verbose=True,
+    quiet=False,
+    data_workers=None,
+) -> Path:
     """Train a run (new from ``cfg``, or ``resume``d from a run folder). Returns the run folder.
 
     ``epochs`` (with ``resume``) extends the run to that many epochs in total.
@@ -166,9 +189,12 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
     if ctx.is_main:
         atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"run {run_dir}  |  {x.shape[0]} training images {tuple(x.shape[1:])}, {n_params:,} parameters, "
+    log(
+        f"run {run_dir}  |  {x.shape[0]} training images {tuple(x.shape[1:])}, {n_params:,} parameters, "
         f"{cfg['likelihood']} likelihood, device {dev}"
-        + (f", {ctx.world_size} processes" if ctx.world_size > 1 else ""), quiet)
+        + (f", {ctx.world_size} processes" if ctx.world_size > 1 else ""),
+        quiet,
+    )
     timer = {"t": time.time(), "epoch_s": None}
 
     def on_epoch_end(epoch, record):
@@ -179,24 +205,39 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
         history.append(record)
         if fit_epochs_to_budget and max_minutes is not None and epoch == start + 1 and start == 0:
             _replan(cfg, run_dir, epoch, max_minutes * 60 - elapsed, timer["epoch_s"], quiet, ctx.is_main)
-        out_of_time = (max_minutes is not None
-                       and elapsed + timer["epoch_s"] > max_minutes * 60 and epoch < cfg["epochs"])
-        line = {"epoch": epoch, "train_elbo": record["elbo"], "kl": record["kl"], "seconds": record["seconds"],
-                "images_per_s": record["images_per_s"]}
-        msg = (f"epoch {epoch}/{cfg['epochs']}  train ELBO {record['elbo']:.2f}  "
-               f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s  "
-               f"images/s per rank {record['images_per_s']}")
+        out_of_time = (
+            max_minutes is not None and elapsed + timer["epoch_s"] > max_minutes * 60 and epoch < cfg["epochs"]
+        )
+        line = {
+            "epoch": epoch,
+            "train_elbo": record["elbo"],
+            "kl": record["kl"],
+            "seconds": record["seconds"],
+            "images_per_s": record["images_per_s"],
+        }
+        msg = (
+            f"epoch {epoch}/{cfg['epochs']}  train ELBO {record['elbo']:.2f}  "
+            f"KL {[round(v, 2) for v in record['kl']]}  {timer['epoch_s']:.1f} s  "
+            f"images/s per rank {record['images_per_s']}"
+        )
         if epoch % cfg["test_every"] == 0 or epoch >= cfg["epochs"] or out_of_time:
             v = validate(model, vals, seed=cfg["seed"] + 2)
             if not math.isfinite(v[vals[0].label]["elbo"]):
-                raise TrainingDiverged(f"the validation ELBO became {v[vals[0].label]['elbo']} at epoch {epoch}; "
-                                       "nothing was saved for this epoch (try a lower --learning_rate)")
+                raise TrainingDiverged(
+                    f"the validation ELBO became {v[vals[0].label]['elbo']} at epoch {epoch}; "
+                    "nothing was saved for this epoch (try a lower --learning_rate)"
+                )
             val_history.append({"epoch": epoch, **v})
             line["val"] = v
             msg += "\n  " + "  ".join(
                 f"{lab}: ELBO {r['elbo']:.2f} log p(x|z) {r['log_px']:.2f}"
-                + "".join(f" AUROC({key[6:].replace('gt', '>')}) {value:.3f}"
-                          for key, value in r.items() if key.startswith("auroc_")) for lab, r in v.items())
+                + "".join(
+                    f" AUROC({key[6:].replace('gt', '>')}) {value:.3f}"
+                    for key, value in r.items()
+                    if key.startswith("auroc_")
+                )
+                for lab, r in v.items()
+            )
             first = vals[0].label
             # The log line goes first: a resume starts from the last checkpoint and drops later lines.
             if ctx.is_main:
@@ -208,8 +249,13 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
                     checkpoints.save_checkpoint(best_dir, model, opt, gen, state)
                 msg += "  [best]"
             model.train()
-        state = {"epoch": epoch, "history": history, "val_history": val_history, "best": best,
-                 "stopped_early": bool(out_of_time)}
+        state = {
+            "epoch": epoch,
+            "history": history,
+            "val_history": val_history,
+            "best": best,
+            "stopped_early": bool(out_of_time),
+        }
         if "val" not in line and ctx.is_main:
             _append_log(run_dir / "log.jsonl", line)
         if ctx.is_main:
@@ -231,10 +277,31 @@ def train_run(cfg: dict | None = None, *, save_dir="./models", resume=None, devi
             end = start + 1 if replan and start == 0 else cfg["epochs"]
             # A dynamic set's transform is its LoadedDataset's; streamed, the draw comes keyed (``prepare``).
             prepare = transform.__self__.prepare if transform is not None else None
-            data = x if not streamed else LoaderBatches(x, cfg["batch_size"], prepare=prepare, seed=cfg["seed"],
-                                                        ctx=ctx, device=dev, workers=data_workers or 0)
-            train_epochs(model, data, training_config_of(cfg), transform=transform, generator=gen, optimizer=opt,
-                         start_epoch=start, end_epoch=end, on_epoch_end=on_epoch_end, verbose=verbose and not quiet)
+            data = (
+                x
+                if not streamed
+                else LoaderBatches(
+                    x,
+                    cfg["batch_size"],
+                    prepare=prepare,
+                    seed=cfg["seed"],
+                    ctx=ctx,
+                    device=dev,
+                    workers=data_workers or 0,
+                )
+            )
+            train_epochs(
+                model,
+                data,
+                training_config_of(cfg),
+                transform=transform,
+                generator=gen,
+                optimizer=opt,
+                start_epoch=start,
+                end_epoch=end,
+                on_epoch_end=on_epoch_end,
+                verbose=verbose and not quiet,
+            )
             start = end
     except _OutOfTime:
         pass
@@ -252,8 +319,10 @@ def _load_last(run_dir, model, opt, gen, ctx=distributed.SINGLE) -> dict:
     try:
         return checkpoints.load_checkpoint(last_dir, model, opt, gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        raise ValueError(f"cannot resume {run_dir}: its last checkpoint is not complete ({e}); nothing was changed. "
-                         "Start a new run, or score its best checkpoint") from None
+        raise ValueError(
+            f"cannot resume {run_dir}: its last checkpoint is not complete ({e}); nothing was changed. "
+            "Start a new run, or score its best checkpoint"
+        ) from None
 
 
 def _append_log(path: Path, line: dict) -> None:
@@ -284,10 +353,14 @@ def _replan(cfg, run_dir, epoch, seconds_left, epoch_seconds, quiet, write=True)
     """Fit ``epochs`` (and the schedules, in proportion) to the time left after the first epoch."""
     planned = max(1, epoch + int(seconds_left // epoch_seconds))
     scale = planned / cfg["epochs"]
-    cfg.update(epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale,
-               warmup_epochs=cfg["warmup_epochs"] * scale)
+    cfg.update(
+        epochs=planned, free_nats_epochs=cfg["free_nats_epochs"] * scale, warmup_epochs=cfg["warmup_epochs"] * scale
+    )
     cfg["test_every"] = min(cfg["test_every"], planned)
     if write:
         atomic_write_text(run_dir / "run.json", json.dumps(cfg, indent=1))
-    log(f"budget {seconds_left / 60:.1f} min left, {epoch_seconds:.1f} s/epoch: planning {planned} epochs "
-        f"(free nats until {cfg['free_nats_epochs']:.1f}, warm-up {cfg['warmup_epochs']:.1f})", quiet)
+    log(
+        f"budget {seconds_left / 60:.1f} min left, {epoch_seconds:.1f} s/epoch: planning {planned} epochs "
+        f"(free nats until {cfg['free_nats_epochs']:.1f}, warm-up {cfg['warmup_epochs']:.1f})",
+        quiet,
+    )

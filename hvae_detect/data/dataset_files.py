@@ -11,16 +11,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hvae_detect.data.dataset_names import (DATA_ROOT_ENV, DatasetNotFound, DatasetSpec, check_split,
-                                       default_data_root, parse_dataset_name)
+from hvae_detect.data.dataset_names import (
+    DATA_ROOT_ENV,
+    DatasetNotFound,
+    DatasetSpec,
+    check_split,
+    default_data_root,
+    parse_dataset_name,
+)
 
 # the paper's torchvision folders below its data root
 _TORCHVISION_SUBDIR = {"CIFAR10": "CIFAR10", "SVHN": "SVHN"}
 
 # the official small NORB image files (https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/), in <root>/smallNORB/
 SMALLNORB_DIR = "smallNORB"
-SMALLNORB_FILES = {"train": "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat",
-                   "test": "smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat"}
+SMALLNORB_FILES = {
+    "train": "smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat",
+    "test": "smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat",
+}
 
 _warned: set = set()
 
@@ -30,7 +38,9 @@ def _warn_once(key, message: str) -> None:
         _warned.add(key)
         warnings.warn(message, UserWarning, stacklevel=3)
 
+
 # ---- raw arrays ------------------------------------------------------------------------------
+
 
 def _as_nchw(x: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
@@ -51,11 +61,13 @@ def _npz_key(path: Path, files, spec: DatasetSpec, split: str) -> str:
         if "x_extra" in files:
             return "x_extra"
         if "x_test" in files:
-            _warn_once(("svhn-extra", str(path.resolve())),
-                       f"{path} has no x_extra: {spec.name} split 'validation' is SVHN's `extra` split in the "
-                       f"paper's code, but this file has no extra split, so its x_test "
-                       f"(SVHN test images) is used INSTEAD; numbers can differ from the paper's. Add x_extra to "
-                       f"the file, or remove it so torchvision's extra_32x32.mat is read or downloaded.")
+            _warn_once(
+                ("svhn-extra", str(path.resolve())),
+                f"{path} has no x_extra: {spec.name} split 'validation' is SVHN's `extra` split in the "
+                f"paper's code, but this file has no extra split, so its x_test "
+                f"(SVHN test images) is used INSTEAD; numbers can differ from the paper's. Add x_extra to "
+                f"the file, or remove it so torchvision's extra_32x32.mat is read or downloaded.",
+            )
     return "x_test"
 
 
@@ -68,9 +80,11 @@ def _from_npz(path: Path, split: str, spec: DatasetSpec) -> np.ndarray:
         key = _npz_key(path, f.files, spec, split)
         if key not in f.files:
             have = [k for k in f.files if k.startswith("x_")]
-            raise ValueError(f"{path} holds {have} but not {key}: the {split!r} split of {spec.name} is not "
-                             f"available locally (this copy is test-only); use split 'validation'/'test' or supply "
-                             f"a full copy")
+            raise ValueError(
+                f"{path} holds {have} but not {key}: the {split!r} split of {spec.name} is not "
+                f"available locally (this copy is test-only); use split 'validation'/'test' or supply "
+                f"a full copy"
+            )
         x = f[key]
     if spec.info.loader == "SmallNORB" and x.ndim == 4 and x.shape[1] == 2:  # (pairs, 2, H, W) -> left, right, ...
         x = x.reshape(-1, *x.shape[2:])
@@ -85,7 +99,7 @@ def _read_norb_mat(path: Path) -> np.ndarray:
     magic, ndim = np.frombuffer(raw[:8], "<i4")
     if magic != 0x1E3D4C55:
         raise ValueError(f"{path} is not a small NORB byte matrix (magic {magic:#x}, expected 0x1e3d4c55)")
-    dims = np.frombuffer(raw[8:8 + 4 * max(int(ndim), 3)], "<i4")[:ndim].tolist()
+    dims = np.frombuffer(raw[8 : 8 + 4 * max(int(ndim), 3)], "<i4")[:ndim].tolist()
     data = np.frombuffer(raw, np.uint8, offset=8 + 4 * max(int(ndim), 3))
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes")
@@ -139,8 +153,10 @@ def _fit_size(x: np.ndarray, spec: DatasetSpec, where: str) -> np.ndarray:
     if info.source_size is not None and hw == tuple(info.source_size):
         return _resize(x, info.size, info.resample)
     expected = [info.size] + ([info.source_size] if info.source_size else [])
-    raise ValueError(f"{where} holds {hw[0]}x{hw[1]} images; {spec.display_base} needs "
-                     + " or ".join(f"{h}x{w}" for h, w in expected))
+    raise ValueError(
+        f"{where} holds {hw[0]}x{hw[1]} images; {spec.display_base} needs "
+        + " or ".join(f"{h}x{w}" for h, w in expected)
+    )
 
 
 def _offline_message(spec: DatasetSpec, root: Path, split: str, errors: list[str]) -> str:
@@ -152,20 +168,29 @@ def _offline_message(spec: DatasetSpec, root: Path, split: str, errors: list[str
     shape = f" of shape (N, {h}, {w})" if spec.info.grey else f" of shape (N, {h}, {w}, 3)"
     if loader == "SmallNORB":
         shape = f" of shape (48600, {h}, {w}) (stereo pairs as consecutive images)"
-    arrays = (f"uint8 x_test{shape} and its labels y_test" if spec.info.test_only
-              else f"uint8 arrays x_train, y_train, x_test, y_test; at least {key}{shape}")
-    msg = (f"{spec.name} ({split} split) not found. Put {stem}.npz ({arrays}) in {where} "
-           f"(pass --data_root DIR or set {DATA_ROOT_ENV})")
+    arrays = (
+        f"uint8 x_test{shape} and its labels y_test"
+        if spec.info.test_only
+        else f"uint8 arrays x_train, y_train, x_test, y_test; at least {key}{shape}"
+    )
+    msg = (
+        f"{spec.name} ({split} split) not found. Put {stem}.npz ({arrays}) in {where} "
+        f"(pass --data_root DIR or set {DATA_ROOT_ENV})"
+    )
     if loader == "SmallNORB":
         name = SMALLNORB_FILES["train" if split == "train" else "test"]
-        msg += (f", or the official small NORB file {name} (or .gz; from "
-                f"https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/) in {where / SMALLNORB_DIR} "
-                f"(torchvision has no SmallNORB loader; nothing is downloaded)")
+        msg += (
+            f", or the official small NORB file {name} (or .gz; from "
+            f"https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/) in {where / SMALLNORB_DIR} "
+            f"(torchvision has no SmallNORB loader; nothing is downloaded)"
+        )
     elif loader is not None:
         msg += f", or torchvision's {loader} files under {where}, or allow a download"
     elif spec.info.test_only:
-        msg += (f". There is no torchvision download for {spec.base}, so nothing is downloaded; "
-                f"../shared/data/SOURCES.md says how the file was made")
+        msg += (
+            f". There is no torchvision download for {spec.base}, so nothing is downloaded; "
+            f"../shared/data/SOURCES.md says how the file was made"
+        )
     else:
         msg += " (torchvision has no loader for this dataset)"
     return msg + ". Tried: " + "; ".join(errors)
@@ -201,17 +226,20 @@ def load_raw(name_or_spec, split: str = "train", data_root=None, download: bool 
                     x, where = _torchvision_arrays(ds, info.loader), f"torchvision {info.loader} under {r}"
                     break
                 except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError, URLError, OSError...
-                    errors.append(f"torchvision {info.loader}{' download' if dl else ''} in {r}: "
-                                  f"{type(e).__name__}: {e}"[:300])
+                    errors.append(
+                        f"torchvision {info.loader}{' download' if dl else ''} in {r}: {type(e).__name__}: {e}"[:300]
+                    )
         if x is None:
             raise DatasetNotFound(_offline_message(spec, root, split, errors))
     stored_inverted = info.npz_inverted and where == str(npz)
     if where == str(npz) and spec.base.startswith("Omniglot28x28") and x.size and np.any((x > 0) & (x < 255)):
-        _warn_once(("omniglot-resize", str(npz.resolve())),
-                   f"{npz} is not 0/255-valued: it was not resized from 105x105 with nearest neighbour as the "
-                   f"paper's Omniglot28x28 is (../shared/data's copy was resized with interpolation, see its "
-                   f"SOURCES.md), so strokes and likelihoods differ from the paper's. Without this file, "
-                   f"torchvision's Omniglot files are read and resized as the paper does.")
+        _warn_once(
+            ("omniglot-resize", str(npz.resolve())),
+            f"{npz} is not 0/255-valued: it was not resized from 105x105 with nearest neighbour as the "
+            f"paper's Omniglot28x28 is (../shared/data's copy was resized with interpolation, see its "
+            f"SOURCES.md), so strokes and likelihoods differ from the paper's. Without this file, "
+            f"torchvision's Omniglot files are read and resized as the paper does.",
+        )
     x = _fit_size(x, spec, where)
     if info.invert != stored_inverted:
         x = 255 - x

@@ -118,20 +118,19 @@ SPLITS = ("train", "validation", "test")
 DATA_ROOT_ENV = "HVAE_DETECT_DATA_ROOT"
 
 
-
 class BaseInfo(NamedTuple):
     """How a base dataset is read and prepared (the first three fields as before: stem, loader, grey)."""
 
-    stem: str                       # local <stem>.npz
-    loader: str | None              # torchvision class name, "SmallNORB" (official .mat files), or None
-    grey: bool                      # grey (1 channel) or colour (3 channels)
-    size: tuple = (28, 28)          # (H, W) as loaded
+    stem: str  # local <stem>.npz
+    loader: str | None  # torchvision class name, "SmallNORB" (official .mat files), or None
+    grey: bool  # grey (1 channel) or colour (3 channels)
+    size: tuple = (28, 28)  # (H, W) as loaded
     source_size: tuple | None = None  # (H, W) of the source images when they are resized to `size`
-    resample: str | None = None     # PIL filter of that resize: "nearest" or "bilinear"
-    invert: bool = False            # the paper's "Inverted": 255 - x (after the resize)
-    dequant_levels: int = 256       # Dequantized: 256 -> (k + u) / 256; 3 -> (2 x + u) / 3 (paper's Omniglot)
-    npz_inverted: bool = False      # the local npz is stored with 255 - x already applied
-    test_only: bool = False         # a test set only (no train file, no download): "train" is refused by name
+    resample: str | None = None  # PIL filter of that resize: "nearest" or "bilinear"
+    invert: bool = False  # the paper's "Inverted": 255 - x (after the resize)
+    dequant_levels: int = 256  # Dequantized: 256 -> (k + u) / 256; 3 -> (2 x + u) / 3 (paper's Omniglot)
+    npz_inverted: bool = False  # the local npz is stored with 255 - x already applied
+    test_only: bool = False  # a test set only (no train file, no download): "train" is refused by name
 
 
 BASES = {
@@ -140,14 +139,17 @@ BASES = {
     "KMNIST": BaseInfo("kmnist", "KMNIST", True),
     "notMNIST": BaseInfo("notmnist", None, True),
     "Omniglot": BaseInfo("omniglot105", "Omniglot", True, (105, 105), dequant_levels=3),
-    "Omniglot28x28": BaseInfo("omniglot", "Omniglot", True, (28, 28), (105, 105), "nearest",
-                              dequant_levels=3, npz_inverted=True),
-    "Omniglot28x28Inverted": BaseInfo("omniglot", "Omniglot", True, (28, 28), (105, 105), "nearest", invert=True,
-                                      dequant_levels=3, npz_inverted=True),
+    "Omniglot28x28": BaseInfo(
+        "omniglot", "Omniglot", True, (28, 28), (105, 105), "nearest", dequant_levels=3, npz_inverted=True
+    ),
+    "Omniglot28x28Inverted": BaseInfo(
+        "omniglot", "Omniglot", True, (28, 28), (105, 105), "nearest", invert=True, dequant_levels=3, npz_inverted=True
+    ),
     "SmallNORB": BaseInfo("smallnorb", "SmallNORB", True, (96, 96)),
     "SmallNORB28x28": BaseInfo("smallnorb", "SmallNORB", True, (28, 28), (96, 96), "bilinear", dequant_levels=3),
-    "SmallNORB28x28Inverted": BaseInfo("smallnorb", "SmallNORB", True, (28, 28), (96, 96), "bilinear", invert=True,
-                                       dequant_levels=3),
+    "SmallNORB28x28Inverted": BaseInfo(
+        "smallnorb", "SmallNORB", True, (28, 28), (96, 96), "bilinear", invert=True, dequant_levels=3
+    ),
     "CIFAR10": BaseInfo("cifar10", "CIFAR10", False, (32, 32)),
     "SVHN": BaseInfo("svhn", "SVHN", False, (32, 32)),
     "TinyImageNetResize": BaseInfo("tinyimagenet_resize", None, False, (32, 32), test_only=True),
@@ -192,13 +194,17 @@ def parse_dataset_name(name: str) -> DatasetSpec:
     """Split 'SVHNDequantizedGrey' into base 'SVHN', variant 'Dequantized', grey True."""
     m = _NAME_RE.match(name)
     if m is None or m.group("base") not in BASES:
-        raise ValueError(f"unknown dataset {name!r}; expected <base><variant>[Grey] with base in {sorted(BASES)} "
-                         f"and variant in {list(VARIANTS)}, e.g. FashionMNISTBinarized or CIFAR10DequantizedGrey")
+        raise ValueError(
+            f"unknown dataset {name!r}; expected <base><variant>[Grey] with base in {sorted(BASES)} "
+            f"and variant in {list(VARIANTS)}, e.g. FashionMNISTBinarized or CIFAR10DequantizedGrey"
+        )
     base, variant, grey = m.group("base"), m.group("variant"), m.group("grey") is not None
     colour = not BASES[base].grey
     if grey and not colour:
-        raise ValueError(f"{name!r}: the Grey suffix applies to colour datasets "
-                         f"({', '.join(b for b, i in BASES.items() if not i.grey)}) only")
+        raise ValueError(
+            f"{name!r}: the Grey suffix applies to colour datasets "
+            f"({', '.join(b for b, i in BASES.items() if not i.grey)}) only"
+        )
     if variant == "Binarized" and colour:
         raise ValueError(f"{name!r}: Binarized is defined for the grey datasets only; use Quantized or Dequantized")
     return DatasetSpec(name, base, variant, grey)
@@ -209,8 +215,10 @@ def check_split(spec: DatasetSpec, split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if split == "train" and spec.info.test_only:
-        raise ValueError(f"{spec.name} is test-only: {spec.file_stem}.npz holds x_test and y_test and there is no "
-                         f"train split to supply; use split 'validation' or 'test' (both read x_test)")
+        raise ValueError(
+            f"{spec.name} is test-only: {spec.file_stem}.npz holds x_test and y_test and there is no "
+            f"train split to supply; use split 'validation' or 'test' (both read x_test)"
+        )
 
 
 def parse_dataset_options(value) -> dict:

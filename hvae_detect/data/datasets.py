@@ -14,13 +14,36 @@ import numpy as np
 import torch
 
 from hvae_detect.data.dataset_files import load_raw
-from hvae_detect.data.dataset_names import (BASES, DATA_ROOT_ENV, SPLITS, VARIANTS, DatasetNotFound, DatasetSpec,
-                                       default_data_root, parse_dataset_name, parse_dataset_options)
+from hvae_detect.data.dataset_names import (
+    BASES,
+    DATA_ROOT_ENV,
+    SPLITS,
+    VARIANTS,
+    DatasetNotFound,
+    DatasetSpec,
+    default_data_root,
+    parse_dataset_name,
+    parse_dataset_options,
+)
 from hvae_detect.data.inputs import binarize
 
-__all__ = ["BASES", "DATA_ROOT_ENV", "SPLITS", "VARIANTS", "DatasetNotFound", "DatasetSpec", "LoadedDataset",
-           "default_data_root", "fixed_seed", "load_dataset", "load_raw", "parse_dataset_name",
-           "parse_dataset_options", "preprocess", "to_grey"]
+__all__ = [
+    "BASES",
+    "DATA_ROOT_ENV",
+    "SPLITS",
+    "VARIANTS",
+    "DatasetNotFound",
+    "DatasetSpec",
+    "LoadedDataset",
+    "default_data_root",
+    "fixed_seed",
+    "load_dataset",
+    "load_raw",
+    "parse_dataset_name",
+    "parse_dataset_options",
+    "preprocess",
+    "to_grey",
+]
 
 
 def to_grey(x: torch.Tensor) -> torch.Tensor:
@@ -38,13 +61,21 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
 
 # ---- preprocessing -----------------------------------------------------------------------------
 
+
 def fixed_seed(name: str, split: str, seed: int = 0) -> int:
     """The seed of a non-dynamic dataset's single draw: fixed per (name, split, seed)."""
     return (zlib.crc32(f"{name}/{split}".encode()) + 1_000_003 * int(seed)) % (2**31 - 1)
 
 
-def preprocess(x01: torch.Tensor, variant: str, generator: torch.Generator | None = None, *,
-               levels: int = 256, grey: bool = False, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+def preprocess(
+    x01: torch.Tensor,
+    variant: str,
+    generator: torch.Generator | None = None,
+    *,
+    levels: int = 256,
+    grey: bool = False,
+    uniforms: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Apply a variant to images in [0, 1] on the 256-level grid (x / 255).
 
     ``levels`` (Dequantized only): 256 gives (k + u) / 256; 3 gives the paper's Omniglot and SmallNORB28x28
@@ -57,8 +88,11 @@ def preprocess(x01: torch.Tensor, variant: str, generator: torch.Generator | Non
     elif variant == "Quantized":
         out = x01
     elif variant == "Dequantized":
-        u = torch.rand(x01.shape, generator=generator, device=x01.device, dtype=x01.dtype) if uniforms is None \
+        u = (
+            torch.rand(x01.shape, generator=generator, device=x01.device, dtype=x01.dtype)
+            if uniforms is None
             else uniforms.to(x01.dtype)
+        )
         if levels == 256:
             out = (torch.round(x01 * 255) + u) / 256
         elif levels == 3:
@@ -99,8 +133,7 @@ class LoadedDataset:
 
     def _preprocess(self, x01: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """This dataset's variant (and Grey conversion) applied to x / 255."""
-        return preprocess(x01, self.spec.variant, generator, levels=self.spec.info.dequant_levels,
-                          grey=self.spec.grey)
+        return preprocess(x01, self.spec.variant, generator, levels=self.spec.info.dequant_levels, grey=self.spec.grey)
 
     def transform(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-batch preprocessing for training (fresh Bernoulli / dequantisation noise)."""
@@ -108,8 +141,9 @@ class LoadedDataset:
 
     def prepare(self, batch: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         """Per-batch preprocessing with the draw given as uniforms (``hvae_detect.training.batches.LoaderBatches``)."""
-        return preprocess(batch, self.spec.variant, levels=self.spec.info.dequant_levels, grey=self.spec.grey,
-                          uniforms=uniforms)
+        return preprocess(
+            batch, self.spec.variant, levels=self.spec.info.dequant_levels, grey=self.spec.grey, uniforms=uniforms
+        )
 
     def fixed(self) -> torch.Tensor:
         """The whole set preprocessed once with a fixed seed (evaluation sets)."""
@@ -118,14 +152,20 @@ class LoadedDataset:
             self._fixed = self._preprocess(self.x, gen)
         return self._fixed
 
-    def to(self, device) -> "LoadedDataset":
+    def to(self, device) -> LoadedDataset:
         self.x = self.x.to(device)
         self._fixed = None if self._fixed is None else self._fixed.to(device)
         return self
 
 
-def load_dataset(name: str, options: dict | None = None, data_root=None, download: bool = True,
-                 max_examples: int | None = None, seed: int = 0) -> LoadedDataset:
+def load_dataset(
+    name: str,
+    options: dict | None = None,
+    data_root=None,
+    download: bool = True,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> LoadedDataset:
     """Load and wrap a dataset by its paper name with {"dynamic", "split"} options."""
     spec = parse_dataset_name(name)
     opts = parse_dataset_options({name: options or {}})[name]

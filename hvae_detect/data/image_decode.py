@@ -134,8 +134,10 @@ class ArrayFileImages:
                 array = archive[key]
         last = array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3)
         if array.ndim not in (3, 4) or (array.ndim == 4 and not last and array.shape[1] not in (1, 3)):
-            raise ValueError(f"{path}: expected images shaped (n, H, W), (n, C, H, W) or (n, H, W, C) with C in "
-                             f"{{1, 3}}, got an array of shape {array.shape}")
+            raise ValueError(
+                f"{path}: expected images shaped (n, H, W), (n, C, H, W) or (n, H, W, C) with C in "
+                f"{{1, 3}}, got an array of shape {array.shape}"
+            )
         if array.dtype != np.uint8 and array.dtype.kind != "f":
             raise ValueError(f"{path}: expected uint8 (0..255) or float (0..1) images, got {array.dtype}")
         if len(array) == 0:

@@ -33,14 +33,21 @@ import dataclasses
 import glob
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from hvae_detect.data.image_decode import (ArrayFileImages, FileImages, ImageReadError, grey_content, is_grey_mode,
-                                           npy_header, to_mode)
+from hvae_detect.data.image_decode import (
+    ArrayFileImages,
+    FileImages,
+    ImageReadError,
+    grey_content,
+    is_grey_mode,
+    npy_header,
+    to_mode,
+)
 from hvae_detect.persistence.atomic import atomic_write
 
 __all__ = ["Batch", "ImageFiles", "ImageReadError", "list_image_files", "parse_image_size"]
@@ -108,20 +115,28 @@ class ImageFiles:
         if channels not in ("auto", "grey", "colour"):
             raise ValueError(f"channels: expected auto, grey or colour, got {channels!r}")
         spec = str(images)
-        self._source = ArrayFileImages(spec) if spec.endswith(_ARRAY_SUFFIXES) or ".npz:" in spec else \
-            FileImages(list_image_files(images))
+        self._source = (
+            ArrayFileImages(spec)
+            if spec.endswith(_ARRAY_SUFFIXES) or ".npz:" in spec
+            else FileImages(list_image_files(images))
+        )
         self.size, self.crop = parse_image_size(image_size), bool(crop)
         self.errors: dict[str, str] = {}
         self._failed: dict[int, str] = {}
         if shape is not None:
             c, h, w = (int(v) for v in shape)
             if self.size is not None and self.size != (w, h):
-                raise ValueError(f"image size {_size_text(self.size)} differs from the detector's {w}x{h}: leave "
-                                 f"it out or give {w}x{h}")
+                raise ValueError(
+                    f"image size {_size_text(self.size)} differs from the detector's {w}x{h}: leave "
+                    f"it out or give {w}x{h}"
+                )
             self.channels, self.resize = c, self.size is not None
             self.size = (w, h)
-            how = ("resized" if not self.crop else "centre-cropped") + f" to {w}x{h}" if self.resize else \
-                f"{w}x{h} (an image of another size is an error unless an image size is given)"
+            how = (
+                ("resized" if not self.crop else "centre-cropped") + f" to {w}x{h}"
+                if self.resize
+                else f"{w}x{h} (an image of another size is an error unless an image size is given)"
+            )
             self.description = f"{len(self)} files, read as {'grey' if c == 1 else 'colour'} {how}"
             return
         self.resize = self.size is not None
@@ -153,8 +168,12 @@ class ImageFiles:
         for i in range(len(self)):
             try:
                 size, grey_mode = self._source.header(i)
-                if channels == "auto" and colour_at is None and not grey_mode and not grey_content(
-                        self._source.open(i)):
+                if (
+                    channels == "auto"
+                    and colour_at is None
+                    and not grey_mode
+                    and not grey_content(self._source.open(i))
+                ):
                     colour_at = i
             except ImageReadError as e:
                 self._fail(i, str(e))
@@ -165,16 +184,21 @@ class ImageFiles:
             elif other is None and size != first[1]:
                 other = (i, size)
         if first is None:
-            raise ValueError(f"none of the {len(self)} files could be read as an image "
-                             f"(first: {self._source.name(0)}: {self._failed[0]})")
+            raise ValueError(
+                f"none of the {len(self)} files could be read as an image "
+                f"(first: {self._source.name(0)}: {self._failed[0]})"
+            )
         if other is not None and not self.resize:
-            raise ValueError(f"the images differ in size: {self.name(first[0])} is {_size_text(first[1])}, "
-                             f"{self.name(other[0])} is {_size_text(other[1])}; give an image size to resize them "
-                             "all to it (--image-size WIDTHxHEIGHT, with --crop to centre-crop instead)")
+            raise ValueError(
+                f"the images differ in size: {self.name(first[0])} is {_size_text(first[1])}, "
+                f"{self.name(other[0])} is {_size_text(other[1])}; give an image size to resize them "
+                "all to it (--image-size WIDTHxHEIGHT, with --crop to centre-crop instead)"
+            )
         if channels == "auto":
             self.channels = 1 if colour_at is None else 3
-            why = (f"colour ({self.name(colour_at)} has colour)" if colour_at is not None
-                   else "grey (every image is grey)")
+            why = (
+                f"colour ({self.name(colour_at)} has colour)" if colour_at is not None else "grey (every image is grey)"
+            )
         else:
             self.channels, why = (1, "grey (as asked)") if channels == "grey" else (3, "colour (as asked)")
         if self.resize:
@@ -192,8 +216,9 @@ class ImageFiles:
         img = to_mode(self._source.open(i), self.channels)
         if img.size != self.size:
             if not self.resize:
-                raise ImageReadError(f"it is {_size_text(img.size)}, not {_size_text(self.size)} (give an image size "
-                                     "to resize it)")
+                raise ImageReadError(
+                    f"it is {_size_text(img.size)}, not {_size_text(self.size)} (give an image size to resize it)"
+                )
             img = ImageOps.fit(img, self.size, RESAMPLE) if self.crop else img.resize(self.size, RESAMPLE)
         a = np.asarray(img, dtype=np.uint8)
         return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))  # C order: see batches
@@ -222,7 +247,7 @@ class ImageFiles:
         out = np.empty((len(self), *self.image_shape), np.uint8)
         n = 0
         for batch in self.batches():
-            out[n:n + len(batch.indices)] = batch.images
+            out[n : n + len(batch.indices)] = batch.images
             n += len(batch.indices)
             if progress is not None:
                 progress(len(batch.indices) + len(batch.failed))
@@ -231,6 +256,7 @@ class ImageFiles:
     def to_npy(self, path) -> np.memmap:
         """Write every readable image to the .npy file ``path`` (a batch at a time, atomically) and return it
         memory-mapped: for a set larger than memory (``fit`` then streams it)."""
+
         def write(tmp):
             with open(tmp, "wb") as f:
                 f.write(npy_header(len(self), self.image_shape))
@@ -240,6 +266,7 @@ class ImageFiles:
                     n += len(batch.indices)
                 f.seek(0)
                 f.write(npy_header(n, self.image_shape))  # the same length: the count is padded
+
         atomic_write(path, write)
         return np.load(path, mmap_mode="r")
 

@@ -26,15 +26,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hvae_detect.data.inputs import (check_image_tensor, check_images, check_shape, is_map_dataset,
-                                     resolve_image_shape, sample_indices, to_numpy, warn_if_binary_uint8)
+from hvae_detect.data.inputs import (
+    check_image_tensor,
+    check_images,
+    check_shape,
+    is_map_dataset,
+    resolve_image_shape,
+    sample_indices,
+    to_numpy,
+    warn_if_binary_uint8,
+)
 
 
 def _as_chw_shape(shape, image_shape=None) -> tuple:
     image = resolve_image_shape(shape, image_shape)
     if image[0] not in (1, 3):
-        raise ValueError(f"expected images shaped (n, H, W) or (n, C, H, W) with C in {{1, 3}}, got an array of "
-                         f"shape {tuple(shape)}; channels-last arrays must be transposed to channels-first")
+        raise ValueError(
+            f"expected images shaped (n, H, W) or (n, C, H, W) with C in {{1, 3}}, got an array of "
+            f"shape {tuple(shape)}; channels-last arrays must be transposed to channels-first"
+        )
     return image
 
 
@@ -48,8 +58,10 @@ class ArrayImages(Dataset):
         elif not isinstance(array, np.ndarray):
             raise ValueError(f"expected a numpy array or torch tensor of images, got {type(array).__name__}")
         if array.ndim not in (2, 3, 4):
-            raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d) with an image_shape, got "
-                             f"an array of shape {tuple(array.shape)}")
+            raise ValueError(
+                f"expected images shaped (n, H, W), (n, C, H, W) or (n, d) with an image_shape, got "
+                f"an array of shape {tuple(array.shape)}"
+            )
         if len(array) == 0:
             raise ValueError(f"expected a non-empty array of images, got shape {tuple(array.shape)}")
         self.image_shape = _as_chw_shape(array.shape, image_shape)
@@ -137,14 +149,18 @@ def _memory_map(path: Path, key: str | None) -> np.ndarray:
             raise ValueError(f"{path} holds {members} but not {key!r}")
         info = archive.getinfo(key + ".npy")
         if info.compress_type != zipfile.ZIP_STORED:
-            raise ValueError(f"{path}: {key!r} is compressed and cannot be memory-mapped; write the file with "
-                             "np.savez (not np.savez_compressed) or save the array as .npy")
+            raise ValueError(
+                f"{path}: {key!r} is compressed and cannot be memory-mapped; write the file with "
+                "np.savez (not np.savez_compressed) or save the array as .npy"
+            )
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)
         if local[:4] != b"PK\x03\x04":
             raise ValueError(f"{path}: the zip entry of {key!r} is damaged")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        start = (
+            info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        )
         f.seek(start)
         version = np.lib.format.read_magic(f)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -164,8 +180,10 @@ def _image_tensor(item) -> torch.Tensor:
     else:
         a = np.asarray(item)
         if a.dtype == object or a.ndim not in (2, 3):
-            raise ValueError(f"a dataset item must be an image (PIL, array or tensor of 2 or 3 dimensions), got "
-                             f"{type(item).__name__} of shape {getattr(a, 'shape', None)}")
+            raise ValueError(
+                f"a dataset item must be an image (PIL, array or tensor of 2 or 3 dimensions), got "
+                f"{type(item).__name__} of shape {getattr(a, 'shape', None)}"
+            )
         t = torch.from_numpy(np.ascontiguousarray(a))
         if t.ndim == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):  # PIL and numpy: H x W x C
             t = t.permute(2, 0, 1)
@@ -191,8 +209,10 @@ class DatasetImages(Dataset):
     def __getitem__(self, index: int):
         image = _image_tensor(self._image(index))
         if tuple(image.shape) != self.image_shape:
-            raise ValueError(f"item {index} of the dataset has shape {tuple(image.shape)}, the first "
-                             f"{self.image_shape}: every image must have the same shape")
+            raise ValueError(
+                f"item {index} of the dataset has shape {tuple(image.shape)}, the first "
+                f"{self.image_shape}: every image must have the same shape"
+            )
         return image, index
 
 
@@ -207,8 +227,10 @@ def image_source(data, key: str | None = None, image_shape=None) -> Dataset:
         return ArrayImages(data, image_shape)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return DatasetImages(data)
-    raise ValueError(f"expected a path of a .npy/.npz file, an array, a tensor or a map-style Dataset of images, "
-                     f"got {type(data).__name__}")
+    raise ValueError(
+        f"expected a path of a .npy/.npz file, an array, a tensor or a map-style Dataset of images, "
+        f"got {type(data).__name__}"
+    )
 
 
 def streamed_images(X, min_images: int = 2, image_shape=None) -> Dataset | None:
@@ -216,8 +238,9 @@ def streamed_images(X, min_images: int = 2, image_shape=None) -> Dataset | None:
     of a .npy / .npz file, a map-style Dataset); None for data held in memory (arrays, tensors).
     ``image_shape``: that of flattened images (n, d). Warns about uint8 images of only 0 and 1 (from a
     sample of ``hvae_detect.data.inputs.BINARY_SAMPLE`` images spread over the set)."""
-    if not (isinstance(X, (np.memmap, Path)) or is_map_dataset(X)
-            or (isinstance(X, str) and X.endswith((".npy", ".npz")))):
+    if not (
+        isinstance(X, (np.memmap, Path)) or is_map_dataset(X) or (isinstance(X, str) and X.endswith((".npy", ".npz")))
+    ):
         return None
     source = image_source(X, image_shape=image_shape)
     if len(source) < min_images:
@@ -257,15 +280,19 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
     elif hasattr(X, "__iter__"):
         sources = (item[0] if isinstance(item, (tuple, list)) else item for item in X)
     else:
-        raise ValueError(f"expected a numpy array, a torch tensor or an iterable of image batches, got {type(X).__name__}")
+        raise ValueError(
+            f"expected a numpy array, a torch tensor or an iterable of image batches, got {type(X).__name__}"
+        )
     seen = 0
     for source in sources:
         for start in range(0, len(source), batch_size):
-            part = source[start:start + batch_size]
+            part = source[start : start + batch_size]
             # contiguous: a channels-last array would change the arithmetic's order, and a score must be a
             # function of the image, not of its memory layout
             if isinstance(part, torch.Tensor):
-                yield check_image_tensor(part, image_shape, expected_shape, warn_binary=not seen).to(device).contiguous()
+                yield (
+                    check_image_tensor(part, image_shape, expected_shape, warn_binary=not seen).to(device).contiguous()
+                )
             else:
                 x = check_images(part, image_shape, expected_shape, warn_binary=not seen)
                 yield torch.from_numpy(np.ascontiguousarray(x)).to(device)

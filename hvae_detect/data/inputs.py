@@ -34,26 +34,33 @@ def warn_if_binary_uint8(images) -> None:
     else:
         binary = images.dtype == np.uint8 and images.size > 0 and int(images.max()) == 1
     if binary:
-        warnings.warn("the uint8 images hold only the values 0 and 1, and uint8 is read as 0..255, so they are "
-                      "nearly black to the model; pass binary images as floats 0.0/1.0 or multiplied by 255",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            "the uint8 images hold only the values 0 and 1, and uint8 is read as 0..255, so they are "
+            "nearly black to the model; pass binary images as floats 0.0/1.0 or multiplied by 255",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _ragged(X) -> str:
     """What is wrong with a list of images that numpy cannot stack."""
+
     def shape(item):
         try:
             return tuple(int(v) for v in np.shape(item))
         except ValueError:
             return None
+
     shapes = [shape(item) for item in X]
     for i, s in enumerate(shapes):
         if s != shapes[0] or s is None:
             first = "has no regular shape" if shapes[0] is None else f"has shape {shapes[0]}"
             other = "has no regular shape" if s is None else f"has shape {s}"
             where = f"image 0 {first}" + (f" and image {i} {other}" if i else "")
-            return (f"the images of a list must all have the same shape: {where}; expected images shaped (H, W) "
-                    "or (C, H, W), all alike (resize or crop them first)")
+            return (
+                f"the images of a list must all have the same shape: {where}; expected images shaped (H, W) "
+                "or (C, H, W), all alike (resize or crop them first)"
+            )
     return "expected a numeric array of images, got a list that numpy cannot stack into one"
 
 
@@ -90,8 +97,10 @@ def resolve_image_shape(shape, image_shape=None):
             return image_shape
         side = math.isqrt(d)
         if side * side != d or d == 0:
-            raise ValueError(f"2-D input with {d} features: pass image_shape=(C, H, W); only a perfect "
-                             "square is read as one grey channel")
+            raise ValueError(
+                f"2-D input with {d} features: pass image_shape=(C, H, W); only a perfect "
+                "square is read as one grey channel"
+            )
         return (1, side, side)
     if len(shape) == 3:
         return (1, shape[1], shape[2])
@@ -105,14 +114,17 @@ def check_shape(shape, image_shape, expected_shape, min_samples):
     if len(shape) < 2:
         raise ValueError(f"expected images shaped (n, H, W), (n, C, H, W) or (n, d), got shape {tuple(shape)}")
     if shape[0] < min_samples:
-        raise ValueError(f"expected at least {min_samples} images, got {shape[0]} (n_samples = {shape[0]}, "
-                         f"shape={tuple(shape)})")
+        raise ValueError(
+            f"expected at least {min_samples} images, got {shape[0]} (n_samples = {shape[0]}, shape={tuple(shape)})"
+        )
     if len(shape) == 2 and shape[1] == 0:
         raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required.")
     image = resolve_image_shape(shape, image_shape)
     if image[0] not in (1, 3):
-        raise ValueError(f"expected 1 or 3 channels in (n, C, H, W), got C = {image[0]} (shape {tuple(shape)}); "
-                         "channels-last arrays must be transposed to channels-first")
+        raise ValueError(
+            f"expected 1 or 3 channels in (n, C, H, W), got C = {image[0]} (shape {tuple(shape)}); "
+            "channels-last arrays must be transposed to channels-first"
+        )
     if expected_shape is not None and tuple(image) != tuple(expected_shape):
         raise ValueError(f"the detector was fitted on images of shape {tuple(expected_shape)}, got {tuple(image)}")
     return image
@@ -135,16 +147,18 @@ def check_images(X, image_shape=None, expected_shape=None, min_samples=1, warn_b
         if not np.all(np.isfinite(arr)):
             raise ValueError("images contain NaN or infinite values")
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"float images must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]; "
-                             "pass uint8 for 0..255 data")
+            raise ValueError(
+                f"float images must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]; pass uint8 for 0..255 data"
+            )
         out = arr.astype(np.float32)
     else:
         raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {arr.dtype}")
     return out.reshape(arr.shape[0], *shape)
 
 
-def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1,
-                       warn_binary=True) -> torch.Tensor:
+def check_image_tensor(
+    x: torch.Tensor, image_shape=None, expected_shape=None, min_samples=1, warn_binary=True
+) -> torch.Tensor:
     """``check_images`` for a torch tensor, on its own device: float32 (n, C, H, W) in [0, 1]."""
     shape = check_shape(x.shape, image_shape, expected_shape, min_samples)
     if x.dtype == torch.uint8:
@@ -155,8 +169,10 @@ def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, m
         if x.numel() and not bool(torch.isfinite(x).all()):
             raise ValueError("images contain NaN or infinite values")
         if x.numel() and (bool(x.min() < 0) or bool(x.max() > 1)):
-            raise ValueError(f"float images must lie in [0, 1], got values in [{x.min().item()}, {x.max().item()}]; "
-                             "pass uint8 for 0..255 data")
+            raise ValueError(
+                f"float images must lie in [0, 1], got values in [{x.min().item()}, {x.max().item()}]; "
+                "pass uint8 for 0..255 data"
+            )
         out = x.float()
     else:
         raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got dtype {x.dtype}")
@@ -165,12 +181,17 @@ def check_image_tensor(x: torch.Tensor, image_shape=None, expected_shape=None, m
 
 def is_map_dataset(X) -> bool:
     """A map-style torch Dataset (indexable, with a length), not an array."""
-    return (isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.utils.data.IterableDataset)
-            and hasattr(X, "__len__") and not isinstance(X, (np.ndarray, torch.Tensor)))
+    return (
+        isinstance(X, torch.utils.data.Dataset)
+        and not isinstance(X, torch.utils.data.IterableDataset)
+        and hasattr(X, "__len__")
+        and not isinstance(X, (np.ndarray, torch.Tensor))
+    )
 
 
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None, *,
-             uniforms: torch.Tensor | None = None) -> torch.Tensor:
+def binarize(
+    x: torch.Tensor, generator: torch.Generator | None = None, *, uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """One Bernoulli draw per pixel with the grey level as probability (the paper's "Binarized").
 
     The draw comes from ``generator`` through torch.bernoulli (training batches held in memory,

@@ -23,8 +23,9 @@ from sklearn.utils.validation import check_is_fitted
 try:
     from pyod.models.base import BaseDetector
 except ImportError as e:  # the optional extra is not installed
-    raise ImportError('hvae_detect.integrations.pyod needs PyOD, an optional extra: '
-                      'pip install "hvae-detect[pyod]"') from e
+    raise ImportError(
+        'hvae_detect.integrations.pyod needs PyOD, an optional extra: pip install "hvae-detect[pyod]"'
+    ) from e
 
 from hvae_detect.estimator import HVAEOutlierDetector
 

@@ -17,8 +17,10 @@ from sklearn.utils.validation import check_is_fitted
 try:
     from pytorch_ood.api import Detector, DetectorInfo, Paper, RequiresFittingException, Task
 except ImportError as e:  # the optional extra is not installed
-    raise ImportError('hvae_detect.integrations.pytorch_ood needs pytorch-ood, an optional extra: '
-                      'pip install "hvae-detect[pytorch-ood]"') from e
+    raise ImportError(
+        'hvae_detect.integrations.pytorch_ood needs pytorch-ood, an optional extra: '
+        'pip install "hvae-detect[pytorch-ood]"'
+    ) from e
 
 from hvae_detect.estimator import HVAEOutlierDetector
 
@@ -32,8 +34,9 @@ def _in_distribution_images(data_loader) -> torch.Tensor:
         elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
             x, y = batch[0], (batch[1] if len(batch) > 1 else None)
         else:
-            raise ValueError(f"expected the loader to yield image tensors or (images, labels) pairs, got "
-                             f"{type(batch).__name__}")
+            raise ValueError(
+                f"expected the loader to yield image tensors or (images, labels) pairs, got {type(batch).__name__}"
+            )
         if y is not None:
             x = x[torch.as_tensor(y).to(x.device) >= 0]
         parts.append(x.detach().cpu())
@@ -64,8 +67,13 @@ class HVAE(Detector):
     hyperparameter_space = {"statistic": ["llr", "elbo", "lk"], "k": [1, 2]}
     info = DetectorInfo(
         tasks={Task.CLASSIFICATION},
-        paper=Paper(title="Hierarchical VAEs Know What They Don't Know", venue="ICML", year=2021,
-                    url="https://arxiv.org/abs/2102.08248", code="https://github.com/JakobHavtorn/hvae-oodd"),
+        paper=Paper(
+            title="Hierarchical VAEs Know What They Don't Know",
+            venue="ICML",
+            year=2021,
+            url="https://arxiv.org/abs/2102.08248",
+            code="https://github.com/JakobHavtorn/hvae-oodd",
+        ),
         ai_coded=True,
     )
 
@@ -96,8 +104,10 @@ class HVAE(Detector):
     def set_hyperparameters(self, **kwargs) -> HVAE:
         unknown = sorted(set(kwargs) - set(self.hyperparameter_space))
         if unknown:
-            raise ValueError(f"unknown hyperparameters {unknown} for {type(self).__name__}; "
-                             f"expected names in {list(self.hyperparameter_space)}")
+            raise ValueError(
+                f"unknown hyperparameters {unknown} for {type(self).__name__}; "
+                f"expected names in {list(self.hyperparameter_space)}"
+            )
         self.estimator.set_params(**kwargs)
         return self
 

@@ -30,8 +30,17 @@ _TOP = {"config_deterministic", "config_stochastic", "model"}
 
 AUTO = "auto"  # the estimator's architecture="auto": ``auto_preset`` picks by the images
 
-__all__ = ["AUTO", "PRESETS", "auto_preset", "family_of", "json_text_or_file", "model_family", "resolve_architecture",
-           "validate_architecture", "with_family"]
+__all__ = [
+    "AUTO",
+    "PRESETS",
+    "auto_preset",
+    "family_of",
+    "json_text_or_file",
+    "model_family",
+    "resolve_architecture",
+    "validate_architecture",
+    "with_family",
+]
 
 
 def family_of(architecture: dict) -> str:
@@ -59,8 +68,9 @@ def with_family(architecture, model: str | None) -> dict:
         return arch
     family = model_family(model)
     if "model" in arch and arch["model"] != family:
-        raise ValueError(f"the architecture is a {arch['model']} model but the model asked for is {family}; "
-                         "give one of them")
+        raise ValueError(
+            f"the architecture is a {arch['model']} model but the model asked for is {family}; give one of them"
+        )
     if family != "VAE" or "model" in arch:
         arch = {"model": family, **{k: v for k, v in arch.items() if k != "model"}}
     return resolve_architecture(arch)
@@ -107,7 +117,8 @@ def resolve_architecture(architecture) -> dict:
         except json.JSONDecodeError:
             raise ValueError(
                 f"architecture must be one of {sorted(PRESETS)} or a dict/JSON with "
-                f"'config_deterministic' and 'config_stochastic', got {architecture!r}") from None
+                f"'config_deterministic' and 'config_stochastic', got {architecture!r}"
+            ) from None
     if not isinstance(architecture, dict):
         raise ValueError(f"architecture must be a preset name or a dict, got {type(architecture).__name__}")
     missing = {"config_deterministic", "config_stochastic"} - set(architecture)
@@ -123,8 +134,9 @@ def resolve_architecture(architecture) -> dict:
         arch = {"model": model_family(architecture["model"]), **arch}
     for flag in sorted(set(architecture) & set(flags)):
         if family_of(arch) not in flags[flag]:
-            raise ValueError(f"architecture: '{flag}' applies to the {' and '.join(flags[flag])} model only, "
-                             f"not {family_of(arch)}")
+            raise ValueError(
+                f"architecture: '{flag}' applies to the {' and '.join(flags[flag])} model only, not {family_of(arch)}"
+            )
         if not isinstance(architecture[flag], bool):
             raise ValueError(f"architecture: '{flag}' must be true or false, got {architecture[flag]!r}")
         arch[flag] = architecture[flag]
@@ -154,8 +166,9 @@ def validate_architecture(arch: dict) -> None:
         if not isinstance(stage, list):
             raise ValueError(f"config_deterministic[{i}] must be a list of block dicts")
         if not stage and family_class(family_of(arch)).stage_blocks_required:
-            raise ValueError(f"config_deterministic[{i}] is empty: the {family_of(arch)} model needs at least one "
-                             "block per stage")
+            raise ValueError(
+                f"config_deterministic[{i}] is empty: the {family_of(arch)} model needs at least one block per stage"
+            )
         for j, blk in enumerate(stage):
             where = f"config_deterministic[{i}][{j}]"
             if not isinstance(blk, dict):
@@ -172,7 +185,9 @@ def validate_architecture(arch: dict) -> None:
                 _check_keys(blk, _DENSE, where)
                 _positive_int(blk, "out_features", where)
             else:
-                raise ValueError(f"{where}: block must be 'ResBlockConv2d' or 'ResBlockDense', got {blk.get('block')!r}")
+                raise ValueError(
+                    f"{where}: block must be 'ResBlockConv2d' or 'ResBlockDense', got {blk.get('block')!r}"
+                )
     for i, layer in enumerate(sto):
         where = f"config_stochastic[{i}]"
         if not isinstance(layer, dict) or layer.get("block") not in ("GaussianConv2d", "GaussianDense"):

@@ -17,8 +17,15 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from hvae_detect import likelihoods
-from hvae_detect.models.layers import (Gaussian, _wn, activation_fn, data_dependent_init, standard_normal_log_prob,
-                                       standard_normal_log_prob_elements, weight_normed_layers)
+from hvae_detect.models.layers import (
+    Gaussian,
+    _wn,
+    activation_fn,
+    data_dependent_init,
+    standard_normal_log_prob,
+    standard_normal_log_prob_elements,
+    weight_normed_layers,
+)
 
 # The likelihood head p(x | z1) reading the decoder's last feature map:
 #   "paper":   as the paper's code: the likelihood's own head (Bernoulli = activation, then a 3x3
@@ -33,7 +40,7 @@ class BoundTerms(NamedTuple):
     """Per-sample terms of a bound; rows are sample-major (row s*N + n is image n)."""
 
     log_px: torch.Tensor  # (R,) log p(x | z)
-    kl: torch.Tensor      # (L - k, R) log q(z_i | .) - log p(z_i | .) for i = k+1..L
+    kl: torch.Tensor  # (L - k, R) log q(z_i | .) - log p(z_i | .) for i = k+1..L
     params: torch.Tensor  # likelihood parameters, (R, P, H, W)
     # With kl_elements=True: the element-wise KL of every latent variable of stages k+1..L, in
     # order, (R, *its shape) (the paper's per-element free nats floor each); None otherwise.
@@ -120,8 +127,10 @@ class HierarchicalModel(nn.Module):
     def __init__(self, config):
         super().__init__()
         if config.family != self.family:
-            raise ValueError(f"{type(self).__name__} builds the {self.family} family, but the architecture names "
-                             f"{config.family}; build models with hvae_detect.models.registry.make_model")
+            raise ValueError(
+                f"{type(self).__name__} builds the {self.family} family, but the architecture names "
+                f"{config.family}; build models with hvae_detect.models.registry.make_model"
+            )
         self.config = config
         self.observation = likelihoods.make_likelihood(config.likelihood, config.n_mix, config.log_scale_min)
         self.act = activation_fn(config.activation)
@@ -134,8 +143,10 @@ class HierarchicalModel(nn.Module):
         through its inference stack, input first."""
         bottom = stage_shapes[0]
         out_ch = self._build_head(bottom[1][0] if len(bottom) > 1 else self.input_shape[0])
-        self.row_elements = max([self.concatenated_features * math.prod(s) for shapes in stage_shapes for s in shapes]
-                                + [out_ch * math.prod(self.input_shape[1:])])
+        self.row_elements = max(
+            [self.concatenated_features * math.prod(s) for shapes in stage_shapes for s in shapes]
+            + [out_ch * math.prod(self.input_shape[1:])]
+        )
 
     def _build_head(self, head_in: int) -> int:
         """The likelihood head p(x | z) reading ``head_in`` feature channels; returns its output channels."""
@@ -177,8 +188,9 @@ class HierarchicalModel(nn.Module):
                 kl = kl.flatten(1).sum(1) if kl_elements else kl
                 row = kl if row is None else row + kl
             rows.append(row)
-        return BoundTerms(log_px, torch.stack(rows), params,
-                          [kl for kls in stages for kl in kls] if kl_elements else None)
+        return BoundTerms(
+            log_px, torch.stack(rows), params, [kl for kls in stages for kl in kls] if kl_elements else None
+        )
 
     # ---- weights ----------------------------------------------------------------------
     def init_from_data(self, x, generator=None) -> None:
@@ -206,7 +218,9 @@ class HierarchicalModel(nn.Module):
         added = []
         try:
             for module in self.modules():
-                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and parametrize.is_parametrized(module, "weight"):
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and parametrize.is_parametrized(
+                    module, "weight"
+                ):
                     parametrize.register_parametrization(module, "weight", _ChannelsLast(), unsafe=True)
                     added.append(module)
             yield
@@ -237,11 +251,15 @@ class HierarchicalModel(nn.Module):
         finally:
             self._recorded_posteriors = None
         if not posteriors:
-            raise ValueError(f"the {self.family} family samples its posteriors without posterior_draw, so its "
-                             "latent path cannot be recorded")
+            raise ValueError(
+                f"the {self.family} family samples its posteriors without posterior_draw, so its "
+                "latent path cannot be recorded"
+            )
         channels = self.input_shape[0]
-        out = {"recon error": (x - self.observation.mean(params, channels)).flatten(1).square().sum(1),
-               "|sigma x|": self.observation.std(params, channels).flatten(1).norm(dim=1)}
+        out = {
+            "recon error": (x - self.observation.mean(params, channels)).flatten(1).square().sum(1),
+            "|sigma x|": self.observation.std(params, channels).flatten(1).norm(dim=1),
+        }
         for i, q in enumerate(posteriors, 1):
             out[f"|mu|{i}"] = q.mean.flatten(1).norm(dim=1)
             out[f"|sigma|{i}"] = q.std.flatten(1).norm(dim=1)

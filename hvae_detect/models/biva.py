@@ -82,8 +82,11 @@ class BIVA(HierarchicalModel):
                 self.q_bu_z.append(gaussian(shape, stos[i], act))
                 self.bu_up.append(Projection(self.q_bu_z[i].out_shape, shape))
         # The top stage: the skip [a_{L-1}, b_{L-1}] into its bottom-up input, the BU/TD merge, z_L.
-        self.top_skip = (Projection(doubled(stage_shapes[top][0]), stage_shapes[top][0])
-                         if self.skip_stochastic and top > 0 else None)
+        self.top_skip = (
+            Projection(doubled(stage_shapes[top][0]), stage_shapes[top][0])
+            if self.skip_stochastic and top > 0
+            else None
+        )
         self.q_top_merge = merge_block(doubled(shape), dets[top], act, q_dropout)
         self.q_top_z = gaussian(shape, stos[top], act)
 

@@ -69,10 +69,14 @@ class ModelConfig:
 
     def __post_init__(self):
         shape = self.input_shape
-        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
-                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in shape)):
-            raise ModelOptionError("input_shape", f"must be (channels, height, width) of positive integers, "
-                                                  f"got {shape!r}")
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in shape)
+        ):
+            raise ModelOptionError(
+                "input_shape", f"must be (channels, height, width) of positive integers, got {shape!r}"
+            )
         object.__setattr__(self, "input_shape", tuple(int(v) for v in shape))
         object.__setattr__(self, "architecture", resolve_architecture(self.architecture))
         if self.likelihood not in likelihoods.LIKELIHOODS:
@@ -109,7 +113,7 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "ModelConfig":
+    def from_json(cls, data: dict) -> ModelConfig:
         """The configuration that a saved "model" section or a run.json holds; keys it lacks take the
         defaults (what folders written before them hold) and keys that are not options are ignored."""
         if "input_shape" not in data:

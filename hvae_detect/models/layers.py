@@ -16,6 +16,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 LOG_2PI = math.log(2 * math.pi)
 
+
 def _identity(x):
     return x
 
@@ -52,9 +53,14 @@ def _wn(module: nn.Module, on: bool) -> nn.Module:
 
 def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
     """Every convolution, transposed convolution and linear layer of ``model`` under weight norm."""
-    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-            and hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")
-            and hasattr(m.parametrizations.weight, "original0")]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+        and hasattr(m, "parametrizations")
+        and hasattr(m.parametrizations, "weight")
+        and hasattr(m.parametrizations.weight, "original0")
+    ]
 
 
 @torch.no_grad()
@@ -133,8 +139,18 @@ class ResBlockConv2d(nn.Module):
     generative mirror of a stride-2 block (transposed convolutions upsample).
     """
 
-    def __init__(self, in_shape, out_channels, kernel_size=3, stride=1, weightnorm=True, gated=False, out_hw=None,
-                 activation="SiLU", dropout=0.0):
+    def __init__(
+        self,
+        in_shape,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        weightnorm=True,
+        gated=False,
+        out_hw=None,
+        activation="SiLU",
+        dropout=0.0,
+    ):
         super().__init__()
         self.act = activation_fn(activation)
         # The paper's q_dropout / p_dropout: between the middle activation and the second convolution.
@@ -144,8 +160,9 @@ class ResBlockConv2d(nn.Module):
         self.out_shape = (out_channels, *out_hw)
         self.gated = gated
         self.conv1 = _resize_conv(in_ch, out_channels, kernel_size, in_hw, out_hw, weightnorm)
-        self.conv2 = _wn(nn.Conv2d(out_channels, out_channels * (2 if gated else 1), kernel_size, 1,
-                                   kernel_size // 2), weightnorm)
+        self.conv2 = _wn(
+            nn.Conv2d(out_channels, out_channels * (2 if gated else 1), kernel_size, 1, kernel_size // 2), weightnorm
+        )
         same = in_ch == out_channels and tuple(in_hw) == out_hw
         self.shortcut = nn.Identity() if same else _resize_conv(in_ch, out_channels, 1, in_hw, out_hw, weightnorm)
 
@@ -163,8 +180,9 @@ class ResBlockConv2d(nn.Module):
 class ResBlockDense(nn.Module):
     """Dense residual block on flattened features; ``out_shape`` may reshape the output."""
 
-    def __init__(self, in_shape, out_features, weightnorm=True, gated=False, out_shape=None, activation="SiLU",
-                 dropout=0.0):
+    def __init__(
+        self, in_shape, out_features, weightnorm=True, gated=False, out_shape=None, activation="SiLU", dropout=0.0
+    ):
         super().__init__()
         self.act = activation_fn(activation)
         self.dropout = nn.Dropout(dropout) if dropout else None
@@ -174,7 +192,9 @@ class ResBlockDense(nn.Module):
         self.gated = gated
         self.fc1 = _wn(nn.Linear(in_features, out_features), weightnorm)
         self.fc2 = _wn(nn.Linear(out_features, out_features * (2 if gated else 1)), weightnorm)
-        self.shortcut = nn.Identity() if in_features == out_features else _wn(nn.Linear(in_features, out_features), weightnorm)
+        self.shortcut = (
+            nn.Identity() if in_features == out_features else _wn(nn.Linear(in_features, out_features), weightnorm)
+        )
 
     def forward(self, x):
         x = x.flatten(1)
@@ -224,7 +244,7 @@ class Gaussian:
         d = (z - self.mean) / self.std
         return -0.5 * d * d - torch.log(self.std) - 0.5 * LOG_2PI
 
-    def repeat(self, s: int) -> "Gaussian":
+    def repeat(self, s: int) -> Gaussian:
         """Tile the batch s times, sample-major: row r*N + n holds image n."""
         reps = (s,) + (1,) * (self.mean.dim() - 1)
         return Gaussian(self.mean.repeat(reps), self.std.repeat(reps))

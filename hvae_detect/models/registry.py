@@ -83,9 +83,16 @@ def make_model(config):
 
 # ---- presets ----------------------------------------------------------------------------------
 
+
 def _conv(ch, k, s):
-    return {"block": "ResBlockConv2d", "out_channels": ch, "kernel_size": k, "stride": s,
-            "weightnorm": True, "gated": False}
+    return {
+        "block": "ResBlockConv2d",
+        "out_channels": ch,
+        "kernel_size": k,
+        "stride": s,
+        "weightnorm": True,
+        "gated": False,
+    }
 
 
 def _seed_deterministic(ch, last_stride):
@@ -139,8 +146,12 @@ PRESETS["bottleneck"] = {
 }
 # The paper's code builds BIVA from the same --config_* structures (--model BIVA): the paper's
 # stage configurations run through BIVA stages, and the "small" one for CPU budgets.
-for _name, _base in (("biva-mnist", "paper-mnist"), ("biva-cifar", "paper-cifar"), ("biva-small", "small"),
-                     ("lvae-small", "small")):
+for _name, _base in (
+    ("biva-mnist", "paper-mnist"),
+    ("biva-cifar", "paper-cifar"),
+    ("biva-small", "small"),
+    ("lvae-small", "small"),
+):
     PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
 # BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the paper's three
 # stages and latents, one 3x3 block per stage, 16/32/32 channels): the HVAE row's model as BIVA.

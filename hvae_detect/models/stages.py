@@ -18,10 +18,13 @@ def build_block(in_shape, cfg, out_shape=None, activation="SiLU", dropout=0.0):
     kw = {"activation": activation, "dropout": dropout}
     if cfg["block"] == "ResBlockConv2d":
         if len(in_shape) != 3:
-            raise ValueError(f"ResBlockConv2d needs a feature-map input, but the stage's input has shape {tuple(in_shape)}")
+            raise ValueError(
+                f"ResBlockConv2d needs a feature-map input, but the stage's input has shape {tuple(in_shape)}"
+            )
         if out_shape is None:
-            return ResBlockConv2d(in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated,
-                                  **kw)
+            return ResBlockConv2d(
+                in_shape, cfg["out_channels"], cfg["kernel_size"], cfg.get("stride", 1), wn, gated, **kw
+            )
         return ResBlockConv2d(in_shape, out_shape[0], cfg["kernel_size"], 1, wn, gated, out_hw=out_shape[1:], **kw)
     return ResBlockDense(in_shape, cfg["out_features"], wn, gated, out_shape=out_shape, **kw)
 
@@ -42,8 +45,10 @@ def generative_stack(shapes, cfgs, input_shape, bottom, activation, dropout):
     shapes = list(shapes)
     if bottom:
         shapes[0] = (shapes[1][0] if len(shapes) > 1 else input_shape[0], *input_shape[1:])
-    blocks = [build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j], activation=activation, dropout=dropout)
-              for j in reversed(range(len(cfgs)))]
+    blocks = [
+        build_block(shapes[j + 1], cfgs[j], out_shape=shapes[j], activation=activation, dropout=dropout)
+        for j in reversed(range(len(cfgs)))
+    ]
     return nn.Sequential(*blocks), shapes[0]
 
 
@@ -57,7 +62,9 @@ def merge_block(in_shape, cfgs, activation, dropout):
 
 def gaussian(in_shape, sto, activation):
     """The Gaussian layer of a ``config_stochastic`` entry reading features of ``in_shape``."""
-    return STOCHASTIC[sto["block"]](in_shape, sto["latent_features"], sto.get("weightnorm", True), activation=activation)
+    return STOCHASTIC[sto["block"]](
+        in_shape, sto["latent_features"], sto.get("weightnorm", True), activation=activation
+    )
 
 
 def doubled(shape):

@@ -44,8 +44,8 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 try:
     import fcntl
@@ -156,17 +156,22 @@ def _acquire(target: Path, lock: Path, wait: float) -> int | None:
         except BlockingIOError:
             os.close(fd)
             if time.monotonic() >= deadline:
-                raise TimeoutError(errno.ETIMEDOUT, f"cannot write {target}: another writer ({_holder(lock)}) has "
-                                   f"held {lock} for over {wait:g} s") from None
+                raise TimeoutError(
+                    errno.ETIMEDOUT,
+                    f"cannot write {target}: another writer ({_holder(lock)}) has held {lock} for over {wait:g} s",
+                ) from None
             time.sleep(pause)
             pause = min(2 * pause, 0.1)
             continue
         except OSError as e:
             os.close(fd)
             if e.errno in _NO_LOCKS:
-                warnings.warn(f"{lock}: this filesystem has no file locks ({e.strerror}); writers of {target} are "
-                              "not excluded from each other, and leftovers of interrupted writes are kept",
-                              RuntimeWarning)
+                warnings.warn(
+                    f"{lock}: this filesystem has no file locks ({e.strerror}); writers of {target} are "
+                    "not excluded from each other, and leftovers of interrupted writes are kept",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 return None
             raise _write_error(target, f"locking {lock.name}", e) from None
         try:  # a releasing holder unlinks the file: a lock on an unlinked file excludes nobody

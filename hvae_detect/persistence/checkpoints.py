@@ -52,8 +52,10 @@ def write_model_dir(folder, model: HierarchicalModel, sections: dict, extra_tens
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     config = {"format_version": FORMAT_VERSION, "model": model_config(model), **sections}
     text = json.dumps(config, indent=2, allow_nan=False)
-    files = {"model.safetensors": lambda tmp: save_file(weights, tmp),
-             "config.json": lambda tmp: Path(tmp).write_text(text)}
+    files = {
+        "model.safetensors": lambda tmp: save_file(weights, tmp),
+        "config.json": lambda tmp: Path(tmp).write_text(text),
+    }
     if extra_tensors is not None:
         files["optimizer.safetensors"] = lambda tmp: save_file(extra_tensors, tmp)
     return write_folder(folder, files)
@@ -72,8 +74,10 @@ def check_writable_model_dir(folder, overwrite: bool) -> None:
     present = {p.name for p in folder.iterdir()}
     foreign = present - OWN_FILES
     if foreign or ("config.json" in present and "model.safetensors" not in present):
-        raise ValueError(f"{folder} holds files that hvae-detect did not write ({', '.join(sorted(foreign or present))});"
-                         " save into a new or empty folder")
+        raise ValueError(
+            f"{folder} holds files that hvae-detect did not write ({', '.join(sorted(foreign or present))});"
+            " save into a new or empty folder"
+        )
     if present and not overwrite:
         raise ValueError(f"{folder} already holds a saved model; pass overwrite=True to replace it")
 
@@ -90,18 +94,25 @@ def read_config(folder) -> dict:
         config = _read_json(path)
         if version == 1 and "params" in config:  # a detector saved by hvae-detect 0.1
             p, f = config["params"], config["fitted"]
-            return {"format_version": FORMAT_VERSION,
-                    "model": {"input_shape": f["image_shape_"], "architecture": p["architecture"],
-                              "likelihood": f["likelihood_"], "n_mix": p["n_mix"]},
-                    "detector": {"params": p, "fitted": f}}
-        raise ValueError(f"{path}: unsupported format_version {version!r}; this version reads {FORMAT_VERSION} "
-                         "and 1")
+            return {
+                "format_version": FORMAT_VERSION,
+                "model": {
+                    "input_shape": f["image_shape_"],
+                    "architecture": p["architecture"],
+                    "likelihood": f["likelihood_"],
+                    "n_mix": p["n_mix"],
+                },
+                "detector": {"params": p, "fitted": f},
+            }
+        raise ValueError(f"{path}: unsupported format_version {version!r}; this version reads {FORMAT_VERSION} and 1")
     run_json = folder.parent.parent / "run.json"
     if (folder / "state.json").is_file() and run_json.is_file():  # a checkpoint of an hvae-detect 0.1 run
         run = _read_json(run_json)
-        return {"format_version": FORMAT_VERSION,
-                "model": {k: run[k] for k in ("input_shape", "architecture", "likelihood", "n_mix")},
-                "training_state": _read_json(folder / "state.json")}
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": {k: run[k] for k in ("input_shape", "architecture", "likelihood", "n_mix")},
+            "training_state": _read_json(folder / "state.json"),
+        }
     raise ValueError(f"{folder} is not a saved model: config.json is missing")
 
 
@@ -142,14 +153,18 @@ def resolve_model_dir(path, checkpoint: str = "best") -> Path:
         folder = path / "checkpoints" / checkpoint
         recover_folder(folder)
         if not (folder / "model.safetensors").is_file():
-            raise ValueError(f"run {path} has no '{checkpoint}' checkpoint ({folder / 'model.safetensors'} is "
-                             f"missing); pick another with --checkpoint / checkpoint=")
+            raise ValueError(
+                f"run {path} has no '{checkpoint}' checkpoint ({folder / 'model.safetensors'} is "
+                f"missing); pick another with --checkpoint / checkpoint="
+            )
         return folder
     if (path / "config.json").is_file() or (path / "state.json").is_file():
         return path
     if not path.exists():
-        raise ValueError(f"{path} does not exist, so it is neither a run folder (run.json) nor a saved model "
-                         "(config.json): check the path")
+        raise ValueError(
+            f"{path} does not exist, so it is neither a run folder (run.json) nor a saved model "
+            "(config.json): check the path"
+        )
     raise ValueError(f"{path} is neither a run folder (run.json) nor a saved model (config.json)")
 
 
@@ -167,6 +182,7 @@ def _read_json(path: Path) -> dict:
 
 
 # ---- training checkpoints -------------------------------------------------------------
+
 
 def _optimizer_to_tensors(opt: torch.optim.Optimizer):
     sd = opt.state_dict()
@@ -231,9 +247,19 @@ def detector_settings(folder, config: dict) -> tuple[dict, dict]:
         return params, fitted
     run = run_config_of(folder) or {}
     m = ModelConfig.from_json(config["model"])
-    params = {"architecture": m.architecture, "likelihood": m.likelihood, "n_mix": m.n_mix,
-              "activation": m.activation, "likelihood_head": m.likelihood_head, "log_scale_min": m.log_scale_min,
-              "random_state": run.get("seed"), **{k: run[k] for k in TrainingConfig.field_names() if k in run}}
-    fitted = {"scoring_seed_": run.get("seed", 0), "offset_": None,
-              "history_": config["training_state"].get("history", [])}
+    params = {
+        "architecture": m.architecture,
+        "likelihood": m.likelihood,
+        "n_mix": m.n_mix,
+        "activation": m.activation,
+        "likelihood_head": m.likelihood_head,
+        "log_scale_min": m.log_scale_min,
+        "random_state": run.get("seed"),
+        **{k: run[k] for k in TrainingConfig.field_names() if k in run},
+    }
+    fitted = {
+        "scoring_seed_": run.get("seed", 0),
+        "offset_": None,
+        "history_": config["training_state"].get("history", []),
+    }
     return params, fitted

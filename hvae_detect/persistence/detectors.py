@@ -37,15 +37,23 @@ def references_to_json(references: dict) -> dict:
 
 
 def references_from_json(saved: dict) -> dict:
-    return {name: value if isinstance(value, str) else reference.from_state(
-                {key: np.asarray(v, dtype=np.float64) for key, v in value["arrays"].items()}, value["meta"])
-            for name, value in (saved or {}).items()}
+    return {
+        name: value
+        if isinstance(value, str)
+        else reference.from_state(
+            {key: np.asarray(v, dtype=np.float64) for key, v in value["arrays"].items()}, value["meta"]
+        )
+        for name, value in (saved or {}).items()
+    }
 
 
 def model_state(model) -> tuple:
     """What pickles a model: (its ModelConfig as JSON, its weights on the CPU, its device type)."""
-    return (checkpoints.model_config(model), {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            next(model.parameters()).device.type)
+    return (
+        checkpoints.model_config(model),
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        next(model.parameters()).device.type,
+    )
 
 
 def model_from_state(state: tuple):
@@ -123,13 +131,20 @@ def load_notes(detector, fitted: dict) -> list[str]:
     statistic = detector.statistic
     if not detector.references_ and fitted["offset_"] is None and statistics.get(statistic).reference is not None:
         detector.statistic = "llr" if detector.n_latents_ > 1 else "elbo"
-        notes.append(f"this detector has no fitted references (a training run's), so it scores with "
-                     f"statistic={detector.statistic!r} instead of {statistic!r}; for {statistic!r}, "
-                     f"set_params(statistic={statistic!r}).set_threshold(X_inliers) fits them on your inliers")
-    if (fitted["offset_"] is not None and not fitted.get("threshold_calibration_")
-            and statistics.get(detector.statistic).reference is not None):
-        notes.append("this detector's threshold was set by an earlier version as " + IN_SAMPLE + ": it flags more "
-                     "than contamination of new normal images; refit, or set_threshold(X_inliers) to calibrate it")
+        notes.append(
+            f"this detector has no fitted references (a training run's), so it scores with "
+            f"statistic={detector.statistic!r} instead of {statistic!r}; for {statistic!r}, "
+            f"set_params(statistic={statistic!r}).set_threshold(X_inliers) fits them on your inliers"
+        )
+    if (
+        fitted["offset_"] is not None
+        and not fitted.get("threshold_calibration_")
+        and statistics.get(detector.statistic).reference is not None
+    ):
+        notes.append(
+            "this detector's threshold was set by an earlier version as " + IN_SAMPLE + ": it flags more "
+            "than contamination of new normal images; refit, or set_threshold(X_inliers) to calibrate it"
+        )
     return notes
 
 

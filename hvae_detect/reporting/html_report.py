@@ -69,31 +69,40 @@ def histogram_svg(scores, threshold: float | None, bins: int = 40, width: int = 
     pw, ph = width - left - right, height - top - bottom
     x = lambda v: left + (v - lo) / (hi - lo) * pw  # noqa: E731
     peak = max(int(counts.max()), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="histogram of the scores">',
-             f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#444"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="histogram of the scores">',
+        f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#444"/>',
+    ]
     for count, a, b in zip(counts, edges[:-1], edges[1:]):
         if count == 0:
             continue
         h = count / peak * ph
         below = threshold is not None and (a + b) / 2 < threshold
-        parts.append(f'<rect x="{x(a):.1f}" y="{top + ph - h:.1f}" width="{max(x(b) - x(a) - 1, 1):.1f}" '
-                     f'height="{h:.1f}" fill="{"#e07b6f" if below else "#6f9fd8"}"><title>{_number(a)} to '
-                     f'{_number(b)}: {count}</title></rect>')
+        parts.append(
+            f'<rect x="{x(a):.1f}" y="{top + ph - h:.1f}" width="{max(x(b) - x(a) - 1, 1):.1f}" '
+            f'height="{h:.1f}" fill="{"#e07b6f" if below else "#6f9fd8"}"><title>{_number(a)} to '
+            f'{_number(b)}: {count}</title></rect>'
+        )
     for v in np.linspace(lo, hi, 5):
-        parts.append(f'<text x="{x(v):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">{_number(v)}</text>')
-    parts.append(f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">{peak}</text>'
-                 f'<text x="{left - 6}" y="{top + ph}" font-size="11" text-anchor="end">0</text>'
-                 f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="12" text-anchor="middle">score '
-                 f'(higher = more normal)</text>')
+        parts.append(
+            f'<text x="{x(v):.1f}" y="{top + ph + 16}" font-size="11" text-anchor="middle">{_number(v)}</text>'
+        )
+    parts.append(
+        f'<text x="{left - 6}" y="{top + 10}" font-size="11" text-anchor="end">{peak}</text>'
+        f'<text x="{left - 6}" y="{top + ph}" font-size="11" text-anchor="end">0</text>'
+        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="12" text-anchor="middle">score '
+        f'(higher = more normal)</text>'
+    )
     if threshold is not None and np.isfinite(threshold):
-        parts.append(f'<line x1="{x(threshold):.1f}" y1="{top}" x2="{x(threshold):.1f}" y2="{top + ph}" '
-                     f'stroke="#c0392b" stroke-width="2" stroke-dasharray="5,3"/><text x="{x(threshold) + 4:.1f}" '
-                     f'y="{top + 12}" font-size="11" fill="#c0392b">threshold {_number(threshold)}</text>')
+        parts.append(
+            f'<line x1="{x(threshold):.1f}" y1="{top}" x2="{x(threshold):.1f}" y2="{top + ph}" '
+            f'stroke="#c0392b" stroke-width="2" stroke-dasharray="5,3"/><text x="{x(threshold) + 4:.1f}" '
+            f'y="{top + 12}" font-size="11" fill="#c0392b">threshold {_number(threshold)}</text>'
+        )
     parts.append("</svg>")
-    note = (f'<p class="note">{pooled} scores below {_number(lo)} are counted in the first bar.</p>'
-            if pooled else "")
+    note = f'<p class="note">{pooled} scores below {_number(lo)} are counted in the first bar.</p>' if pooled else ""
     return "".join(parts) + note
 
 
@@ -104,34 +113,60 @@ def _figures(thumbs: list[Thumbnail]) -> str:
     for t in thumbs:
         name = html.escape(t.name)
         if t.png is not None:
-            image = (f'<img alt="{name}" title="{name}" '
-                     f'src="data:image/png;base64,{base64.b64encode(t.png).decode("ascii")}">')
+            image = (
+                f'<img alt="{name}" title="{name}" '
+                f'src="data:image/png;base64,{base64.b64encode(t.png).decode("ascii")}">'
+            )
         else:
             image = f'<p class="note">{html.escape(t.problem or "no picture")}</p>'
         flag = ' <span class="flag">flagged</span>' if t.flagged else ""
-        out.append(f'<figure class="{"flagged" if t.flagged else ""}">{image}<figcaption>'
-                   f'<span class="score">{_number(t.score)}</span>{flag}<br>{name}</figcaption></figure>')
+        out.append(
+            f'<figure class="{"flagged" if t.flagged else ""}">{image}<figcaption>'
+            f'<span class="score">{_number(t.score)}</span>{flag}<br>{name}</figcaption></figure>'
+        )
     return f'<div class="grid">{"".join(out)}</div>'
 
 
-def render_report(*, title: str, summary: list[str], scores, threshold: float | None, outliers: list[Thumbnail],
-                  normals: list[Thumbnail], errors: list[tuple[str, str]], n_errors: int | None = None) -> str:
+def render_report(
+    *,
+    title: str,
+    summary: list[str],
+    scores,
+    threshold: float | None,
+    outliers: list[Thumbnail],
+    normals: list[Thumbnail],
+    errors: list[tuple[str, str]],
+    n_errors: int | None = None,
+) -> str:
     """The page as text. ``summary``: lines (plain text) under the title; ``outliers`` lowest scores first,
     ``normals`` highest first; ``errors`` [(name, reason)] (at most ``MAX_ERROR_ROWS`` are listed, of
     ``n_errors`` in all)."""
     n_errors = len(errors) if n_errors is None else n_errors
     items = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
-    body = [f"<h1>{html.escape(title)}</h1><ul class=\"summary\">{items}</ul>",
-            "<h2>Scores</h2>", histogram_svg(scores, threshold),
-            f"<h2>The {len(outliers)} most outlying images (lowest scores)</h2>", _figures(outliers),
-            f"<h2>The {len(normals)} most normal images (highest scores)</h2>", _figures(normals)]
+    body = [
+        f"<h1>{html.escape(title)}</h1><ul class=\"summary\">{items}</ul>",
+        "<h2>Scores</h2>",
+        histogram_svg(scores, threshold),
+        f"<h2>The {len(outliers)} most outlying images (lowest scores)</h2>",
+        _figures(outliers),
+        f"<h2>The {len(normals)} most normal images (highest scores)</h2>",
+        _figures(normals),
+    ]
     if n_errors:
-        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(reason)}</td></tr>"
-                       for name, reason in errors[:MAX_ERROR_ROWS])
-        more = (f'<p class="note">{n_errors - MAX_ERROR_ROWS} more in scores.csv.</p>'
-                if n_errors > MAX_ERROR_ROWS else "")
-        body.append(f"<h2>{n_errors} files could not be read</h2><table><tr><th>file</th><th>reason</th></tr>"
-                    f"{rows}</table>{more}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(reason)}</td></tr>"
+            for name, reason in errors[:MAX_ERROR_ROWS]
+        )
+        more = (
+            f'<p class="note">{n_errors - MAX_ERROR_ROWS} more in scores.csv.</p>' if n_errors > MAX_ERROR_ROWS else ""
+        )
+        body.append(
+            f"<h2>{n_errors} files could not be read</h2><table><tr><th>file</th><th>reason</th></tr>"
+            f"{rows}</table>{more}"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + f"\n<script>{_SCRIPT}</script>\n</body></html>\n"
+    )

@@ -108,7 +108,7 @@ def analytic_loo(statistic, outputs: dict, k: int, fitted) -> np.ndarray:
     n = V.shape[0]
     if isinstance(fitted, reference.Typicality):
         u = V[:, 0] - fitted.mean_
-        var = (n * fitted.std_ ** 2 - n / (n - 1) * u ** 2) / (n - 1)
+        var = (n * fitted.std_**2 - n / (n - 1) * u**2) / (n - 1)
         score = -np.abs(n / (n - 1) * u) / np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))
     elif isinstance(fitted, reference.Gaussian):
         D = -fitted.score(V)
@@ -118,10 +118,11 @@ def analytic_loo(statistic, outputs: dict, k: int, fitted) -> np.ndarray:
         loo.n_features_ = fitted.n_features_
         for i in range(n):  # the columns without row i: one searchsorted per column, O(n d) each
             rest = np.delete(V, i, axis=0)
-            loo.sorted_ = np.stack([np.delete(col, np.searchsorted(col, V[i, j])) for j, col in
-                                    enumerate(fitted.sorted_.T)], axis=1)
+            loo.sorted_ = np.stack(
+                [np.delete(col, np.searchsorted(col, V[i, j])) for j, col in enumerate(fitted.sorted_.T)], axis=1
+            )
             loo.skew_sign_ = np.sign(((rest - rest.mean(axis=0)) ** 3).mean(axis=0))
-            score[i] = loo.score(V[i:i + 1])[0]
+            score[i] = loo.score(V[i : i + 1])[0]
     else:
         raise ValueError(f"no closed-form leave-one-out for a {type(fitted).__name__} reference")
     return score  # a reference's score is the row's normality already
@@ -146,14 +147,25 @@ def warning(statistic, n: int, d: int, contamination: float, images: str = "held
         simpler = f', or a statistic without a reference such as "llr" ({min_images(0, contamination)} images)'
     else:
         what, simpler = f"the contamination={contamination:g} quantile needs", ""
-    return (f"the threshold of the statistic {statistic.name!r} comes from {n} {images}, fewer than the "
-            f"{need} that {what}: the share of new normal images it flags may be far from {contamination:g}. "
-            f"Use more training images or a larger holdout (at least {need} held-out images){simpler}, or set "
-            f"the threshold on other inliers with set_threshold(X_inliers).")
+    return (
+        f"the threshold of the statistic {statistic.name!r} comes from {n} {images}, fewer than the "
+        f"{need} that {what}: the share of new normal images it flags may be far from {contamination:g}. "
+        f"Use more training images or a larger holdout (at least {need} held-out images){simpler}, or set "
+        f"the threshold on other inliers with set_threshold(X_inliers)."
+    )
 
 
-def threshold(statistic, outputs: dict, k: int, contamination: float, seed: int, references: dict | None = None,
-              method: str = DEFAULT, folds: int = FOLDS, rule: str = QUANTILE) -> tuple[float, dict]:
+def threshold(
+    statistic,
+    outputs: dict,
+    k: int,
+    contamination: float,
+    seed: int,
+    references: dict | None = None,
+    method: str = DEFAULT,
+    folds: int = FOLDS,
+    rule: str = QUANTILE,
+) -> tuple[float, dict]:
     """(offset, info): the ``contamination`` quantile of the held-out images' normality, for a row of
     the statistics table (or its name) and the engine ``outputs`` of the held-out images ((n,) arrays).
 
@@ -175,8 +187,13 @@ def threshold(statistic, outputs: dict, k: int, contamination: float, seed: int,
         raise ValueError(f"contamination must be in (0, 1), got {contamination!r}")
     n, references = n_rows(outputs), dict(references or {})
     d = dimension(statistic, outputs)
-    info = {"method": "plain" if statistic.reference is None else method, "n": n, "d": d,
-            "references": references, "warning": warning(statistic, n, d, contamination)}
+    info = {
+        "method": "plain" if statistic.reference is None else method,
+        "n": n,
+        "d": d,
+        "references": references,
+        "warning": warning(statistic, n, d, contamination),
+    }
     if statistic.reference is None:
         info["scores"] = statistic.normality(statistic.value(outputs, k))
         return quantile(info["scores"], contamination, rule), info
@@ -202,8 +219,10 @@ def threshold(statistic, outputs: dict, k: int, contamination: float, seed: int,
             scores = _normality(statistic, outputs, k, fitted)
     except ValueError as e:
         info["method"], scores = "in-sample", _normality(statistic, outputs, k, fitted)
-        info["warning"] = (f"{info['warning'] or ''} The out-of-sample calibration failed ({e}): the threshold is "
-                           f"the quantile of the images the reference was fitted on, and flags more than "
-                           f"contamination={contamination:g} of new normal images.").strip()
+        info["warning"] = (
+            f"{info['warning'] or ''} The out-of-sample calibration failed ({e}): the threshold is "
+            f"the quantile of the images the reference was fitted on, and flags more than "
+            f"contamination={contamination:g} of new normal images."
+        ).strip()
     info["scores"] = scores
     return quantile(scores, contamination, rule), info

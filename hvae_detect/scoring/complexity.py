@@ -134,8 +134,9 @@ def input_complexity(elbo_nats, bits) -> np.ndarray:
     """
     elbo, size = np.asarray(elbo_nats, dtype=np.float64), np.asarray(bits, dtype=np.float64)
     if elbo.ndim != 1 or elbo.shape != size.shape:
-        raise ValueError(f"expected L and bits as two (n,) arrays of one length, got shapes {elbo.shape} and "
-                         f"{size.shape}")
+        raise ValueError(
+            f"expected L and bits as two (n,) arrays of one length, got shapes {elbo.shape} and {size.shape}"
+        )
     if not (np.all(np.isfinite(elbo)) and np.all(np.isfinite(size))):
         raise ValueError("L and bits must be finite")
     return -elbo / math.log(2.0) - size

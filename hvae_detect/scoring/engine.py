@@ -27,14 +27,24 @@ from hvae_detect.data import randomness
 from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
 from hvae_detect.models.layers import Gaussian
 
-__all__ = ["ROW_BUDGET_BYTES", "MAX_ROWS", "FOLD_SAMPLES", "StreamingLogMeanExp", "default_max_rows",
-           "importance_bounds", "importance_noise", "importance_outputs", "latent_path_outputs", "logmeanexp"]
+__all__ = [
+    "ROW_BUDGET_BYTES",
+    "MAX_ROWS",
+    "FOLD_SAMPLES",
+    "StreamingLogMeanExp",
+    "default_max_rows",
+    "importance_bounds",
+    "importance_noise",
+    "importance_outputs",
+    "latent_path_outputs",
+    "logmeanexp",
+]
 
 # Bytes of the largest activation of one scoring pass, per device type: passes near the
 # CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/RESULTS.md).
 ROW_BUDGET_BYTES = {"cpu": 32 * 2**20, "cuda": 128 * 2**20}
-MAX_ROWS = 256      # every pass is padded to its row count: keep small models' passes small
-FOLD_SAMPLES = 64   # samples folded into the running logmeanexp at a time
+MAX_ROWS = 256  # every pass is padded to its row count: keep small models' passes small
+FOLD_SAMPLES = 64  # samples folded into the running logmeanexp at a time
 
 
 class StreamingLogMeanExp:
@@ -77,8 +87,10 @@ def importance_noise(model, keys, k, samples):
     """Standard-normal draws of z_{k+1..L} for rows with image keys ``keys`` (R,) and sample
     indices ``samples`` (R,): one (R, *latent shape) tensor per stage. The one builder of keyed
     latent draws: scoring's, and streamed training's (``hvae_detect.training.batches.posterior_noise``)."""
-    return [randomness.normal(keys, randomness.noise_stream(k, i, samples), model.latent_shapes[i])
-            for i in range(k, model.n_latents)]
+    return [
+        randomness.normal(keys, randomness.noise_stream(k, i, samples), model.latent_shapes[i])
+        for i in range(k, model.n_latents)
+    ]
 
 
 @torch.no_grad()
@@ -92,8 +104,9 @@ def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0,
 
 
 @torch.no_grad()
-def importance_outputs(model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed=0, max_rows=None,
-                       with_terms=True) -> dict:
+def importance_outputs(
+    model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed=0, max_rows=None, with_terms=True
+) -> dict:
     """The engine's outputs for images x, named as ``hvae_detect.scoring.statistics`` names them:
     "L" and "L>k" (k in ``ks``) as ``importance_bounds`` gives them and, ``with_terms``, from the same
     passes of L the mean over its S samples of "log p(x|z)" and of every stage's KL ("KL1" (lowest)
@@ -118,7 +131,7 @@ def latent_path_outputs(model, x, max_rows=None) -> dict:
     with model.channels_last_weights(), parametrize.cached():
         for start in range(0, n, max_rows):
             path = model.latent_path(x[_pass_rows(start, n, max_rows, x.device)])
-            parts.append({name: v[:min(max_rows, n - start)].float() for name, v in path.items()})
+            parts.append({name: v[: min(max_rows, n - start)].float() for name, v in path.items()})
     if not parts:
         return {}
     return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
@@ -200,8 +213,11 @@ def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
         terms = model(x[image], k, noise=noise, start=_rows(prefix, image))
         valid = min(rows, total - start)
         bound = terms.bound[:valid].float()[:, None]
-        pending.append(bound if not with_terms else torch.cat(
-            [bound, terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T], 1))
+        pending.append(
+            bound
+            if not with_terms
+            else torch.cat([bound, terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T], 1)
+        )
         last = start + rows >= total
         done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
         fold = done if last else done // FOLD_SAMPLES * FOLD_SAMPLES  # full blocks until the end
@@ -209,9 +225,9 @@ def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
             flat_w = torch.cat(pending)
             for block in range(0, fold, FOLD_SAMPLES):  # block boundaries depend on S only
                 b = min(FOLD_SAMPLES, fold - block)
-                chunk = flat_w[block * n:(block + b) * n].view(b, n, -1)
+                chunk = flat_w[block * n : (block + b) * n].view(b, n, -1)
                 acc.update(chunk[..., 0].contiguous())
                 for w in chunk[..., 1:] if with_terms else ():  # sample by sample: no sum across the batch
                     term_sum = w.clone() if term_sum is None else term_sum + w
-            pending = [flat_w[fold * n:]]
+            pending = [flat_w[fold * n :]]
     return acc.result(), (term_sum / n_samples if with_terms else None)

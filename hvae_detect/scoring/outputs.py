@@ -20,8 +20,18 @@ def _count(value, name: str) -> int:
     return int(value)
 
 
-def image_outputs(model, X, needed, *, seed: int, iw_samples: int, iw_samples_lk: int, image_shape=None,
-                  batch_size: int | None = None, precision: str = "float32") -> dict:
+def image_outputs(
+    model,
+    X,
+    needed,
+    *,
+    seed: int,
+    iw_samples: int,
+    iw_samples_lk: int,
+    image_shape=None,
+    batch_size: int | None = None,
+    precision: str = "float32",
+) -> dict:
     """The outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL...", "bits", "path", "regret"; see
     ``hvae_detect.scoring.statistics``) of every image of X: (n,) float64 arrays.
 

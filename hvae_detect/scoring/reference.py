@@ -57,8 +57,9 @@ class _Reference:
         """Fit on V (n, d): one row of statistics per held-out training image. Returns self."""
         V = _matrix(V)
         if V.shape[0] < self.min_rows:
-            raise ValueError(f"{type(self).__name__} needs at least {self.min_rows} held-out images to fit, "
-                             f"got {V.shape[0]}")
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_rows} held-out images to fit, got {V.shape[0]}"
+            )
         self._fit(V)
         self.n_features_ = V.shape[1]  # fitted only once every parameter is
         return self
@@ -95,8 +96,10 @@ class _Reference:
         state = {k: np.asarray(arrays[k], dtype=np.float64) for k in target.array_names}
         for name, shape in target._shapes(d).items():
             if state[name].ndim != len(shape) or any(n not in (None, m) for n, m in zip(shape, state[name].shape)):
-                raise ValueError(f"the saved {kind} model's {name!r} has shape {state[name].shape}, expected "
-                                 f"{tuple('n' if n is None else n for n in shape)} for {d} statistics")
+                raise ValueError(
+                    f"the saved {kind} model's {name!r} has shape {state[name].shape}, expected "
+                    f"{tuple('n' if n is None else n for n in shape)} for {d} statistics"
+                )
         model = target()
         model.n_features_ = d
         model._set_state(state, meta)
@@ -215,7 +218,7 @@ class _EmpiricalTails(_Reference):
     def _fit(self, V):
         self.sorted_ = np.sort(V, axis=0)
         centred = V - V.mean(axis=0)
-        third = (centred ** 3).mean(axis=0)
+        third = (centred**3).mean(axis=0)
         self.skew_sign_ = np.sign(third)
 
     def _neg_log_tails(self, V) -> tuple[np.ndarray, np.ndarray]:

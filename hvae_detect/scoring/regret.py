@@ -33,8 +33,7 @@ import torch
 from hvae_detect.data import randomness
 from hvae_detect.scoring.engine import default_max_rows, importance_bounds
 
-__all__ = ["DEFAULT_LEARNING_RATE", "DEFAULT_STEPS", "INFERENCE_MODULES", "inference_parameters",
-           "likelihood_regret"]
+__all__ = ["DEFAULT_LEARNING_RATE", "DEFAULT_STEPS", "INFERENCE_MODULES", "inference_parameters", "likelihood_regret"]
 
 # The reference implementation's settings (XavierXiao/Likelihood-Regret, compute_LR.py: 100 Adam
 # steps at 2e-4; it also adds a weight decay of 5e-5, left out here: the regret is the bound's gain).
@@ -48,8 +47,18 @@ DEFAULT_LEARNING_RATE = 2e-4
 INFERENCE_MODULES = {
     "VAE": ("q_det", "q_z", "q_skip"),
     "LVAE": ("q_det", "q_merge", "q_z"),
-    "BIVA": ("q_bu", "q_td", "td_from_bu", "q_bu_z", "bu_up", "top_skip", "q_top_merge", "q_top_z",
-             "q_td_merge", "q_td_z"),
+    "BIVA": (
+        "q_bu",
+        "q_td",
+        "td_from_bu",
+        "q_bu_z",
+        "bu_up",
+        "top_skip",
+        "q_top_merge",
+        "q_top_z",
+        "q_td_merge",
+        "q_td_z",
+    ),
 }
 
 
@@ -62,9 +71,11 @@ def inference_parameters(model) -> dict[str, torch.nn.Parameter]:
     """
     family = getattr(model, "family", None)
     if family not in INFERENCE_MODULES:
-        raise ValueError(f"likelihood regret needs to know which modules of a model form its encoder; the "
-                         f"{family!r} family has no entry in hvae_detect.scoring.regret.INFERENCE_MODULES "
-                         f"(known: {sorted(INFERENCE_MODULES)})")
+        raise ValueError(
+            f"likelihood regret needs to know which modules of a model form its encoder; the "
+            f"{family!r} family has no entry in hvae_detect.scoring.regret.INFERENCE_MODULES "
+            f"(known: {sorted(INFERENCE_MODULES)})"
+        )
     roots = INFERENCE_MODULES[family]
     return {name: p for name, p in model.named_parameters() if name.split(".", 1)[0] in roots}
 
@@ -72,12 +83,17 @@ def inference_parameters(model) -> dict[str, torch.nn.Parameter]:
 def _check(steps, learning_rate, iw_samples, seed) -> None:
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps (encoder optimisation steps per image) must be an integer >= 0, got {steps!r}")
-    if (not isinstance(learning_rate, numbers.Real) or isinstance(learning_rate, bool)
-            or not math.isfinite(learning_rate) or learning_rate <= 0):
+    if (
+        not isinstance(learning_rate, numbers.Real)
+        or isinstance(learning_rate, bool)
+        or not math.isfinite(learning_rate)
+        or learning_rate <= 0
+    ):
         raise ValueError(f"learning_rate (Adam's step size) must be a finite number > 0, got {learning_rate!r}")
     if not isinstance(iw_samples, numbers.Integral) or isinstance(iw_samples, bool) or iw_samples < 1:
-        raise ValueError(f"iw_samples (importance samples of L before and after) must be an integer >= 1, "
-                         f"got {iw_samples!r}")
+        raise ValueError(
+            f"iw_samples (importance samples of L before and after) must be an integer >= 1, got {iw_samples!r}"
+        )
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
 
@@ -90,8 +106,15 @@ def step_noise(model, key: torch.Tensor, step: int) -> list[torch.Tensor]:
     return [randomness.normal(key, -(first + i), shape) for i, shape in enumerate(model.latent_shapes)]
 
 
-def likelihood_regret(model, x, *, steps: int = DEFAULT_STEPS, learning_rate: float = DEFAULT_LEARNING_RATE,
-                      seed: int = 0, iw_samples: int = 1) -> torch.Tensor:
+def likelihood_regret(
+    model,
+    x,
+    *,
+    steps: int = DEFAULT_STEPS,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    seed: int = 0,
+    iw_samples: int = 1,
+) -> torch.Tensor:
     """Likelihood regret of every image of x: (N,) float32 in nats, on x's device; large for outliers.
 
     Parameters
@@ -129,13 +152,13 @@ def likelihood_regret(model, x, *, steps: int = DEFAULT_STEPS, learning_rate: fl
     rows = min(int(iw_samples), default_max_rows(work, x.device))  # pass size: a function of S alone
     out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     for i in range(x.shape[0]):
-        xi = x[i:i + 1].contiguous()
+        xi = x[i : i + 1].contiguous()
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(initial[name])
         before = importance_bounds(work, xi, (), iw_samples, seed=seed, max_rows=rows)[0]
         if steps:
-            _optimise(work, params, xi, keys[i:i + 1], int(steps), float(learning_rate))
+            _optimise(work, params, xi, keys[i : i + 1], int(steps), float(learning_rate))
         after = importance_bounds(work, xi, (), iw_samples, seed=seed, max_rows=rows)[0]
         out[i] = (after - before)[0]
     return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -94,8 +94,10 @@ class Statistic:
         fitted = (references or {}).get(self.name)
         if fitted is None or isinstance(fitted, str):
             why = fitted or "loaded from a training run, or saved before the statistic existed: fit it"
-            raise ValueError(f"the statistic {self.name!r} reads a reference fitted on held-out training images, "
-                             f"and this detector has none ({why}); use another statistic")
+            raise ValueError(
+                f"the statistic {self.name!r} reads a reference fitted on held-out training images, "
+                f"and this detector has none ({why}); use another statistic"
+            )
         return self.normality(fitted.score(self.columns(outputs)))
 
 
@@ -117,7 +119,9 @@ def unregister(name: str) -> None:
 
 def _numbered(outputs: dict, prefix: str) -> list[str]:
     """The outputs "<prefix><i>" in the order of i."""
-    return sorted((n for n in outputs if re.fullmatch(re.escape(prefix) + r"\d+", n)), key=lambda n: int(n[len(prefix):]))
+    return sorted(
+        (n for n in outputs if re.fullmatch(re.escape(prefix) + r"\d+", n)), key=lambda n: int(n[len(prefix) :])
+    )
 
 
 PATH = "path"  # in ``needs``: every output of the latent-path pass
@@ -142,40 +146,136 @@ def statistic_vector(outputs: dict) -> np.ndarray:
 
 VECTOR_NEEDS = ("L>*", "log p(x|z)", "KL", "bits", PATH)
 
-register(Statistic("elbo", "L", True, lambda k: ("L",), lambda out, k: out["L"], (IW_SAMPLES,),
-                   "the ELBO L: low for outliers, but often high for simple images of another kind"))
-register(Statistic("lk", "L>{k}", True, lambda k: (f"L>{k}",), lambda out, k: out[f"L>{k}"], (IW_SAMPLES_LK,),
-                   "L>k, the bound with the k lowest latents taken from the prior"))
-register(Statistic("llr", "LLR>{k}", False, lambda k: ("L", f"L>{k}"), lambda out, k: out["L"] - out[f"L>{k}"],
-                   (IW_SAMPLES, IW_SAMPLES_LK),
-                   "LLR>k = L - L>k (the paper's): large when the high-level latents do not explain the image"))
-register(Statistic("complexity", "IC", False, lambda k: ("L", "bits"),
-                   lambda out, k: input_complexity(out["L"], out["bits"]), (IW_SAMPLES,),
-                   "input complexity -L/ln 2 - bits (Serra et al. 2020), in bits: how many more bits the model "
-                   f"needs than a lossless compressor ({COMPLEXITY_CODEC})"))
-register(Statistic("typicality", "T", False, lambda k: ("L",), None, (IW_SAMPLES,),
-                   "two-sided distance of L from the held-out training images' L, in standard deviations",
-                   reference="typicality", columns=lambda out: out["L"][:, None]))
-register(Statistic("fused", "Fused", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
-                   "-(squared Mahalanobis distance) of the statistic vector (every L>k, log p(x|z), the KLs, "
-                   "compressed bits, the latent path's log-norms) from the held-out training images' (a "
-                   "Ledoit-Wolf Gaussian)",
-                   reference="gaussian", columns=statistic_vector))
-register(Statistic("latent_path", "Path", True, lambda k: (PATH,), None, (),
-                   "-(squared Mahalanobis distance) of the latent path's log-norms (reconstruction error, the "
-                   "likelihood's scale, each posterior's mean and scale; Huang et al. 2024) from the held-out "
-                   "training images' (a Ledoit-Wolf Gaussian)", reference="gaussian", columns=path_vector))
-register(Statistic("latent_path_copod", "PathCOPOD", True, lambda k: (PATH,), None, (),
-                   "COPOD of the latent path's log-norms against the held-out training images' (Huang et al. "
-                   "2024's detector: empirical copula tail probabilities, negated)", reference="copod",
-                   columns=path_vector))
-register(Statistic("likelihood_regret", "Regret", False, lambda k: ("regret",), lambda out, k: out["regret"],
-                   (IW_SAMPLES,), "likelihood regret (Xiao et al. 2020): the gain of L in nats when the encoder "
-                   "is refitted to the image alone (100 Adam steps per image: on request only, 100-400 times the "
-                   "cost of the other statistics together)", on_request=True))
-register(Statistic("fused_ecod", "FusedECOD", True, lambda k: VECTOR_NEEDS, None, (IW_SAMPLES, IW_SAMPLES_LK),
-                   "ECOD of the statistic vector against the held-out training images' (empirical tail "
-                   "probabilities per column, negated)", reference="ecod", columns=statistic_vector))
+register(
+    Statistic(
+        "elbo",
+        "L",
+        True,
+        lambda k: ("L",),
+        lambda out, k: out["L"],
+        (IW_SAMPLES,),
+        "the ELBO L: low for outliers, but often high for simple images of another kind",
+    )
+)
+register(
+    Statistic(
+        "lk",
+        "L>{k}",
+        True,
+        lambda k: (f"L>{k}",),
+        lambda out, k: out[f"L>{k}"],
+        (IW_SAMPLES_LK,),
+        "L>k, the bound with the k lowest latents taken from the prior",
+    )
+)
+register(
+    Statistic(
+        "llr",
+        "LLR>{k}",
+        False,
+        lambda k: ("L", f"L>{k}"),
+        lambda out, k: out["L"] - out[f"L>{k}"],
+        (IW_SAMPLES, IW_SAMPLES_LK),
+        "LLR>k = L - L>k (the paper's): large when the high-level latents do not explain the image",
+    )
+)
+register(
+    Statistic(
+        "complexity",
+        "IC",
+        False,
+        lambda k: ("L", "bits"),
+        lambda out, k: input_complexity(out["L"], out["bits"]),
+        (IW_SAMPLES,),
+        "input complexity -L/ln 2 - bits (Serra et al. 2020), in bits: how many more bits the model "
+        f"needs than a lossless compressor ({COMPLEXITY_CODEC})",
+    )
+)
+register(
+    Statistic(
+        "typicality",
+        "T",
+        False,
+        lambda k: ("L",),
+        None,
+        (IW_SAMPLES,),
+        "two-sided distance of L from the held-out training images' L, in standard deviations",
+        reference="typicality",
+        columns=lambda out: out["L"][:, None],
+    )
+)
+register(
+    Statistic(
+        "fused",
+        "Fused",
+        True,
+        lambda k: VECTOR_NEEDS,
+        None,
+        (IW_SAMPLES, IW_SAMPLES_LK),
+        "-(squared Mahalanobis distance) of the statistic vector (every L>k, log p(x|z), the KLs, "
+        "compressed bits, the latent path's log-norms) from the held-out training images' (a "
+        "Ledoit-Wolf Gaussian)",
+        reference="gaussian",
+        columns=statistic_vector,
+    )
+)
+register(
+    Statistic(
+        "latent_path",
+        "Path",
+        True,
+        lambda k: (PATH,),
+        None,
+        (),
+        "-(squared Mahalanobis distance) of the latent path's log-norms (reconstruction error, the "
+        "likelihood's scale, each posterior's mean and scale; Huang et al. 2024) from the held-out "
+        "training images' (a Ledoit-Wolf Gaussian)",
+        reference="gaussian",
+        columns=path_vector,
+    )
+)
+register(
+    Statistic(
+        "latent_path_copod",
+        "PathCOPOD",
+        True,
+        lambda k: (PATH,),
+        None,
+        (),
+        "COPOD of the latent path's log-norms against the held-out training images' (Huang et al. "
+        "2024's detector: empirical copula tail probabilities, negated)",
+        reference="copod",
+        columns=path_vector,
+    )
+)
+register(
+    Statistic(
+        "likelihood_regret",
+        "Regret",
+        False,
+        lambda k: ("regret",),
+        lambda out, k: out["regret"],
+        (IW_SAMPLES,),
+        "likelihood regret (Xiao et al. 2020): the gain of L in nats when the encoder "
+        "is refitted to the image alone (100 Adam steps per image: on request only, 100-400 times the "
+        "cost of the other statistics together)",
+        on_request=True,
+    )
+)
+register(
+    Statistic(
+        "fused_ecod",
+        "FusedECOD",
+        True,
+        lambda k: VECTOR_NEEDS,
+        None,
+        (IW_SAMPLES, IW_SAMPLES_LK),
+        "ECOD of the statistic vector against the held-out training images' (empirical tail "
+        "probabilities per column, negated)",
+        reference="ecod",
+        columns=statistic_vector,
+    )
+)
 
 
 def get(name: str) -> Statistic:
@@ -190,8 +290,10 @@ def check_k(name: str, k: int, n_latents: int) -> None:
     latent has none of them."""
     if get(name).per_k and not 1 <= k < n_latents:
         if n_latents < 2:
-            raise ValueError(f"the statistic {name!r} needs a model with at least 2 latents (it takes the k lowest "
-                             f"from the prior), and this one has {n_latents}; use another statistic")
+            raise ValueError(
+                f"the statistic {name!r} needs a model with at least 2 latents (it takes the k lowest "
+                f"from the prior), and this one has {n_latents}; use another statistic"
+            )
         raise ValueError(f"k must be in 1..{n_latents - 1} for a model with {n_latents} latents, got {k}")
 
 

@@ -18,16 +18,16 @@ Two sources feed ``hvae_detect.training.loop.train_epochs``:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from hvae_detect.data import randomness
-from hvae_detect.training.distributed import SINGLE, Context
 from hvae_detect.data.image_sources import collate, image_source
 from hvae_detect.data.inputs import check_image_tensor
 from hvae_detect.scoring.engine import importance_noise
+from hvae_detect.training.distributed import SINGLE, Context
 
 PREPARE_STREAM = randomness.BINARIZE_STREAM  # uniforms of the binarisation / dequantisation draw
 _MASK63 = (1 << 63) - 1
@@ -36,8 +36,13 @@ _MASK63 = (1 << 63) - 1
 class TensorBatches:
     """Batches of an in-memory tensor (N, C, H, W) in [0, 1] on the training device."""
 
-    def __init__(self, data: torch.Tensor, batch_size: int, transform: Callable | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        data: torch.Tensor,
+        batch_size: int,
+        transform: Callable | None = None,
+        generator: torch.Generator | None = None,
+    ):
         self.data, self.batch_size, self.transform, self.generator = data, batch_size, transform, generator
         self.device = data.device
         self.steps = -(-data.shape[0] // batch_size)
@@ -48,7 +53,7 @@ class TensorBatches:
         perm = torch.randperm(n, generator=gen, device=gen.device if gen is not None else self.device)
         perm = perm.to(self.device)
         for step in range(self.steps):
-            x = self.data[perm[step * self.batch_size:(step + 1) * self.batch_size]]
+            x = self.data[perm[step * self.batch_size : (step + 1) * self.batch_size]]
             yield (self.transform(x, gen) if self.transform is not None else x), None
 
 
@@ -68,8 +73,9 @@ def posterior_noise(model, keys: torch.Tensor, n_samples: int = 1) -> list[torch
 def generator_noise(model, n_images: int, n_samples: int, generator, device) -> list[torch.Tensor]:
     """Standard-normal draws of every latent for (sample, image) rows from ``generator``, lowest latent
     first: what a model draws inside its pass, drawn before it (a compiled pass takes no generator)."""
-    return [torch.randn((n_samples * n_images, *shape), generator=generator, device=device)
-            for shape in model.latent_shapes]
+    return [
+        torch.randn((n_samples * n_images, *shape), generator=generator, device=device) for shape in model.latent_shapes
+    ]
 
 
 def _check(batch):
@@ -88,22 +94,40 @@ class LoaderBatches:
     ``workers`` DataLoader worker processes read and check the images (0: in this process).
     """
 
-    def __init__(self, data, batch_size: int, *, prepare: Callable | None = None, seed: int = 0,
-                 ctx: Context = SINGLE, device="cpu", workers: int = 0, key: str | None = None):
+    def __init__(
+        self,
+        data,
+        batch_size: int,
+        *,
+        prepare: Callable | None = None,
+        seed: int = 0,
+        ctx: Context = SINGLE,
+        device="cpu",
+        workers: int = 0,
+        key: str | None = None,
+    ):
         self.source = image_source(data, key)
         if batch_size % ctx.world_size:
-            raise ValueError(f"batch_size {batch_size} is the global batch and must divide evenly over "
-                             f"{ctx.world_size} processes")
+            raise ValueError(
+                f"batch_size {batch_size} is the global batch and must divide evenly over {ctx.world_size} processes"
+            )
         if not isinstance(workers, int) or workers < 0:
             raise ValueError(f"data workers must be a non-negative integer, got {workers!r}")
         self.batch_size, self.prepare, self.seed, self.ctx = batch_size, prepare, int(seed), ctx
         self.device = torch.device(device)
         self.image_shape = tuple(self.source.image_shape)
-        self.sampler = DistributedSampler(self.source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                          seed=self.seed, drop_last=False)
-        self.loader = DataLoader(self.source, batch_size=batch_size // ctx.world_size, sampler=self.sampler,
-                                 num_workers=workers, collate_fn=_check, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=workers > 0)
+        self.sampler = DistributedSampler(
+            self.source, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=self.seed, drop_last=False
+        )
+        self.loader = DataLoader(
+            self.source,
+            batch_size=batch_size // ctx.world_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=_check,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
         self.steps = len(self.loader)  # the same on every rank: the sampler pads to equal shares
 
     def __len__(self) -> int:
@@ -127,7 +151,7 @@ class LoaderBatches:
         """(prepared batch, keys) of the whole first global batch of epoch 0, as one process reads it
         (the data-dependent initialisation's batch, the same at every world size)."""
         order = list(DistributedSampler(self.source, num_replicas=1, rank=0, shuffle=True, seed=self.seed))
-        indices = order[:self.batch_size]
+        indices = order[: self.batch_size]
         if hasattr(self.source, "__getitems__"):
             batch = _check(self.source.__getitems__(indices))
         else:

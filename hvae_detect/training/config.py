@@ -55,11 +55,11 @@ class TrainingConfig:
     free_nats_epochs: float = 10
     warmup_epochs: float = 5
     precision: str = "float32"
-    free_nats_mode: str = "layer"      # "element" is the paper's; see the module docstring
-    data_init: bool = False            # data-dependent weight-norm initialisation on the first batch
-    train_samples: int = 1             # posterior samples per training image
+    free_nats_mode: str = "layer"  # "element" is the paper's; see the module docstring
+    data_init: bool = False  # data-dependent weight-norm initialisation on the first batch
+    train_samples: int = 1  # posterior samples per training image
     train_importance_weighted: bool = False  # combine them by log-mean-exp (IWAE) instead of the mean
-    compile: bool = False              # torch.compile the model's training pass (see training.loop)
+    compile: bool = False  # torch.compile the model's training pass (see training.loop)
 
     def __post_init__(self):
         self.validate()
@@ -90,5 +90,13 @@ class TrainingConfig:
 
 
 # The paper's training command (shared/seeds/): the command line's defaults.
-SEED_TRAINING = TrainingConfig(epochs=1000, batch_size=128, learning_rate=3e-4, free_nats=2.0,
-                               free_nats_epochs=400, warmup_epochs=200, free_nats_mode="element", data_init=True)
+SEED_TRAINING = TrainingConfig(
+    epochs=1000,
+    batch_size=128,
+    learning_rate=3e-4,
+    free_nats=2.0,
+    free_nats_epochs=400,
+    warmup_epochs=200,
+    free_nats_mode="element",
+    data_init=True,
+)

@@ -91,13 +91,16 @@ def session(device="auto"):
     if dev.type == "cuda":
         if dev.index is None:
             if local >= torch.cuda.device_count():
-                raise ValueError(f"rank {rank} has LOCAL_RANK {local} but this machine has "
-                                 f"{torch.cuda.device_count()} GPU(s): start at most that many processes per node")
+                raise ValueError(
+                    f"rank {rank} has LOCAL_RANK {local} but this machine has "
+                    f"{torch.cuda.device_count()} GPU(s): start at most that many processes per node"
+                )
             dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     if own:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout(), rank=rank,
-                                world_size=world)
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", timeout=timeout(), rank=rank, world_size=world
+        )
     try:
         yield Context(rank, world, local), dev
     finally:
@@ -117,11 +120,14 @@ def collectives(ctx: Context, what: str):
         text = str(e)
         lowered = text.lower()
         if isinstance(e, dist.DistError) or any(
-                word in lowered for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer")):
-            raise RankLost(f"rank {ctx.rank} of {ctx.world_size} lost another rank during {what} "
-                           f"({type(e).__name__}: {text.splitlines()[0][:200] if text else ''}); the run stopped. "
-                           "Files already written are complete; rerun the same command (train: with --resume "
-                           "RUN_DIR) to continue") from None
+            word in lowered for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer")
+        ):
+            raise RankLost(
+                f"rank {ctx.rank} of {ctx.world_size} lost another rank during {what} "
+                f"({type(e).__name__}: {text.splitlines()[0][:200] if text else ''}); the run stopped. "
+                "Files already written are complete; rerun the same command (train: with --resume "
+                "RUN_DIR) to continue"
+            ) from None
         raise
 
 
@@ -131,6 +137,7 @@ _CURRENT: list = []
 def in_session(command):
     """Run ``command(..., device=...)`` inside :func:`session`; the command finds its context and
     device with :func:`current` (so a command reads the same with and without torchrun)."""
+
     @functools.wraps(command)
     def wrapper(*args, device="auto", **kwargs):
         with session(device) as (ctx, dev):
@@ -139,6 +146,7 @@ def in_session(command):
                 return command(*args, device=dev, **kwargs)
             finally:
                 _CURRENT.pop()
+
     return wrapper
 
 

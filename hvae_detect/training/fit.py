@@ -11,8 +11,9 @@ from hvae_detect.training.config import TrainingConfig
 from hvae_detect.training.loop import train_epochs
 
 
-def train_model(config, images, training: TrainingConfig, device, *, init_seed: int, training_seed: int,
-                verbose: bool = False):
+def train_model(
+    config, images, training: TrainingConfig, device, *, init_seed: int, training_seed: int, verbose: bool = False
+):
     """(model, per-epoch history) of the ``ModelConfig`` ``config`` trained on ``images``: a uint8 or
     [0, 1] array (N, C, H, W), held on ``device``, or an image source of
     ``hvae_detect.data.image_sources`` (memory-mapped files, Datasets), streamed through a DataLoader
@@ -27,8 +28,19 @@ def train_model(config, images, training: TrainingConfig, device, *, init_seed: 
         if isinstance(images, torch.Tensor) or hasattr(images, "__array_interface__"):
             data = torch.as_tensor(images).to(device)
         else:  # (a likelihood that draws nothing needs no keyed uniforms)
-            data = LoaderBatches(images, training.batch_size, seed=training_seed, device=device,
-                                 prepare=observation.keyed_draw if observation.draws_input else None)
-        history = train_epochs(model, data, training, transform=observation.training_draw, verbose=verbose,
-                               generator=torch.Generator(device=device).manual_seed(training_seed))
+            data = LoaderBatches(
+                images,
+                training.batch_size,
+                seed=training_seed,
+                device=device,
+                prepare=observation.keyed_draw if observation.draws_input else None,
+            )
+        history = train_epochs(
+            model,
+            data,
+            training,
+            transform=observation.training_draw,
+            verbose=verbose,
+            generator=torch.Generator(device=device).manual_seed(training_seed),
+        )
     return model, history

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -28,8 +28,14 @@ from tqdm.auto import tqdm
 from hvae_detect.precision import autocast, resolve_precision
 from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
 from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
-from hvae_detect.training.distributed import (SINGLE, all_reduce_sum, broadcast_module, collectives, data_parallel,
-                                              gather_objects)
+from hvae_detect.training.distributed import (
+    SINGLE,
+    all_reduce_sum,
+    broadcast_module,
+    collectives,
+    data_parallel,
+    gather_objects,
+)
 
 CHECK_EVERY = 32  # steps between divergence checks on a GPU
 
@@ -67,8 +73,17 @@ def elbo_loss(log_px, kl_penalty, kl_weight: float) -> torch.Tensor:
     return -log_px + kl_weight * kl_penalty
 
 
-def training_loss(model, x, kl_weight: float, free_nats: float, generator=None, free_nats_mode: str = "layer",
-                  n_samples: int = 1, importance_weighted: bool = False, noise=None):
+def training_loss(
+    model,
+    x,
+    kl_weight: float,
+    free_nats: float,
+    generator=None,
+    free_nats_mode: str = "layer",
+    n_samples: int = 1,
+    importance_weighted: bool = False,
+    noise=None,
+):
     """Mean over the batch of -log p(x|z) + beta * KL with free nats (``free_nats_mode``, see the module
     docstring); also the ELBO (N,) and the mean KL per latent (L,).
 
@@ -110,10 +125,19 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: the model is not usable."""
 
 
-def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | None = None,
-                 generator: torch.Generator | None = None, optimizer: torch.optim.Optimizer | None = None,
-                 start_epoch: int = 0, end_epoch: int | None = None, on_epoch_end: Callable | None = None,
-                 verbose: bool = False) -> list[dict]:
+def train_epochs(
+    model,
+    data,
+    config: TrainingConfig,
+    *,
+    transform: Callable | None = None,
+    generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    end_epoch: int | None = None,
+    on_epoch_end: Callable | None = None,
+    verbose: bool = False,
+) -> list[dict]:
     """Train ``model`` on ``data`` from ``start_epoch`` to ``end_epoch`` (default ``config.epochs``);
     schedules run over ``config.epochs``.
 
@@ -130,8 +154,9 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
     end_epoch = config.epochs if end_epoch is None else end_epoch
     streamed = isinstance(data, LoaderBatches)
     if streamed and data.batch_size != config.batch_size:
-        raise ValueError(f"the loader's batch_size {data.batch_size} differs from the training batch_size "
-                         f"{config.batch_size}")
+        raise ValueError(
+            f"the loader's batch_size {data.batch_size} differs from the training batch_size {config.batch_size}"
+        )
     source = data if streamed else TensorBatches(data, config.batch_size, transform, generator)
     ctx = source.ctx if streamed else SINGLE
     device, steps = source.device, source.steps
@@ -157,8 +182,12 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
             finite = torch.ones((), dtype=torch.bool, device=device)
             kl_sum = torch.zeros(model.n_latents, device=device)
             seen, started = 0, time.perf_counter()
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=not (verbose and ctx.is_main))
+            bar = tqdm(
+                total=steps,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                leave=False,
+                disable=not (verbose and ctx.is_main),
+            )
             with collectives(ctx, f"training epoch {epoch + 1}"):
                 for step, (x, keys) in enumerate(source.epoch(epoch)):
                     t = epoch + step / steps
@@ -167,13 +196,23 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
                     if keys is not None:
                         noise = posterior_noise(model, keys, config.train_samples)
                     else:
-                        noise = generator_noise(model, x.shape[0], config.train_samples, generator, device) \
-                            if config.compile else None
+                        noise = (
+                            generator_noise(model, x.shape[0], config.train_samples, generator, device)
+                            if config.compile
+                            else None
+                        )
                     with autocast(device, config.precision):
-                        loss, elbo, kl = training_loss(net, x, kl_weight_at(t, config.warmup_epochs),
-                                                       free_nats_at(t, config.free_nats, config.free_nats_epochs),
-                                                       generator, config.free_nats_mode, config.train_samples,
-                                                       config.train_importance_weighted, noise=noise)
+                        loss, elbo, kl = training_loss(
+                            net,
+                            x,
+                            kl_weight_at(t, config.warmup_epochs),
+                            free_nats_at(t, config.free_nats, config.free_nats_epochs),
+                            generator,
+                            config.free_nats_mode,
+                            config.train_samples,
+                            config.train_importance_weighted,
+                            noise=noise,
+                        )
                     finite &= torch.isfinite(loss)
                     if (step + 1) % check_every == 0 or step + 1 == steps:
                         _check_finite(finite, loss, epoch, step, check_every)
@@ -185,13 +224,16 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
                     seen += x.shape[0]
                     bar.update(1)
                 if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
-                    raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch + 1} (after the "
-                                           "loss was last checked); try a lower learning_rate or check the input data")
+                    raise TrainingDiverged(
+                        f"the weights became NaN or infinite in epoch {epoch + 1} (after the "
+                        "loss was last checked); try a lower learning_rate or check the input data"
+                    )
                 rate = seen / max(time.perf_counter() - started, 1e-9)
                 bar.close()
                 if ctx.distributed:  # sums over every rank's images
-                    totals = all_reduce_sum(torch.cat([elbo_sum.reshape(1), kl_sum,
-                                                       kl_sum.new_tensor([seen])]).double(), ctx)
+                    totals = all_reduce_sum(
+                        torch.cat([elbo_sum.reshape(1), kl_sum, kl_sum.new_tensor([seen])]).double(), ctx
+                    )
                     elbo_mean, kl_mean = (totals[0] / totals[-1]).item(), (totals[1:-1] / totals[-1]).tolist()
                 else:
                     elbo_mean, kl_mean = (elbo_sum / seen).item(), (kl_sum / seen).tolist()
@@ -199,8 +241,10 @@ def train_epochs(model, data, config: TrainingConfig, *, transform: Callable | N
             record = {"epoch": epoch + 1, "elbo": elbo_mean, "kl": kl_mean, "images_per_s": rates}
             history.append(record)
             if verbose and ctx.is_main:
-                tqdm.write(f"epoch {epoch + 1}/{config.epochs}  elbo {record['elbo']:.2f} nats  "
-                           f"kl per layer {[round(v, 2) for v in record['kl']]}  images/s per rank {rates}")
+                tqdm.write(
+                    f"epoch {epoch + 1}/{config.epochs}  elbo {record['elbo']:.2f} nats  "
+                    f"kl per layer {[round(v, 2) for v in record['kl']]}  images/s per rank {rates}"
+                )
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
     return history
@@ -212,5 +256,6 @@ def _check_finite(finite, loss, epoch, step, check_every):
     first = (step // check_every) * check_every + 1  # first step since the last check
     when = f"step {step + 1}" if first == step + 1 else f"one of steps {first}-{step + 1}"
     value = loss.item() if first == step + 1 else "NaN or infinite"
-    raise TrainingDiverged(f"training loss became {value} at epoch {epoch + 1}, {when}; "
-                           "try a lower learning_rate or check the input data")
+    raise TrainingDiverged(
+        f"training loss became {value} at epoch {epoch + 1}, {when}; try a lower learning_rate or check the input data"
+    )
