@@ -33,14 +33,14 @@ step() {  # step SECONDS TITLE COMMAND...
 step 60 install python3 -m pip install -q --no-deps --no-build-isolation -e .
 step 120 tests python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_scoring_engine.py \
     tests/test_model.py tests/test_likelihoods.py tests/test_estimator.py
-step 120 kernels python3 benchmarks/kernels.py
-step 60 scoring-cifar python3 benchmarks/scoring_speed.py --archs paper-cifar --samples 1 16 --batch 64 --repeats 3
-step 90 training python3 benchmarks/training_speed.py --archs paper-mnist paper-cifar --batch 128 --steps 10 --repeats 3 --no_compiled
-step 75 precision python3 benchmarks/precision_check.py --data_root "$DATA_ROOT" --epochs 3
-step 40 scoring-memory python3 benchmarks/scoring_speed.py --memory
-step 60 scoring-mnist python3 benchmarks/scoring_speed.py --archs paper-mnist --samples 1 16 256 --batch 128 --repeats 3
-step 45 scoring-mnist-1000 python3 benchmarks/scoring_speed.py --archs paper-mnist --samples 1000 --batch 16 --repeats 3
-step 45 scoring-cifar-256 python3 benchmarks/scoring_speed.py --archs paper-cifar --samples 256 --batch 8 --repeats 3
+step 120 kernels python3 benchmarks/speed/kernels.py
+step 60 scoring-cifar python3 benchmarks/speed/scoring_speed.py --archs paper-cifar --samples 1 16 --batch 64 --repeats 3
+step 90 training python3 benchmarks/speed/training_speed.py --archs paper-mnist paper-cifar --batch 128 --steps 10 --repeats 3 --no_compiled
+step 75 precision python3 benchmarks/speed/precision_check.py --data_root "$DATA_ROOT" --epochs 3
+step 40 scoring-memory python3 benchmarks/speed/scoring_speed.py --memory
+step 60 scoring-mnist python3 benchmarks/speed/scoring_speed.py --archs paper-mnist --samples 1 16 256 --batch 128 --repeats 3
+step 45 scoring-mnist-1000 python3 benchmarks/speed/scoring_speed.py --archs paper-mnist --samples 1000 --batch 16 --repeats 3
+step 45 scoring-cifar-256 python3 benchmarks/speed/scoring_speed.py --archs paper-cifar --samples 256 --batch 8 --repeats 3
 # Last, as it compiles (a minute or more per compiled variant, cold): torch.compile's training steps on CUDA.
-step 150 training-compiled python3 benchmarks/training_speed.py --archs paper-cifar --batch 128 --steps 10 --repeats 3
+step 150 training-compiled python3 benchmarks/speed/training_speed.py --archs paper-cifar --batch 128 --steps 10 --repeats 3
 date -u | tee -a "$LOG"

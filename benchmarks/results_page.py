@@ -4,7 +4,8 @@
     python benchmarks/results_page.py --check    # exits 1 when docs/results.md is not what the records give
 
 A reader should see at a glance what each statistic scores after how much training, beside the paper's
-figure; benchmarks/RESULTS.md stays the dated history. The numbers come only from the measured records in
+figure; the dated logs in benchmarks/results/ (indexed by benchmarks/RESULTS.md) stay the history, and each
+run's line links the log that records it. The numbers come only from the measured records in
 benchmarks/records/ (one JSON file per run; benchmarks/records/README.md lists the fields), the paper's
 from ``PAPER_AUROC``. The plot marks each run's default statistic (the record's optional ``default``,
 ``default_of``), since that is what a user of the detector gets. ``--records DIR`` / ``--out DIR`` point
@@ -25,6 +26,7 @@ from hvae_detect.scoring import statistics
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "benchmarks" / "records"
+RESULTS = "benchmarks/results"  # the dated logs a record's results_section names, from the repository's root
 DOCS = REPO / "docs"
 PAGE, PLOT = "results.md", "auroc_vs_minutes.png"
 COMMAND = "python benchmarks/results_page.py"
@@ -51,7 +53,7 @@ PAPER_AUROC = {
 PAPER_OTHERS = {("fashion_mnist", "mnist"): "likelihood regret 0.988", ("cifar10", "svhn"): "likelihood regret 0.875"}
 PAPER_TRAINING = "HVAE about 2 days, BIVA about a week, on one GTX 1080 Ti"
 
-# The pairs, in page order (the reported ones, then the colour pairs kept for choosing defaults, issue 34);
+# The pairs, in page order (the reported ones, then the colour pairs kept for choosing defaults);
 # a record of another pair gets a table after them. Sets by their file name in ../shared/data.
 PAIRS = (
     ("fashion_mnist", "mnist"),
@@ -105,7 +107,7 @@ FIELDS = {
     "model": (str, "the model in words, its family first"),
     "date": (str, "a date YYYY-MM-DD"),
     "command": (str, "the command that produced the run"),
-    "results_section": ((str, type(None)), "the title of its section in benchmarks/RESULTS.md, or null"),
+    "results_section": ((str, type(None)), f"where {RESULTS}/ logs it, \"FILE.md: section title\", or null"),
 }
 OPTIONAL = {
     "scoring": (str, "text"),
@@ -134,6 +136,8 @@ def validate(record, source: str) -> dict:
         kind, expected = {**FIELDS, **OPTIONAL}[field]
         if not isinstance(value, kind) or isinstance(value, bool) or value == "":
             fail(field, expected, value)
+    if record["results_section"] is not None and not re.fullmatch(r"[^/:]+\.md: .+", record["results_section"]):
+        fail("results_section", FIELDS["results_section"][1], record["results_section"])
     if not (math.isfinite(record["train_minutes"]) and record["train_minutes"] > 0):
         fail("train_minutes", FIELDS["train_minutes"][1], record["train_minutes"])
     try:
@@ -145,7 +149,7 @@ def validate(record, source: str) -> dict:
         fail("auroc", FIELDS["auroc"][1] + " with at least one OOD set", record["auroc"])
     if "default" in record:
         try:
-            statistics.of_key(record["default"])
+            statistics.read_key(record["default"])
         except ValueError as error:
             fail("default", f"a statistic key ({error})", record["default"])
     for ood, row in record["auroc"].items():
@@ -153,7 +157,7 @@ def validate(record, source: str) -> dict:
             fail(f"auroc.{ood}", "{statistic key: AUROC} with at least one key", row)
         for key, value in row.items():
             try:
-                statistics.of_key(key)
+                statistics.read_key(key)
             except ValueError as error:
                 fail(f"auroc.{ood}.{key}", f"a statistic key ({error})", key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
@@ -183,7 +187,7 @@ def pairs_of(runs) -> list[tuple[str, str]]:
 
 def ordered_keys(present) -> list[str]:
     """The statistic keys in ``present`` in the order of ``hvae_detect.scoring.statistics.keys``."""
-    ks = range(1, 1 + max([statistics.of_key(key)[1] for key in present] + [1]))
+    ks = range(1, 1 + max([statistics.read_key(key)[1] for key in present] + [1]))
     order = statistics.keys(ks)
     return sorted(present, key=order.index)
 
@@ -236,9 +240,15 @@ def pair_table(pair, runs, numbers) -> list[str]:
     return lines + ([""] + ["- " + note + "." for note in notes] if notes else []) + [""]
 
 
-def run_line(number, file, record) -> str:
+def logged_in(record) -> tuple[str, str] | None:
+    """(the dated log's file name, the section's title) of a record's ``results_section``, or None."""
     section = record["results_section"]
-    where = f'RESULTS.md: "{section}"' if section else "not logged in RESULTS.md yet"
+    return None if section is None else tuple(section.split(": ", 1))
+
+
+def run_line(number, file, record) -> str:
+    log = logged_in(record)
+    where = f'[{log[0]}](../{RESULTS}/{log[0]}): "{log[1]}"' if log else f"not logged in {RESULTS}/ yet"
     parts = [
         f"{record['date']}",
         record["model"],
@@ -266,7 +276,7 @@ def render_page(runs) -> str:
         "the last column the paper's figure. The highest AUROC of each run is bold. The paper's models",
         f"trained for days on a GPU ({PAPER_TRAINING});",
         "the runs here for minutes on 2 CPU cores. Only runs whose log states their training minutes are",
-        "here; the dated history, with every run, is [benchmarks/RESULTS.md](../benchmarks/RESULTS.md).",
+        f"here; the dated logs, with every run, are in {RESULTS}/ ([their index](../benchmarks/RESULTS.md)).",
         "",
         f"Regenerate this page and its plot: `{COMMAND}` (`--check` exits 1 when this page is stale).",
         "",

@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-import numbers
-import warnings
-from pathlib import Path
-
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hvae_detect.data.image_sources import streamed_images
-from hvae_detect.data.inputs import check_images, hold_out
+from hvae_detect import parameter_constraints
+from hvae_detect.data.image_sources import training_images
+from hvae_detect.data.inputs import hold_out
 from hvae_detect.devices import resolve_device
 from hvae_detect.kernels.layout import LOG_SCALE_MIN
-from hvae_detect.likelihoods import resolve_likelihood
-from hvae_detect.models.architectures import AUTO, auto_preset, resolve_architecture
-from hvae_detect.models.base import HEADS
+from hvae_detect.models.architectures import AUTO, resolve_architecture
 from hvae_detect.models.config import ModelConfig
-from hvae_detect.models.layers import ACTIVATIONS
 from hvae_detect.persistence import detectors
-from hvae_detect.precision import PRECISIONS
-from hvae_detect.scoring import calibration, statistics
+from hvae_detect.scoring import statistics
 from hvae_detect.scoring.outputs import image_outputs
-from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig, resolve_auto
+from hvae_detect.thresholds import Thresholds
+from hvae_detect.training.config import TrainingConfig, resolve_auto
 from hvae_detect.training.fit import train_model
 
 _TRAINING = TrainingConfig()  # the defaults of the training parameters
-_THRESHOLD_PARAMS = ("statistic", "k", "iw_samples", "iw_samples_lk", "scoring_precision")
 
 
-def _positive(kind):
-    return Interval(kind, 1 if kind is Integral else 0, None, closed="left" if kind is Integral else "neither")
-
-
-class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
+class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector built on a hierarchical VAE (Havtorn et al., ICML 2021).
 
     Fits a hierarchical VAE to in-distribution images and scores new images with the statistics
@@ -52,18 +39,58 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         "auto" picks by the images: "bottleneck" (one latent of 100 dimensions under three stride-2
         blocks: its narrow path is what separates colour images) for colour images, "small" (the
         paper's three-latent shape at CPU size) for grey ones and for the statistics of one k (L>k, LLR>k
-        need a hierarchy); chosen on held-out pairs (benchmarks/RESULTS.md, "Colour images"). Or a preset
+        need a hierarchy); chosen on held-out pairs (benchmarks/results/2026-12-06-colour-default.md). Or a preset
         ("small", "bottleneck", "paper-mnist", "paper-cifar"; BIVA: "biva-small", "biva-mnist",
         "biva-cifar"; "lvae-small"), or a dict with the paper's "config_deterministic" and
         "config_stochastic" structures and optionally the model family, "model": "VAE" (the
         default; alias "HVAE"), "LVAE" or "BIVA" (``hvae_detect.models.architectures``).
     likelihood : {"auto", "bernoulli", "dlogmix"}, default="auto"
         "auto": Bernoulli (dynamically binarised) for 1 channel, the discretized logistic mixture for 3.
+    n_mix : int, default=10
+        Components of the discretized logistic mixture.
+    activation : str, default="SiLU"
+        Activation of the residual blocks (``hvae_detect.models.layers.ACTIVATIONS``; the paper's is "ReLU").
+    likelihood_head : str, default="conv3x3"
+        The layer that maps the last features to the likelihood's parameters
+        (``hvae_detect.models.base.HEADS``; the paper's is "paper").
+    log_scale_min : float in [-7, 0), default=-7
+        The mixture's floor on log-scales.
+    image_shape : tuple or None, default=None
+        (C, H, W) (or (H, W)) for 2-D input of flattened images.
+    epochs : int or "auto", default="auto"
+        "auto": enough epochs to see about 60,000 training images (at most 50), a fit of minutes on two
+        CPU cores at 10,000 images (benchmarks/results/2026-12-06-default-fit-budget.md) that two runs with one random_state repeat.
+    batch_size : int, default=64
+        Training images per step.
+    learning_rate : float or "auto", default="auto"
+        Adam's step size. "auto": 3e-4 for a hierarchical model, 1e-3 for a one-level one
+        (``hvae_detect.training.config.resolve_auto`` says what that was measured on).
+    free_nats : float, default=2.0
+        The floor on each latent's KL (free bits) at the start of training.
+    free_nats_epochs : float or "auto", default="auto"
+        Epochs over which the free nats fall to 0. "auto": 10 for a hierarchical model, 40% of the
+        epochs for a one-level one.
+    warmup_epochs : float or "auto", default="auto"
+        Epochs of the KL weight's linear warm-up from 0 to 1. "auto": 5 for a hierarchical model, 20%
+        of the epochs for a one-level one.
+    free_nats_mode : {"layer", "element"}, default="layer"
+        Each latent's summed KL floored ("layer", what the measured CPU numbers used), or each element
+        of it (the paper's; ``hvae_detect.training.config``).
+    data_init : bool, default=False
+        Data-dependent weight-norm initialisation on the first batch (the paper's).
+    train_samples : int, default=1
+        Posterior samples per training image.
+    train_importance_weighted : bool, default=False
+        Combine those samples by log-mean-exp (IWAE) instead of the mean.
+    precision : {"float32", "bfloat16", "auto"}, default="float32"
+        Arithmetic of training: bfloat16 mixed precision, or "auto" where it is faster.
+    compile : bool, default=False
+        torch.compile the training pass (faster steps after about a minute's compilation).
     statistic : str, default="fused"
         Statistic behind ``score_samples``, a name in the statistics table
         (``hvae_detect.scoring.statistics``), oriented so that higher = more normal: "fused" (a
         Gaussian of the per-image statistic vector fitted on held-out training images; chosen on
-        held-out pairs, benchmarks/RESULTS.md), "llr" (-LLR>k, the paper's), "elbo", "lk",
+        held-out pairs, benchmarks/results/2026-12-06-statistics-default.md), "llr" (-LLR>k, the paper's), "elbo", "lk",
         "complexity", "typicality", "latent_path", "latent_path_copod", "fused_ecod".
     k : int, default=1
         Number of lowest latents taken from the prior in L>k (1..n_latents-1).
@@ -73,25 +100,7 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
     scoring_precision : {"float32", "bfloat16", "auto"}, default="float32"
         Arithmetic of the scoring passes ("auto" as ``precision``); bfloat16 is faster on CPUs that have
-        it and moves AUROCs little (benchmarks/RESULTS.md); a threshold holds for one precision.
-    epochs : int or "auto", default="auto"
-        "auto": enough epochs to see about 60,000 training images (at most 50), a fit of minutes on two
-        CPU cores at 10,000 images (benchmarks/RESULTS.md) that two runs with one random_state repeat.
-    learning_rate, warmup_epochs, free_nats_epochs : float or "auto", default="auto"
-        "auto": 3e-4, 5 and 10 epochs for a hierarchical model; 1e-3, 20% and 40% of the epochs for a
-        one-level one (``hvae_detect.training.config.resolve_auto`` says what that was measured on).
-    batch_size, free_nats, precision, \
-    free_nats_mode, data_init, train_samples, train_importance_weighted, compile
-        Training settings, described in ``hvae_detect.training.config.TrainingConfig``: Adam, the
-        paper's free-nats and KL warm-up schedules, bfloat16 mixed precision ("auto": where faster),
-        torch.compile of the training pass (faster steps after about a minute's compilation). The
-        estimator keeps the objective its measured CPU numbers used (per-layer free nats, no
-        data-dependent initialisation); ``hvae-detect train`` defaults to the paper's.
-    activation, likelihood_head, n_mix, log_scale_min
-        Model options, described in ``hvae_detect.models.config.ModelConfig``. The estimator keeps
-        "SiLU" and a 3x3 head (what benchmarks/RESULTS.md measured); the paper's are "ReLU" and "paper".
-    image_shape : tuple or None
-        (C, H, W) (or (H, W)) for 2-D input of flattened images.
+        it and moves AUROCs little (benchmarks/results/2026-12-06-bfloat16-scoring.md); a threshold holds for one precision.
     holdout : float in [0, 0.5), default=0.1
         Fraction of the training images (of an in-memory X) held out of training, drawn with
         ``random_state``: the statistics that read a reference (typicality, fused, ...) fit it on them,
@@ -102,12 +111,13 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         quantile of the held-out images' scores, each scored by references fitted without it
         (leave-one-out), so that it holds for images the references never saw; measured at 0.05 with 40
         to 200 held-out images, 0.039-0.057 of fresh normal images flagged on average per statistic
-        (benchmarks/RESULTS.md, "Thresholds"). Fewer held-out images than 2 / contamination, or than 3
+        (benchmarks/results/2026-12-06-threshold-calibration.md). Fewer held-out images than 2 / contamination, or than 3
         per column of the statistic's reference, draw a warning: the share can then be far off.
-    device : "auto", "cpu", "cuda" or a torch device string
-    random_state : int, RandomState or None
-        Seeds initialisation, batching, and the key of the scoring random numbers.
-    verbose : bool
+    device : str or torch.device, default="auto"
+        "auto" (CUDA when there is one), "cpu", "cuda" or a torch device string.
+    random_state : int, RandomState or None, default=None
+        Seeds initialisation, batching, the held-out draw and the key of the scoring random numbers.
+    verbose : bool, default=False
         Progress bar and per-epoch ELBO during fit.
 
     Attributes
@@ -153,86 +163,86 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
            Autoencoders", NeurIPS 2016.
     """
 
-    _parameter_constraints = {
-        "architecture": [str, dict],
-        "likelihood": [StrOptions({"auto", "bernoulli", "dlogmix"})],
-        "statistic": [str],  # a name in the statistics table, checked against it (statistics.get)
-        **dict.fromkeys(
-            ("k", "iw_samples", "iw_samples_lk", "batch_size", "train_samples", "n_mix"), [_positive(Integral)]
-        ),
-        "epochs": [_positive(Integral), StrOptions({"auto"})],
-        "learning_rate": [_positive(Real), StrOptions({"auto"})],
-        "free_nats": [Interval(Real, 0, None, closed="left")],
-        **dict.fromkeys(
-            ("free_nats_epochs", "warmup_epochs"), [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})]
-        ),
-        "free_nats_mode": [StrOptions(set(FREE_NATS_MODES))],
-        **dict.fromkeys(("data_init", "train_importance_weighted", "compile"), ["boolean"]),
-        "activation": [StrOptions(set(ACTIVATIONS))],
-        "likelihood_head": [StrOptions(set(HEADS))],
-        "log_scale_min": [Interval(Real, LOG_SCALE_MIN, 0, closed="left")],
-        "image_shape": [tuple, list, None],
-        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
-        "holdout": [Interval(Real, 0, 0.5, closed="left")],
-        "device": [str, torch.device],
-        **dict.fromkeys(("precision", "scoring_precision"), [StrOptions(set(PRECISIONS))]),
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    _parameter_constraints = parameter_constraints.CONSTRAINTS
 
     def __init__(
         self,
+        *,
+        # the model
         architecture="auto",
         likelihood="auto",
-        statistic="fused",
-        k=1,
-        iw_samples=1,
-        iw_samples_lk=1,
+        n_mix=10,
+        activation="SiLU",
+        likelihood_head="conv3x3",
+        log_scale_min=LOG_SCALE_MIN,
+        image_shape=None,
+        # its training (hvae_detect.training.config.TrainingConfig)
         epochs="auto",
         batch_size=_TRAINING.batch_size,
         learning_rate="auto",
         free_nats=_TRAINING.free_nats,
         free_nats_epochs="auto",
         warmup_epochs="auto",
-        n_mix=10,
-        image_shape=None,
-        contamination="auto",
-        device="auto",
-        precision=_TRAINING.precision,
-        random_state=None,
-        verbose=False,
         free_nats_mode=_TRAINING.free_nats_mode,
         data_init=_TRAINING.data_init,
         train_samples=_TRAINING.train_samples,
         train_importance_weighted=_TRAINING.train_importance_weighted,
-        activation="SiLU",
-        likelihood_head="conv3x3",
-        log_scale_min=LOG_SCALE_MIN,
-        holdout=0.1,
-        scoring_precision="float32",
+        precision=_TRAINING.precision,
         compile=_TRAINING.compile,
+        # scoring
+        statistic="fused",
+        k=1,
+        iw_samples=1,
+        iw_samples_lk=1,
+        scoring_precision="float32",
+        # the threshold
+        holdout=0.1,
+        contamination="auto",
+        # where and how
+        device="auto",
+        random_state=None,
+        verbose=False,
     ):
-        self.architecture, self.likelihood, self.statistic = architecture, likelihood, statistic
-        self.k, self.iw_samples, self.iw_samples_lk = k, iw_samples, iw_samples_lk
-        self.epochs, self.batch_size, self.learning_rate = epochs, batch_size, learning_rate
-        self.free_nats, self.free_nats_epochs, self.warmup_epochs = free_nats, free_nats_epochs, warmup_epochs
-        self.n_mix, self.image_shape, self.contamination = n_mix, image_shape, contamination
-        self.device, self.precision, self.random_state = device, precision, random_state
-        self.verbose, self.free_nats_mode, self.data_init = verbose, free_nats_mode, data_init
-        self.train_samples, self.train_importance_weighted = train_samples, train_importance_weighted
-        self.activation, self.likelihood_head, self.log_scale_min = activation, likelihood_head, log_scale_min
-        self.holdout, self.scoring_precision, self.compile = holdout, scoring_precision, compile
-
-    def _training_config(self, n_train: int = 1, n_latents: int = 2) -> TrainingConfig:
-        settings = {name: getattr(self, name) for name in TrainingConfig.field_names()}
-        return TrainingConfig(**resolve_auto(settings, n_train, n_latents))
+        self.architecture = architecture
+        self.likelihood = likelihood
+        self.n_mix = n_mix
+        self.activation = activation
+        self.likelihood_head = likelihood_head
+        self.log_scale_min = log_scale_min
+        self.image_shape = image_shape
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.free_nats = free_nats
+        self.free_nats_epochs = free_nats_epochs
+        self.warmup_epochs = warmup_epochs
+        self.free_nats_mode = free_nats_mode
+        self.data_init = data_init
+        self.train_samples = train_samples
+        self.train_importance_weighted = train_importance_weighted
+        self.precision = precision
+        self.compile = compile
+        self.statistic = statistic
+        self.k = k
+        self.iw_samples = iw_samples
+        self.iw_samples_lk = iw_samples_lk
+        self.scoring_precision = scoring_precision
+        self.holdout = holdout
+        self.contamination = contamination
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
 
     def _check_params(self):
         self._validate_params()
         statistics.get(self.statistic)
-        self._training_config()  # finite values
+        TrainingConfig(**resolve_auto(self._training_params(), n_train=1, n_latents=2))  # finite values
         if self.architecture != AUTO:
             resolve_architecture(self.architecture)
+
+    def _training_params(self) -> dict:
+        """The training settings as given ("auto" unresolved)."""
+        return {name: getattr(self, name) for name in TrainingConfig.field_names()}
 
     # ---- fit --------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -241,64 +251,46 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         or uncompressed .npz file, or a map-style torch Dataset of images. Then fit the references of the
         statistics on the held-out images and calibrate the threshold (``contamination``) on them."""
         self._check_params()
-        source = streamed_images(X, image_shape=self.image_shape)
-        if source is not None:
-            x, shape = (source if isinstance(X, (str, Path)) else X), source.image_shape
-        else:
-            x = check_images(X, self.image_shape, min_samples=2)
-            shape = x.shape[1:]
-        init_seed, training_seed, scoring_seed = check_random_state(self.random_state).randint(0, 2**31 - 1, 3)
-        held = None if source is not None else hold_out(len(x), self.holdout, int(scoring_seed))  # a mask, or None
-        architecture = (
-            self.architecture
-            if self.architecture != AUTO
-            else auto_preset(shape, hierarchical=statistics.get(self.statistic).per_k)
+        data = training_images(X, self.image_shape)
+        init_seed, training_seed, scoring_seed = (
+            int(s) for s in check_random_state(self.random_state).randint(0, 2**31 - 1, 3)
         )
-        config = ModelConfig(
-            shape,
-            architecture,
-            resolve_likelihood(self.likelihood, n_channels=shape[0]),
-            self.n_mix,
-            self.activation,
-            self.likelihood_head,
+        held = None if data.streamed else hold_out(len(data.images), self.holdout, scoring_seed)  # a mask, or None
+        config = ModelConfig.for_images(
+            data.image_shape,
+            self.architecture,
+            self.likelihood,
+            hierarchical=statistics.get(self.statistic).per_k,
+            n_mix=self.n_mix,
+            activation=self.activation,
+            likelihood_head=self.likelihood_head,
             log_scale_min=self.log_scale_min,
         )
-        n_latents = len(config.architecture["config_stochastic"])
-        statistics.check_k(self.statistic, self.k, n_latents)
-        images = source if source is not None else (x if held is None else x[~held])
+        statistics.check_k(self.statistic, self.k, config.n_latents)
+        train_on = data.source if data.streamed else (data.images if held is None else data.images[~held])
+        training = TrainingConfig(**resolve_auto(self._training_params(), len(train_on), config.n_latents))
         model, self.history_ = train_model(
             config,
-            images,
-            self._training_config(len(images), n_latents),
+            train_on,
+            training,
             resolve_device(self.device),
-            init_seed=int(init_seed),
-            training_seed=int(training_seed),
+            init_seed=init_seed,
+            training_seed=training_seed,
             verbose=self.verbose,
         )
-        self._set_model(model, int(scoring_seed))
-        held_scores = self._calibrate(x if held is None else x[held], "the held-out training images")
-        self.train_score_samples_ = held_scores  # every image is scored once: the held-out ones in _calibrate
-        if held is not None:
-            self.train_score_samples_ = np.empty(len(x))
-            self.train_score_samples_[held] = held_scores
-            self.train_score_samples_[~held] = self._score_samples(x[~held])
+        self._set_model(model, scoring_seed)
+        self._score_training_images(data.images, held)
         return self
 
-    def _calibrate(self, X, source, rate=None):
-        """Fit every statistic's reference on the images X and set ``offset_`` at the ``rate`` quantile
-        (``contamination``) of scores their references did not see: each image is scored by references
-        fitted without it (leave-one-out; ``hvae_detect.scoring.calibration`` says why). Returns those scores."""
-        needs = statistics.outputs_needed([s.key for s in statistics.with_references()] + [self._statistic_key()])
-        outputs = self._engine_outputs(X, needs)
-        self.references_ = statistics.fit_references(outputs)
-        rate = rate or (0.05 if self.contamination == "auto" else self.contamination)
-        offset, info = calibration.threshold(
-            statistics.get(self.statistic), outputs, self.k, rate, self.scoring_seed_, self.references_
-        )
-        if info["warning"]:
-            warnings.warn(info["warning"], UserWarning, stacklevel=3)
-        self._set_offset(offset, source)
-        return info["scores"]
+    def _score_training_images(self, x, held):
+        """Fit the references and the threshold on the held-out images (on all of x when none were held out),
+        and keep every image's out-of-sample score in ``train_score_samples_``."""
+        if held is None:
+            self.train_score_samples_ = self._calibrate(x, "the held-out training images", stacklevel=4)
+            return
+        self.train_score_samples_ = np.empty(len(x))
+        self.train_score_samples_[held] = self._calibrate(x[held], "the held-out training images", stacklevel=4)
+        self.train_score_samples_[~held] = self._score_samples(x[~held])
 
     def _set_model(self, model, scoring_seed):
         self.model_ = model.eval()
@@ -307,37 +299,6 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         self.n_features_in_ = int(np.prod(self.image_shape_))
         self.n_latents_ = model.n_latents
         self.scoring_seed_ = int(scoring_seed)
-
-    def _set_offset(self, offset, source):
-        if not np.isfinite(offset):
-            raise ValueError(
-                f"the threshold from {source} is {offset}: the model's scores are not finite "
-                "(training diverged?); refit with a lower learning_rate"
-            )
-        self.offset_ = float(offset)
-        self.threshold_params_ = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
-        self.threshold_calibration_ = calibration.DESCRIPTION
-
-    def set_threshold(self, X, fpr=0.05):
-        """Set ``offset_`` so that a fraction ``fpr`` of the held-out inliers X is predicted an outlier (after
-        changing the statistic, k or the samples, or for a model loaded from a training run). A statistic
-        whose reference this detector lacks (a training run's) has it fitted on X, calibrated as in ``fit``.
-        Returns self."""
-        check_is_fitted(self, "model_")
-        if not (isinstance(fpr, numbers.Real) and 0 < fpr < 1):
-            raise ValueError(f"fpr (the fraction of inliers to flag) must be in (0, 1), got {fpr!r}")
-        statistic = statistics.get(self.statistic)
-        if statistic.reference is not None and not hasattr(
-            getattr(self, "references_", {}).get(statistic.name), "score"
-        ):
-            self._calibrate(X, "the held-out inliers, each scored by references fitted without it", fpr)
-            return self
-        scores = self._score_samples(X)
-        message = calibration.warning(statistic, len(scores), 0, fpr, images="held-out inliers")
-        if message:
-            warnings.warn(message, UserWarning, stacklevel=2)
-        self._set_offset(calibration.quantile(scores, fpr), "the held-out inliers")
-        return self
 
     # ---- scoring (the public methods check the fitted state once; the private ones assume it) ----
     def _engine_outputs(self, X, needed, batch_size=None, iw_samples=None, iw_samples_lk=None) -> dict:
@@ -368,7 +329,7 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         out = self._engine_outputs(
             X, statistics.outputs_needed(statistics.keys(ks)), batch_size, iw_samples, iw_samples_lk
         )
-        return statistics.scores(out, ks, getattr(self, "references_", {}))
+        return statistics.ood_scores(out, ks, getattr(self, "references_", {}))
 
     def score_samples(self, X):
         """Normality of each image (higher = more normal): ``statistic`` at ``k`` (-LLR>k for "llr")."""
@@ -376,7 +337,7 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
         return self._score_samples(X)
 
     def _statistic_key(self) -> str:
-        return statistics.get(self.statistic).key_for(self.k)
+        return statistics.output_key(self.statistic, self.k)
 
     def _score_samples(self, X):
         statistics.check_k(self.statistic, self.k, self.n_latents_)
@@ -385,30 +346,6 @@ class HVAEOutlierDetector(detectors.Persistence, OutlierMixin, BaseEstimator):
     def _normality(self, outputs):
         statistic = statistics.get(self.statistic)
         return statistic.normality(statistic.value(outputs, self.k, getattr(self, "references_", {})))
-
-    def decision_function(self, X):
-        """score_samples - offset_: negative for outliers."""
-        check_is_fitted(self, "model_")
-        return self._decision_function(X)
-
-    def _decision_function(self, X):
-        if self.offset_ is None:
-            raise ValueError(
-                "this detector has no threshold (offset_ is None: it was loaded from a training "
-                "run); set one with set_threshold(X_inliers, fpr=...)"
-            )
-        now = {name: getattr(self, name) for name in _THRESHOLD_PARAMS}
-        if now != self.threshold_params_:
-            raise ValueError(
-                f"offset_ was set for {self.threshold_params_}, but the detector now uses {now}; "
-                "set a threshold for the new setting with set_threshold(X_inliers, fpr=...) or fit again"
-            )
-        return self._score_samples(X) - self.offset_
-
-    def predict(self, X):
-        """+1 for inliers, -1 for outliers."""
-        check_is_fitted(self, "model_")
-        return np.where(self._decision_function(X) < 0, -1, 1)
 
     def score(self, X, y=None):
         """Mean ELBO L per image in nats (as GaussianMixture.score): higher = the data fit the model better."""

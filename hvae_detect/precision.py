@@ -28,8 +28,8 @@ def cpu_has_bfloat16() -> bool:
 
 def resolve_precision(precision: str, device) -> str:
     """ "auto" means bfloat16 mixed precision on CUDA and on CPUs with bfloat16 instructions, where it
-    measured faster than float32 (on an AVX512-BF16 CPU: training steps 1.3-1.9x, benchmarks/
-    training_speed.py; scoring 1.8x, benchmarks/scoring_precision.py), and float32 elsewhere."""
+    measured faster than float32 (on an AVX512-BF16 CPU: training steps 1.3-1.9x, benchmarks/speed/
+    training_speed.py; scoring 1.8x, benchmarks/speed/scoring_precision.py), and float32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":

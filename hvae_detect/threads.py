@@ -8,8 +8,7 @@ wake-up; beside another CPU-bound process it is the slowdown: at every barrier t
 is ahead burns its time slice spinning while the thread it waits for sits descheduled behind
 the other process, and a training step crosses thousands of barriers. With
 ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps at once and gives its core back.
-``benchmarks/shared_cores.py`` measures both (benchmarks/RESULTS.md, "Shared cores: the cause and
-the fix").
+``benchmarks/speed/shared_cores.py`` measures both (benchmarks/results/2026-12-06-shared-cores.md).
 
 libgomp reads its settings once, when torch is first imported, so ``apply_wait_policy`` must run
 before that: ``import hvae_detect`` calls it (it has no effect when torch came first), which every

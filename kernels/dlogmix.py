@@ -12,6 +12,9 @@ get both logsumexps) and then, in a second sweep, writes d log p / d params for
 every component, scaled by the image's grad_output. Nothing per-pixel or
 per-component is stored between forward and backward.
 
+One channel's bin probability and its gradient, the math both kernels call per component, are in
+``kernels/dlogmix_channel.py``.
+
 Numerics mirror ``hvae_detect.kernels.reference.dlogmix_log_prob_reference``:
 edge bins 0 and 255, the log-scale clamp at -7 (with the installed torch.clamp's
 subgradient at exactly -7) and the density-at-bin-centre branch when a bin's mass is <= 1e-5.
@@ -21,37 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 
 import torch
 import triton
 import triton.language as tl
 
 from hvae_detect.kernels import layout
+from hvae_detect.kernels.dlogmix_channel import LOG_SCALE_MIN, channel_log_prob, channel_log_prob_grad, tanh
 
-LOG_SCALE_MIN: tl.constexpr = tl.constexpr(layout.LOG_SCALE_MIN)
-HALF_BIN: tl.constexpr = tl.constexpr(1.0 / (layout.N_BINS - 1))  # bins are 2/255 wide on [-1, 1]
-LOG_HALF_N_BINS: tl.constexpr = tl.constexpr(math.log((layout.N_BINS - 1) / 2.0))
-EDGE: tl.constexpr = tl.constexpr(0.999)
-TINY_BIN: tl.constexpr = tl.constexpr(1e-5)
 # The parameter layout, from layout.py: block (channel, quantity) = FIRST_CHANNEL_BLOCK + channel * Q + quantity.
 LOGITS_BLOCK: tl.constexpr = tl.constexpr(layout.LOGITS_BLOCK)
 FIRST_CHANNEL_BLOCK: tl.constexpr = tl.constexpr(layout.FIRST_CHANNEL_BLOCK)
 MEAN: tl.constexpr = tl.constexpr(layout.MEAN)
 LOG_SCALE: tl.constexpr = tl.constexpr(layout.LOG_SCALE)
 COEFF: tl.constexpr = tl.constexpr(layout.COEFF)
-
-
-@triton.jit
-def _softplus(z):
-    # log(1 + e^z) without overflow; the log(1 + small) rounding costs < 1e-7 nats.
-    return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
-
-
-@triton.jit
-def _tanh(z):
-    # tl has no portable tanh across triton 3.x; this form saturates cleanly at +-inf.
-    return 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
 
 
 @triton.jit
@@ -62,64 +48,6 @@ def _lse_update(run_max, run_sum, v):
     e = tl.where(lo == float("-inf"), 0.0, tl.exp(lo - hi))
     new_sum = tl.where(v > run_max, run_sum * e + 1.0, run_sum + e)
     return hi, new_sum
-
-
-@triton.jit
-def _channel_log_prob(xs, mu, log_scale):
-    """log P(bin of xs) for one channel of one component; xs in [-1, 1]."""
-    ls = tl.maximum(log_scale, LOG_SCALE_MIN)
-    inv = tl.exp(-ls)
-    centered = xs - mu
-    plus = inv * (centered + HALF_BIN)
-    minus = inv * (centered - HALF_BIN)
-    mid = inv * centered
-    cdf_delta = tl.sigmoid(plus) - tl.sigmoid(minus)
-    # Bin 0: log sigmoid(plus) = -softplus(-plus); bin 255: log(1 - sigmoid(minus)) = -softplus(minus).
-    log_edge = -_softplus(tl.where(xs < -EDGE, -plus, minus))
-    log_pdf_mid = mid - ls - 2.0 * _softplus(mid) - LOG_HALF_N_BINS
-    inner = tl.where(cdf_delta > TINY_BIN, tl.log(tl.maximum(cdf_delta, 1e-12)), log_pdf_mid)
-    return tl.where((xs < -EDGE) | (xs > EDGE), log_edge, inner)
-
-
-@triton.jit
-def _channel_log_prob_grad(xs, mu, log_scale, GRAD_AT_CLAMP: tl.constexpr):
-    """As _channel_log_prob, plus its derivatives w.r.t. mu and the raw (unclamped) log-scale."""
-    ls = tl.maximum(log_scale, LOG_SCALE_MIN)
-    inv = tl.exp(-ls)
-    centered = xs - mu
-    plus = inv * (centered + HALF_BIN)
-    minus = inv * (centered - HALF_BIN)
-    mid = inv * centered
-    s_plus = tl.sigmoid(plus)
-    s_minus = tl.sigmoid(minus)
-    s_mid = tl.sigmoid(mid)
-    cdf_delta = s_plus - s_minus
-    low = xs < -EDGE
-    high = xs > EDGE
-    regular = cdf_delta > TINY_BIN
-    interior = ~(low | high)
-
-    log_edge = -_softplus(tl.where(low, -plus, minus))
-    log_pdf_mid = mid - ls - 2.0 * _softplus(mid) - LOG_HALF_N_BINS
-    safe_delta = tl.maximum(cdf_delta, 1e-12)
-    inner = tl.where(regular, tl.log(safe_delta), log_pdf_mid)
-    out = tl.where(low | high, log_edge, inner)
-
-    # d out / d {plus, minus, mid}; exactly one branch is non-zero per element.
-    d_plus = tl.where(low, 1.0 - s_plus, 0.0)
-    d_plus += tl.where(interior & regular, s_plus * (1.0 - s_plus) / safe_delta, 0.0)
-    d_minus = tl.where(high, -s_minus, 0.0)
-    d_minus -= tl.where(interior & regular, s_minus * (1.0 - s_minus) / safe_delta, 0.0)
-    tiny = interior & ~regular
-    d_mid = tl.where(tiny, 1.0 - 2.0 * s_mid, 0.0)
-    # plus, minus, mid are inv * (.), and d inv / d ls = -inv; log_pdf_mid also has a -ls term.
-    d_mu = -inv * (d_plus + d_minus + d_mid)
-    d_ls = -(plus * d_plus + minus * d_minus + mid * d_mid) - tl.where(tiny, 1.0, 0.0)
-    if GRAD_AT_CLAMP:
-        d_ls = tl.where(log_scale >= LOG_SCALE_MIN, d_ls, 0.0)
-    else:
-        d_ls = tl.where(log_scale > LOG_SCALE_MIN, d_ls, 0.0)
-    return out, d_mu, d_ls
 
 
 @triton.jit
@@ -154,21 +82,21 @@ def _load_pixels(x_base, HW, offs, mask, C: tl.constexpr):
 def _component_log_prob(p_base, m, M, HW, offs, mask, x0, x1, x2, C: tl.constexpr, Q: tl.constexpr):
     """log p_m(x) summed over channels, with the PixelCNN++ channel coupling for C == 3."""
     if C == 1:
-        lp = _channel_log_prob(
+        lp = channel_log_prob(
             x0,
             _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
             _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
         )
     else:
-        t0 = _tanh(_load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask))
-        t1 = _tanh(_load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask))
-        t2 = _tanh(_load_param(p_base, 2, COEFF, Q, m, M, HW, offs, mask))
+        t0 = tanh(_load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask))
+        t1 = tanh(_load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask))
+        t2 = tanh(_load_param(p_base, 2, COEFF, Q, m, M, HW, offs, mask))
         mu0 = _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask)
         mu1 = _load_param(p_base, 1, MEAN, Q, m, M, HW, offs, mask) + t0 * x0
         mu2 = _load_param(p_base, 2, MEAN, Q, m, M, HW, offs, mask) + t1 * x0 + t2 * x1
-        lp = _channel_log_prob(x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask))
-        lp += _channel_log_prob(x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask))
-        lp += _channel_log_prob(x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp = channel_log_prob(x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp += channel_log_prob(x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask))
+        lp += channel_log_prob(x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask))
     return lp
 
 
@@ -239,7 +167,7 @@ def _dlogmix_bwd_kernel(
     for m in range(M):
         logit = _load_logit(p_base, m, M, HW, offs, mask)
         if C == 1:
-            lp, d_mu, d_ls = _channel_log_prob_grad(
+            lp, d_mu, d_ls = channel_log_prob_grad(
                 x0,
                 _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask),
                 _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask),
@@ -253,19 +181,19 @@ def _dlogmix_bwd_kernel(
             c0 = _load_param(p_base, 0, COEFF, Q, m, M, HW, offs, mask)
             c1 = _load_param(p_base, 1, COEFF, Q, m, M, HW, offs, mask)
             c2 = _load_param(p_base, 2, COEFF, Q, m, M, HW, offs, mask)
-            t0 = _tanh(c0)
-            t1 = _tanh(c1)
-            t2 = _tanh(c2)
+            t0 = tanh(c0)
+            t1 = tanh(c1)
+            t2 = tanh(c2)
             mu0 = _load_param(p_base, 0, MEAN, Q, m, M, HW, offs, mask)
             mu1 = _load_param(p_base, 1, MEAN, Q, m, M, HW, offs, mask) + t0 * x0
             mu2 = _load_param(p_base, 2, MEAN, Q, m, M, HW, offs, mask) + t1 * x0 + t2 * x1
-            lp0, d_mu0, d_ls0 = _channel_log_prob_grad(
+            lp0, d_mu0, d_ls0 = channel_log_prob_grad(
                 x0, mu0, _load_param(p_base, 0, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
             )
-            lp1, d_mu1, d_ls1 = _channel_log_prob_grad(
+            lp1, d_mu1, d_ls1 = channel_log_prob_grad(
                 x1, mu1, _load_param(p_base, 1, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
             )
-            lp2, d_mu2, d_ls2 = _channel_log_prob_grad(
+            lp2, d_mu2, d_ls2 = channel_log_prob_grad(
                 x2, mu2, _load_param(p_base, 2, LOG_SCALE, Q, m, M, HW, offs, mask), GRAD_AT_CLAMP
             )
             resp = tl.exp(lp0 + lp1 + lp2 + logit - lse_joint)

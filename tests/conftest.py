@@ -45,8 +45,10 @@ needs_shared_data = pytest.mark.skipif(SHARED_DATA is None, reason="../shared/da
 
 
 def load_benchmark(name: str):
-    """The script benchmarks/<name>.py as a module (registered in sys.modules: dataclasses look it up there)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    """The script benchmarks/<name>.py or benchmarks/<group>/<name>.py as a module (registered in sys.modules:
+    dataclasses look it up there)."""
+    [path] = [*(REPO / "benchmarks").glob(f"{name}.py"), *(REPO / "benchmarks").glob(f"*/{name}.py")]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ from conftest import TINY
 
 from hvae_detect import HVAEOutlierDetector
 from hvae_detect.cli import main
-from hvae_detect.data.image_sources import image_batches, streamed_images
+from hvae_detect.data.image_sources import image_batches, image_source, training_images
 from hvae_detect.data.inputs import BINARY_SAMPLE, check_images, sample_indices
 
 X = np.random.default_rng(0).integers(0, 256, size=(40, 12, 12), dtype=np.uint8)
@@ -33,16 +33,15 @@ def test_flattened_images_stream_from_a_file_and_a_memory_map_with_their_image_s
     flat = X.reshape(len(X), 8, 18).reshape(len(X), -1)  # 144 pixels per row, read as 8 x 18
     np.save(tmp_path / "flat.npy", flat)
     for data in (tmp_path / "flat.npy", str(tmp_path / "flat.npy"), np.load(tmp_path / "flat.npy", mmap_mode="r")):
-        source = streamed_images(data, image_shape=(1, 8, 18))
-        assert source.image_shape == (1, 8, 18)
-        images, _ = source.__getitems__(np.array([3, 0]))
+        assert training_images(data, image_shape=(1, 8, 18)).image_shape == (1, 8, 18)
+        images, _ = image_source(data, image_shape=(1, 8, 18)).__getitems__(np.array([3, 0]))
         np.testing.assert_array_equal(images.numpy(), flat[[3, 0]].reshape(2, 1, 8, 18))
-    assert streamed_images(tmp_path / "flat.npy").image_shape == (1, 12, 12)  # a square: one grey channel
+    assert training_images(tmp_path / "flat.npy").image_shape == (1, 12, 12)  # a square: one grey channel
     np.save(tmp_path / "odd.npy", flat[:, :140])
     with pytest.raises(ValueError, match="2-D input with 140 features: pass image_shape"):
-        streamed_images(tmp_path / "odd.npy")
+        training_images(tmp_path / "odd.npy")
     with pytest.raises(ValueError, match="does not hold 144 features"):
-        streamed_images(tmp_path / "flat.npy", image_shape=(1, 12, 13))
+        training_images(tmp_path / "flat.npy", image_shape=(1, 12, 13))
 
 
 def test_fit_reads_flattened_images_from_a_file_and_a_memory_map_as_from_memory(tmp_path):
@@ -53,7 +52,7 @@ def test_fit_reads_flattened_images_from_a_file_and_a_memory_map_as_from_memory(
 
 
 def test_fit_streams_non_square_flattened_images_with_the_detectors_image_shape(tmp_path):
-    """Needs the estimator to pass its image_shape on: ``streamed_images(X, image_shape=self.image_shape)``."""
+    """Needs the estimator to pass its image_shape on: ``training_images(X, image_shape=self.image_shape)``."""
     np.save(tmp_path / "flat.npy", X.reshape(len(X), -1))
     det = HVAEOutlierDetector(image_shape=(1, 8, 18), **PARAMS).fit(np.load(tmp_path / "flat.npy", mmap_mode="r"))
     assert det.image_shape_ == (1, 8, 18)
@@ -71,7 +70,7 @@ def test_uint8_images_of_only_0_and_1_are_warned_about_once_per_call(tmp_path):
     for data in (binary, torch.from_numpy(binary)):  # 5 batches of 8: one warning
         assert len(_binary_warnings(lambda: list(image_batches(data, None, None, 8, "cpu")))) == 1
     np.save(tmp_path / "binary.npy", binary)
-    assert len(_binary_warnings(lambda: streamed_images(tmp_path / "binary.npy"))) == 1
+    assert len(_binary_warnings(lambda: training_images(tmp_path / "binary.npy"))) == 1
     for fine in (binary * 255, binary.astype(np.float32), X, np.zeros_like(binary)):
         assert not _binary_warnings(lambda: check_images(fine))
         assert not _binary_warnings(lambda: list(image_batches(fine, None, None, 8, "cpu")))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvae_detect.scoring import calibration, statistics
+from hvae_detect.scoring import calibration, fitting, output_names, reference, statistics
 
 PATH_NAMES = ("recon error", "|sigma x|", "|mu|1", "|mu|2", "|mu|3", "|sigma|1", "|sigma|2", "|sigma|3")
 
@@ -41,7 +41,7 @@ def test_the_default_is_leave_one_out_and_its_scores_are_each_images_out_of_samp
     assert info["method"] == calibration.DEFAULT == "loo" and info["d"] == 8 and info["n"] == 12
     without_first = {k: v[1:] for k, v in held.items()}
     first = stat.normality(
-        stat.value({k: v[:1] for k, v in held.items()}, 1, {stat.name: calibration._fit(stat, without_first)})
+        stat.value({k: v[:1] for k, v in held.items()}, 1, {stat.name: fitting.fit_reference(stat, without_first)})
     )
     assert info["scores"][0] == pytest.approx(first[0], rel=1e-12)
     assert offset == calibration.quantile(info["scores"], 0.1)
@@ -87,7 +87,7 @@ def test_the_threshold_is_a_function_of_the_images_and_the_seed(method):
 @given(st.lists(st.integers(-10_000, 10_000), min_size=4, max_size=30, unique=True), st.floats(1e-3, 1e3))
 def test_typicalitys_closed_form_is_leave_one_out_exactly(values, scale):
     stat, outputs = statistics.get("typicality"), {"L": scale * np.array(values, dtype=np.float64)}
-    fitted = calibration._fit(stat, outputs)
+    fitted = fitting.fit_reference(stat, outputs)
     refitted = calibration.out_of_fold(stat, outputs, 0, len(values), seed=0)
     np.testing.assert_allclose(calibration.analytic_loo(stat, outputs, 0, fitted), refitted, rtol=1e-7, atol=1e-9)
 
@@ -96,27 +96,26 @@ def test_the_closed_forms_of_ecod_and_copod_are_leave_one_out_exactly():
     outputs = path_outputs(60, np.random.default_rng(1))
     for name in ("latent_path_copod",):
         stat = statistics.get(name)
-        closed = calibration.analytic_loo(stat, outputs, 0, calibration._fit(stat, outputs))
+        closed = calibration.analytic_loo(stat, outputs, 0, fitting.fit_reference(stat, outputs))
         np.testing.assert_allclose(closed, calibration.out_of_fold(stat, outputs, 0, 60, seed=0), rtol=1e-12)
     ecod = statistics.Statistic(
-        "test_ecod",
-        "TestECOD",
-        True,
-        lambda k: ("path",),
-        None,
-        (),
-        "",
+        name="test_ecod",
+        key="TestECOD",
+        description="",
+        higher_is_normal=True,
+        needs=lambda k: ("path",),
+        samples=(),
         reference="ecod",
-        columns=statistics.path_vector,
+        columns=output_names.path_vector,
     )
-    closed = calibration.analytic_loo(ecod, outputs, 0, calibration._fit(ecod, outputs))
+    closed = calibration.analytic_loo(ecod, outputs, 0, fitting.fit_reference(ecod, outputs))
     np.testing.assert_allclose(closed, calibration.out_of_fold(ecod, outputs, 0, 60, seed=0), rtol=1e-12)
 
 
 def test_the_gaussians_closed_form_approaches_refitted_leave_one_out():
     """Exact for a plain covariance; Ledoit-Wolf's shrinkage and the standardisation make it approximate."""
     stat, outputs = statistics.get("latent_path"), path_outputs(400, np.random.default_rng(1))
-    closed = calibration.analytic_loo(stat, outputs, 0, calibration._fit(stat, outputs))
+    closed = calibration.analytic_loo(stat, outputs, 0, fitting.fit_reference(stat, outputs))
     refitted = calibration.out_of_fold(stat, outputs, 0, 400, seed=0)
     assert np.corrcoef(closed, refitted)[0, 1] > 0.999
     assert abs(calibration.quantile(closed, 0.05) / calibration.quantile(refitted, 0.05) - 1) < 0.02
@@ -125,7 +124,7 @@ def test_the_gaussians_closed_form_approaches_refitted_leave_one_out():
 def test_split_keeps_the_reference_of_its_first_part():
     stat, held = statistics.get("latent_path"), path_outputs(40, np.random.default_rng(2))
     offset, info = calibration.threshold(stat, held, 1, 0.05, seed=0, method="split")
-    whole = calibration._fit(stat, held)
+    whole = fitting.fit_reference(stat, held)
     assert len(info["scores"]) == 20
     assert not np.allclose(info["references"]["latent_path"].precision_, whole.precision_)
 
@@ -157,7 +156,7 @@ def test_a_reference_that_could_not_be_fitted_raises_the_statistics_own_error():
             1,
             0.05,
             seed=0,
-            references={"latent_path": "its reference could not be fitted: a reason"},
+            references={"latent_path": reference.Unfitted("its reference could not be fitted: a reason")},
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import shlex
@@ -116,6 +117,27 @@ def test_bad_flags():
     for kw in ({"precision": "float16"}, {"epochs": 0}, {"learning_rate": float("nan")}, {"free_nats": -1}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             TrainingConfig(**kw)
+
+
+def test_run_config_writes_back_the_run_json_it_read():
+    cfg = run_config.make_run_config(TrainingConfig(epochs=3))
+    assert list(run_config.RunConfig.from_json(cfg).to_json().items()) == list(cfg.items())
+    # A run.json from before some settings existed loads with the values such runs used, and is written back as it was.
+    old = {
+        k: v for k, v in cfg.items() if k not in ("free_nats_mode", "data_init", "log_scale_min", "n_train_examples")
+    }
+    old["input_shape"] = [1, 28, 28]
+    config = run_config.RunConfig.from_json(old)
+    assert list(config.to_json().items()) == list(old.items())
+    assert config.training.free_nats_mode == "layer" and config.batches is None
+    assert config.model_config(config.input_shape).log_scale_min == -7.0
+    longer = config.with_training(epochs=7)  # a new value; the configuration it came from is unchanged
+    assert longer.to_json()["epochs"] == 7 and config.training.epochs == 3 and "free_nats_mode" not in longer.to_json()
+    assert list(dataclasses.replace(config, batches="loader").to_json())[-1] == "batches"
+    # log.jsonl's validation keys: one pair of functions writes and reads them
+    assert run_config.auroc_key("LLR>2") == "auroc_LLRgt2" and run_config.read_auroc_key("elbo") is None
+    for key in ("L", "L>2", "LLR>12"):
+        assert run_config.read_auroc_key(run_config.auroc_key(key)) == key
 
 
 # ---------------------------------------------------------------------------------------- data for runs

@@ -250,7 +250,7 @@ def test_train_command_builds_the_family():
 def test_one_epoch_on_fashion_mnist(name):
     """A real fit, small: 400 Fashion-MNIST images, one epoch of the plain ELBO (no KL warm-up or
     free nats); held-out scores are finite and the fit raised L above the untrained model's.
-    (One epoch is too short for L>k < L, which needs a trained model: benchmarks/ood_table.py.)"""
+    (One epoch is too short for L>k < L, which needs a trained model: benchmarks/paper/ood_table.py.)"""
     path = SHARED_DATA / "fashion_mnist.npz"
     if not path.is_file():
         pytest.skip("fashion_mnist.npz is not in the shared data")

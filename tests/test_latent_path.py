@@ -13,7 +13,7 @@ from hvae_detect.likelihoods import Bernoulli, DiscretizedLogisticMixture
 from hvae_detect.models.config import ModelConfig
 from hvae_detect.models.registry import make_model
 from hvae_detect.models.vae import VAE
-from hvae_detect.scoring import statistics
+from hvae_detect.scoring import fitting, output_names, statistics
 from hvae_detect.scoring.engine import latent_path_outputs
 
 POSTERIORS = {"VAE": 3, "LVAE": 3, "BIVA": 5}  # TINY has 3 stages; BIVA draws z^BU and z^TD below the top
@@ -115,9 +115,10 @@ def test_the_path_rows_read_the_log_norms():
         "|sigma|2": np.array([1.0, 1.0]),
     }
     expected = np.log([[4, 1, 2, 3, 0.5, 1], [9, 2, 2, 1, 0.25, 1]])
-    np.testing.assert_allclose(statistics.path_vector(outputs), expected)
-    assert statistics.path_needed(statistics.outputs_needed(["Path"]))
-    assert statistics.path_needed(statistics.outputs_needed(["Fused"]))  # the default's vector holds them
-    assert not statistics.path_needed(statistics.outputs_needed(["LLR>1", "IC", "T"]))
-    references = statistics.fit_references({"L": np.zeros(3)})
-    assert "were not computed" in references["latent_path"] and not statistics.available("Path", outputs, references)
+    np.testing.assert_allclose(output_names.path_vector(outputs), expected)
+    assert output_names.path_needed(statistics.outputs_needed(["Path"]))
+    assert output_names.path_needed(statistics.outputs_needed(["Fused"]))  # the default's vector holds them
+    assert not output_names.path_needed(statistics.outputs_needed(["LLR>1", "IC", "T"]))
+    references = fitting.fit_references({"L": np.zeros(3)})
+    assert "were not computed" in references["latent_path"].reason
+    assert not statistics.available("Path", outputs, references)

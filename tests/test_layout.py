@@ -25,7 +25,7 @@ LAYERS = [
     ["hvae_detect.scoring"],
     ["hvae_detect.training"],
     ["hvae_detect.persistence"],
-    ["hvae_detect.estimator"],
+    ["hvae_detect.estimator", "hvae_detect.parameter_constraints", "hvae_detect.thresholds"],
     ["hvae_detect.integrations", "hvae_detect.commands"],
     ["hvae_detect.cli", "hvae_detect.__main__", "hvae_detect"],
 ]

@@ -142,7 +142,7 @@ def test_l_greater_than_zero_is_l_with_the_same_samples():
     # draws agree, so LLR>0 = L - L>0 is exactly 0.
     model = _tiny_model()
     x = _binary_images(5)
-    engine = importance_bounds(model, x, ks=[], n_samples=3, seed=7)[0]
+    engine = importance_bounds(model, x, ks=[], iw_samples=3, seed=7)[0]
     keys = randomness.image_keys(x, 7).repeat(3)
     noise = importance_noise(model, keys, 0, torch.arange(3).repeat_interleave(5))  # sample-major rows
     with torch.no_grad():
@@ -164,7 +164,7 @@ def test_llr_greater_than_zero_is_zero_in_expectation():
 def test_importance_weighted_bound_grows_with_samples_on_average():
     model = _tiny_model()
     x = _binary_images(64)
-    means = [importance_bounds(model, x, ks=[], n_samples=s, seed=s)[0].mean().item() for s in (1, 8, 64)]
+    means = [importance_bounds(model, x, ks=[], iw_samples=s, seed=s)[0].mean().item() for s in (1, 8, 64)]
     assert means[0] <= means[1] <= means[2]
 
 
@@ -172,7 +172,7 @@ def test_l_k_uses_only_the_upper_kl_terms_and_is_deterministic_below_k():
     model = _tiny_model()
     x = _binary_images(3)
     assert model(x, 2).kl.shape == (1, 3)  # only z_3 is sampled
-    scores = importance_bounds(model, x, ks=[1, 2], n_samples=2, seed=0)
+    scores = importance_bounds(model, x, ks=[1, 2], iw_samples=2, seed=0)
     assert set(scores) == {0, 1, 2} and all(torch.isfinite(v).all() for v in scores.values())
     with pytest.raises(ValueError, match="k must be in"):
         importance_bounds(model, x, ks=[3])
@@ -181,7 +181,7 @@ def test_l_k_uses_only_the_upper_kl_terms_and_is_deterministic_below_k():
 def test_dlogmix_model_bounds_are_finite_for_colour_images():
     model = _tiny_model("dlogmix", (3, 12, 12))
     x = torch.randint(0, 256, (2, 3, 12, 12)).float() / 255
-    scores = importance_bounds(model, x, n_samples=2, seed=0)
+    scores = importance_bounds(model, x, iw_samples=2, seed=0)
     assert all(torch.isfinite(v).all() for v in scores.values())
     assert model.reconstruct(x).shape == x.shape
 

@@ -1,5 +1,5 @@
 """The results page: tables and plot from the records, clear errors for bad records, the repository's page
-current, every recorded AUROC found where its record says RESULTS.md logs it, and statistics_table's
+current, every recorded AUROC found where its record says benchmarks/results/ logs it, and statistics_table's
 records readable by the page."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_page_and_plot_from_records(tmp_path):
     assert svhn["LLR>1"][:2] == ["**0.500**", ""] and svhn["IC"][1] == "**0.900**"
     assert svhn["LLR>2"][2] == "0.811 (HVAE, S=1000); 0.891 (BIVA)"
     assert table_rows(text, "Fashion-MNIST -> MNIST")["LLR>1"][0] == "**0.960**"
-    assert "lossy" in text and "not logged in RESULTS.md yet" in text
+    assert "lossy" in text and "not logged in benchmarks/results/ yet" in text
     png = (out / page.PLOT).read_bytes()
     assert png.startswith(b"\x89PNG") and 1000 < len(png) < 200_000
     assert page.main(["--records", str(records), "--out", str(out), "--check"]) == 0
@@ -209,12 +209,13 @@ def test_the_repository_page_is_current():
 
 
 def test_every_recorded_auroc_is_in_the_results_section_its_record_names():
-    """Records are transcriptions of RESULTS.md: each number must appear in the section that logs it."""
-    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
-    headings = list(re.finditer(r"^(#+) (.+)$", results, re.M))
+    """Records are transcriptions of the dated logs: each number must appear in the section that logs it."""
     for file, record in page.load_records(page.RECORDS):
-        matches = [i for i, h in enumerate(headings) if h[2] == record["results_section"]]
-        assert len(matches) == 1, f"{file}: no single RESULTS.md heading {record['results_section']!r}"
+        log, title = page.logged_in(record)
+        results = (REPO / page.RESULTS / log).read_text()
+        headings = list(re.finditer(r"^(#+) (.+)$", results, re.M))
+        matches = [i for i, h in enumerate(headings) if h[2] == title]
+        assert len(matches) == 1, f"{file}: no single heading {title!r} in {page.RESULTS}/{log}"
         here = headings[matches[0]]
         end = next((h.start() for h in headings[matches[0] + 1 :] if len(h[1]) <= len(here[1])), len(results))
         section = results[here.start() : end]

@@ -1,4 +1,4 @@
-"""benchmarks/seed_equivalence.py without the paper's code: a clear skip, never a failure or an import of it."""
+"""benchmarks/paper/seed_equivalence.py without the paper's code: a clear skip, never a failure or an import of it."""
 
 from __future__ import annotations
 

@@ -9,14 +9,14 @@ from hvae_detect import HVAEOutlierDetector
 from hvae_detect.commands.results import collect_results, format_table
 from hvae_detect.commands.score import score_run
 from hvae_detect.reporting.metrics import detection_metrics
-from hvae_detect.scoring import statistics
+from hvae_detect.scoring import fitting, output_names, reference, statistics
 from hvae_detect.scoring.complexity import compressed_bits
 
 OUTPUTS = {"L": np.array([-10.0, -20.0]), "L>1": np.array([-12.0, -15.0]), "L>2": np.array([-11.0, -30.0])}
 
 
 def test_rows_computed_by_hand():
-    got = statistics.scores(OUTPUTS, [1, 2])
+    got = statistics.ood_scores(OUTPUTS, [1, 2])
     assert list(got) == ["L", "L>1", "LLR>1", "L>2", "LLR>2"]
     np.testing.assert_array_equal(got["LLR>1"], [2.0, -5.0])
     np.testing.assert_array_equal(got["LLR>2"], [1.0, 10.0])
@@ -32,14 +32,15 @@ def test_one_orientation_inside_higher_is_more_normal():
 
 
 def test_keys_name_their_row_and_k():
-    statistic, k = statistics.of_key("LLR>12")
+    statistic, k = statistics.read_key("LLR>12")
     assert (statistic.name, k) == ("llr", 12)
-    assert statistics.of_key("L")[0].name == "elbo" and statistics.of_key("L>3") == (statistics.get("lk"), 3)
+    assert statistics.output_key("llr", 12) == "LLR>12" and statistics.output_key("elbo", 12) == "L"
+    assert statistics.read_key("L")[0].name == "elbo" and statistics.read_key("L>3") == (statistics.get("lk"), 3)
     needed = statistics.outputs_needed(["LLR>2", "L>1"])
-    assert needed == {"L", "L>1", "L>2"} and statistics.bounds_needed(needed, 3) == [0, 1, 2]
-    assert not statistics.terms_needed(needed) and statistics.terms_needed({"L", "KL"})
+    assert needed == {"L", "L>1", "L>2"} and output_names.bounds_needed(needed, 3) == [0, 1, 2]
+    assert not output_names.terms_needed(needed) and output_names.terms_needed({"L", "KL"})
     with pytest.raises(ValueError, match="not the key of a known statistic"):
-        statistics.of_key("LLR>x")
+        statistics.read_key("LLR>x")
     with pytest.raises(ValueError, match="statistic must be one of"):
         statistics.get("nll")
     with pytest.raises(ValueError, match="exists already"):
@@ -51,13 +52,13 @@ def toy_statistic():
     """A statistic that only the table knows: L + L>k."""
     row = statistics.register(
         statistics.Statistic(
-            "toy",
-            "T>{k}",
-            True,
-            lambda k: ("L", f"L>{k}"),
-            lambda out, k: out["L"] + out[f"L>{k}"],
-            (statistics.IW_SAMPLES, statistics.IW_SAMPLES_LK),
-            "L + L>k, for the test",
+            name="toy",
+            key="T>{k}",
+            description="L + L>k, for the test",
+            higher_is_normal=True,
+            needs=lambda k: ("L", f"L>{k}"),
+            samples=(statistics.IW_SAMPLES, statistics.IW_SAMPLES_LK),
+            formula=lambda out, k: out["L"] + out[f"L>{k}"],
         )
     )
     yield row
@@ -177,11 +178,11 @@ def test_a_reference_that_cannot_be_fitted_says_why():
         "KL2": np.ones(5),
         "bits": np.full(5, 800.0),
     }
-    references = statistics.fit_references(flat)
+    references = fitting.fit_references(flat)
     assert set(references) == {s.name for s in statistics.with_references()}
-    assert isinstance(references["typicality"], str) and not statistics.available("T", flat, references)
+    assert isinstance(references["typicality"], reference.Unfitted) and not statistics.available("T", flat, references)
     with pytest.raises(ValueError, match="could not be fitted"):
-        statistics.compute("T", flat, references)
+        statistics.get("typicality").value(flat, 0, references)
 
 
 def test_a_row_on_request_stays_out_of_ood_scores_and_statistic_computes_it(fitted_detector):

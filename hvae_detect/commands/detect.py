@@ -187,7 +187,7 @@ def detect(
     det = HVAEOutlierDetector.load(detector_dir, device=device)
     files = ImageFiles(images, image_size=image_size, crop=crop, shape=det.image_shape_)
     log(f"images: {images}: {files.description}", quiet)
-    key = statistics.get(det.statistic).key_for(det.k)
+    key = statistics.output_key(det.statistic, det.k)
     state = _Scores(top)
 
     def write_csv(path):

@@ -46,7 +46,7 @@ def read_scores(path) -> dict:
 
 def _order(key: str) -> tuple:
     """Rows in the statistics table's order, then by k."""
-    statistic, k = statistics.of_key(key)
+    statistic, k = statistics.read_key(key)
     return list(statistics.TABLE).index(statistic.name), k
 
 

@@ -1,5 +1,8 @@
-"""A training run's configuration (run.json): ``make_run_config`` checks the options of ``hvae-detect
-train`` and ``training_config_of`` reads a saved run's training settings back.
+"""A training run's configuration (run.json) and folder: ``make_run_config`` checks the options of
+``hvae-detect train`` and returns run.json's dict, which ``RunConfig.from_json`` reads (``to_json`` writes
+it back); ``training_config_of`` reads a saved run's training settings; ``RunFolder`` reads and writes a
+run's files (``hvae_detect.commands.train``'s docstring lists them), log.jsonl's validation keys
+written by ``auroc_key`` and read by ``read_auroc_key``.
 
 run.json holds the model's options under ``hvae_detect.models.config.ModelConfig``'s keys (beside
 "model", the family, and the run's data and training settings), so ``ModelConfig.from_json`` reads a
@@ -8,6 +11,12 @@ run of any age; the model options here default to the paper's (``PAPER_MODEL``),
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
+import os
+from pathlib import Path
+
 from hvae_detect.commands.common import parse_json
 from hvae_detect.commands.defaults import LIKELIHOOD_FLAGS, SEED_TRAIN, SEED_VAL
 from hvae_detect.data.dataset_names import default_data_root, parse_dataset_name, parse_dataset_options
@@ -15,10 +24,24 @@ from hvae_detect.likelihoods import resolve_likelihood
 from hvae_detect.models.architectures import json_text_or_file, resolve_architecture, with_family
 from hvae_detect.models.config import ModelConfig, ModelOptionError
 from hvae_detect.models.registry import model_family, model_names
+from hvae_detect.persistence import checkpoints
+from hvae_detect.persistence.atomic import atomic_write_text, recover_folder
 from hvae_detect.persistence.checkpoints import FORMAT_VERSION
+from hvae_detect.training import distributed
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 
-__all__ = ["LIKELIHOOD_FLAGS", "PAPER_MODEL", "SEED_TRAIN", "SEED_VAL", "make_run_config", "training_config_of"]
+__all__ = [
+    "LIKELIHOOD_FLAGS",
+    "PAPER_MODEL",
+    "SEED_TRAIN",
+    "SEED_VAL",
+    "RunConfig",
+    "RunFolder",
+    "auroc_key",
+    "make_run_config",
+    "read_auroc_key",
+    "training_config_of",
+]
 
 # The paper's command line's model options where they differ from ModelConfig's defaults.
 PAPER_MODEL = {"activation": "ReLU", "likelihood_head": "paper"}
@@ -142,3 +165,158 @@ def training_config_of(cfg: dict) -> TrainingConfig:
     """The run's training settings; a run.json written before a setting existed gets the value that
     run used: per-layer free nats and no data-dependent initialisation (TrainingConfig's defaults)."""
     return TrainingConfig(**{k: cfg[k] for k in TrainingConfig.field_names() if k in cfg})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration as its run.json holds it: what the run reads, typed, and every other key as
+    it was. A run that changes a setting makes a new value (``with_training``, ``dataclasses.replace``).
+
+    train_datasets, val_datasets  {name: {"dynamic", "split"}}; the first validation set is in-distribution
+    training          the training settings (``TrainingConfig``)
+    test_every        validate every this many epochs (and after the last)
+    seed              of the weights, the batches' draws and the validation's
+    data_root, n_train_examples, n_val_examples   where the sets are, and how many images of each are used
+    batches           "memory" (the training set on the device), "loader" (streamed) or None (not
+                      decided yet, or a run.json from before the choice existed: "memory")
+    input_shape       (C, H, W) of the images, once the data loaded
+    recorded          every other key: "model" (the family) and the model's options (``model_config``),
+                      "format_version", the paper's flags given but not applied, ...
+    order             run.json's keys in its order (None: every setting): ``to_json`` writes these (a
+                      setting that an older run.json lacks stays out), then those set since
+    """
+
+    train_datasets: dict
+    val_datasets: dict
+    training: TrainingConfig
+    test_every: int
+    seed: int
+    data_root: str
+    n_train_examples: int | None = None
+    n_val_examples: int | None = None
+    batches: str | None = None
+    input_shape: tuple | None = None
+    recorded: dict = dataclasses.field(default_factory=dict)
+    order: tuple | None = None
+
+    _READ = ("train_datasets", "val_datasets", "test_every", "seed", "data_root", "n_train_examples", "n_val_examples")
+    _SET_BY_THE_RUN = ("batches", "input_shape")  # written once they are not None
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunConfig:
+        """The configuration of a run.json's dict (of any age) or of ``make_run_config``'s."""
+        missing = [k for k in cls._READ[:5] if k not in data]
+        if missing:
+            raise ValueError(f"the run's configuration (run.json) lacks {missing}")
+        typed = {*cls._READ, *cls._SET_BY_THE_RUN, *TrainingConfig.field_names()}
+        shape = data.get("input_shape")
+        return cls(
+            **{k: copy.deepcopy(data.get(k)) for k in (*cls._READ, "batches")},
+            training=training_config_of(data),
+            input_shape=None if shape is None else tuple(shape),
+            recorded={k: copy.deepcopy(v) for k, v in data.items() if k not in typed},
+            order=tuple(data),
+        )
+
+    def to_json(self) -> dict:
+        """run.json's dict: the keys it was read with, in their order, then the ones set since."""
+        values = {
+            **self.recorded,
+            **{k: getattr(self, k) for k in self._READ},
+            **vars(self.training),
+            "batches": self.batches,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+        }
+        order = self.order if self.order is not None else [k for k in values if k not in self._SET_BY_THE_RUN]
+        order = [*order, *(k for k in self._SET_BY_THE_RUN if getattr(self, k) is not None)]
+        return {k: copy.deepcopy(values[k]) for k in dict.fromkeys(order)}
+
+    def with_training(self, **changes) -> RunConfig:
+        """This configuration with the training settings ``changes`` (checked by ``TrainingConfig``)."""
+        order = None if self.order is None else (*self.order, *(k for k in changes if k not in self.order))
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **changes), order=order)
+
+    def model_config(self, input_shape) -> ModelConfig:
+        """The model's options (``ModelConfig``) for images of ``input_shape``."""
+        return ModelConfig.from_json({**self.recorded, "input_shape": list(input_shape)})
+
+
+AUROC = "auroc_"  # log.jsonl's validation keys: "auroc_" and the statistic's key, its ">" written "gt"
+
+
+def auroc_key(statistic_key: str) -> str:
+    """log.jsonl's key of the validation AUROC of the statistic ``statistic_key``: "L>1" -> "auroc_Lgt1"."""
+    return AUROC + statistic_key.replace(">", "gt")
+
+
+def read_auroc_key(key: str) -> str | None:
+    """The statistic key that ``auroc_key`` wrote ``key`` from ("auroc_Lgt1" -> "L>1"); None for another key."""
+    return key[len(AUROC) :].replace("gt", ">") if key.startswith(AUROC) else None
+
+
+class RunFolder:
+    """A run's files (the module docstring); only rank 0 ``writes`` them."""
+
+    def __init__(self, path, writes: bool):
+        self.path, self.writes = Path(path), writes
+        self.log = self.path / "log.jsonl"
+
+    @classmethod
+    def create(cls, path, ctx) -> RunFolder:
+        """A new run's folder (rank 0 makes it; it must not exist)."""
+        if ctx.is_main:
+            Path(path).mkdir(parents=True, exist_ok=False)
+        return cls(path, ctx.is_main)
+
+    def read_config(self) -> RunConfig:
+        if not (self.path / "run.json").is_file():
+            raise FileNotFoundError(f"{self.path} is not a run folder (run.json missing)")
+        return RunConfig.from_json(json.loads((self.path / "run.json").read_text()))
+
+    def write_config(self, config: RunConfig) -> None:
+        if self.writes:
+            atomic_write_text(self.path / "run.json", json.dumps(config.to_json(), indent=1))
+
+    def append_log(self, line: dict) -> None:
+        if self.writes:
+            with open(self.log, "a") as f:
+                f.write(json.dumps(line) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def drop_log_after(self, epoch: int) -> None:
+        """Drop log lines past ``epoch`` (written before a kill, after the checkpoint a resume starts
+        from) and a line a kill cut short."""
+        if not self.writes or not self.log.is_file():
+            return
+        lines = self.log.read_text().splitlines()
+        keep = [line for line in lines if _up_to(line, epoch)]
+        if len(keep) != len(lines):
+            atomic_write_text(self.log, "".join(line + "\n" for line in keep))
+
+    def save(self, which: str, model, optimizer, generator, state: dict) -> None:
+        if self.writes:
+            checkpoints.save_checkpoint(self.path / "checkpoints" / which, model, optimizer, generator, state)
+
+    def load_last(self, model, optimizer, generator, ctx) -> dict:
+        """The state of the last checkpoint, loaded into place; a run without a complete one is refused."""
+        last = self.path / "checkpoints" / "last"
+        if ctx.is_main:
+            for folder in (last, self.path / "checkpoints" / "best"):  # finish or clear a write a kill interrupted
+                recover_folder(folder, cleanup=True)
+        distributed.barrier(ctx, "the recovery of the last checkpoint")
+        try:
+            return checkpoints.load_checkpoint(last, model, optimizer, generator)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise ValueError(
+                f"cannot resume {self.path}: its last checkpoint is not complete ({e}); nothing was changed. "
+                "Start a new run, or score its best checkpoint"
+            ) from None
+
+
+def _up_to(line: str, epoch: int) -> bool:
+    """Whether a log line is whole and of ``epoch`` or before."""
+    try:
+        return json.loads(line).get("epoch", 0) <= epoch
+    except json.JSONDecodeError:
+        return False

@@ -13,11 +13,12 @@ file is then read forwards), and a memory-mapped source reopens its file in each
 process instead of pickling its contents. After each read the pages of a memory map are handed
 back (``madvise(MADV_DONTNEED)``; they stay in the page cache): otherwise every page that random
 batches touch, and the kernel's fault-around neighbours, would count as the process's resident
-memory until most of the file did (2.4 GiB peak for a 1.6 GB file, benchmarks/RESULTS.md).
+memory until most of the file did (2.4 GiB peak for a 1.6 GB file, benchmarks/results/2026-11-29-streaming-memory.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import zipfile
 from pathlib import Path
@@ -233,15 +234,36 @@ def image_source(data, key: str | None = None, image_shape=None) -> Dataset:
     )
 
 
-def streamed_images(X, min_images: int = 2, image_shape=None) -> Dataset | None:
-    """The source ``fit`` streams ``X`` from when it may not fit in memory (an np.memmap, the path
-    of a .npy / .npz file, a map-style Dataset); None for data held in memory (arrays, tensors).
-    ``image_shape``: that of flattened images (n, d). Warns about uint8 images of only 0 and 1 (from a
-    sample of ``hvae_detect.data.inputs.BINARY_SAMPLE`` images spread over the set)."""
-    if not (
+def read_as_used(X) -> bool:
+    """Whether X is read a batch at a time rather than held in memory: an np.memmap, the path of a .npy or
+    .npz file, or a map-style Dataset. The one place that decides it, for ``fit`` and for scoring alike."""
+    return (
         isinstance(X, (np.memmap, Path)) or is_map_dataset(X) or (isinstance(X, str) and X.endswith((".npy", ".npz")))
-    ):
-        return None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingImages:
+    """The images ``fit`` was given, decided once: held in memory (``images`` a checked (n, C, H, W)
+    array, ``source`` None), or read as used (``source`` the Dataset that training streams, ``images``
+    what scoring reads again: X itself, or for a path that Dataset)."""
+
+    images: object
+    source: Dataset | None
+    image_shape: tuple
+
+    @property
+    def streamed(self) -> bool:
+        return self.source is not None
+
+
+def training_images(X, image_shape=None, min_images: int = 2) -> TrainingImages:
+    """X checked as training images (``image_shape``: that of flattened images (n, d)). Warns about uint8
+    images of only 0 and 1 (from a sample of ``hvae_detect.data.inputs.BINARY_SAMPLE`` images spread over
+    the set)."""
+    if not read_as_used(X):
+        x = check_images(X, image_shape, min_samples=min_images)
+        return TrainingImages(x, None, tuple(x.shape[1:]))
     source = image_source(X, image_shape=image_shape)
     if len(source) < min_images:
         raise ValueError(f"expected at least {min_images} images, got {len(source)}")
@@ -249,7 +271,7 @@ def streamed_images(X, min_images: int = 2, image_shape=None) -> Dataset | None:
         warn_if_binary_uint8(source.__getitems__(sample_indices(len(source)))[0])
     else:  # items of a Dataset are read one by one: a smaller sample
         warn_if_binary_uint8(torch.stack([source[int(i)][0] for i in sample_indices(len(source), 32)]))
-    return source
+    return TrainingImages(source if isinstance(X, (str, Path)) else X, source, tuple(source.image_shape))
 
 
 def collate(items):
@@ -269,8 +291,10 @@ def image_batches(X, image_shape, expected_shape, batch_size: int, device):
     may be (images, labels) pairs). uint8 images of only 0 and 1 are warned about once, from the first
     batch.
     """
-    if is_map_dataset(X):
-        loader = torch.utils.data.DataLoader(image_source(X), batch_size=batch_size, collate_fn=collate)
+    if read_as_used(X) and not isinstance(X, np.memmap):  # a memmap is read a slice at a time below
+        loader = torch.utils.data.DataLoader(
+            image_source(X, image_shape=image_shape), batch_size=batch_size, collate_fn=collate
+        )
         X = (images for images, _ in loader)
     if isinstance(X, (np.ndarray, torch.Tensor)) or hasattr(X, "__array__") or isinstance(X, (list, tuple)):
         sources = [X if isinstance(X, (np.ndarray, torch.Tensor)) else to_numpy(X)]

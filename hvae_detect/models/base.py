@@ -212,7 +212,7 @@ class HierarchicalModel(nn.Module):
 
         A channels-last kernel makes a convolution's output channels-last too, so the
         whole network follows; oneDNN runs these convolutions faster that way
-        (benchmarks/RESULTS.md). Only the weights' layout changes, not their values; the
+        (benchmarks/results/2026-11-27-scoring-speed.md). Only the weights' layout changes, not their values; the
         parameters and the state dict are untouched. Works under autograd.
         """
         added = []

@@ -16,7 +16,7 @@ import numbers
 
 from hvae_detect import likelihoods
 from hvae_detect.kernels.layout import LOG_SCALE_MIN, check_log_scale_min
-from hvae_detect.models.architectures import family_of, resolve_architecture
+from hvae_detect.models.architectures import AUTO, auto_preset, family_of, resolve_architecture
 from hvae_detect.models.base import HEADS
 from hvae_detect.models.layers import activation_fn
 
@@ -100,6 +100,21 @@ class ModelConfig:
     def family(self) -> str:
         """The architecture's family ("VAE" when it names none)."""
         return family_of(self.architecture)
+
+    @classmethod
+    def for_images(cls, image_shape, architecture=AUTO, likelihood=AUTO, *, hierarchical=False, **options):
+        """The configuration of a model of images of ``image_shape`` (C, H, W): architecture "auto" is
+        picked by the images (``architectures.auto_preset``; ``hierarchical``: the statistic needs several
+        latents), likelihood "auto" by their channels; ``options`` are the other fields."""
+        if architecture == AUTO:
+            architecture = auto_preset(image_shape, hierarchical=hierarchical)
+        likelihood = likelihoods.resolve_likelihood(likelihood, n_channels=image_shape[0])
+        return cls(tuple(image_shape), architecture, likelihood, **options)
+
+    @property
+    def n_latents(self) -> int:
+        """The latent layers of the hierarchy."""
+        return len(self.architecture["config_stochastic"])
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

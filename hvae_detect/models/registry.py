@@ -153,7 +153,7 @@ for _name, _base in (
     ("lvae-small", "small"),
 ):
     PRESETS[_name] = {"model": _name.split("-")[0].upper(), **copy.deepcopy(PRESETS[_base])}
-# BIVA at the reduced CPU layout of benchmarks/ood_table.py's Fashion-MNIST row (the paper's three
+# BIVA at the reduced CPU layout of benchmarks/paper/ood_table.py's Fashion-MNIST row (the paper's three
 # stages and latents, one 3x3 block per stage, 16/32/32 channels): the HVAE row's model as BIVA.
 PRESETS["biva-reduced-grey"] = {
     "model": "BIVA",

@@ -25,11 +25,11 @@ IN_SAMPLE = "the contamination quantile of the images its references were fitted
 
 def references_to_json(references: dict) -> dict:
     """The fitted references of the statistics (``hvae_detect.scoring.reference``) as JSON: their
-    arrays as lists of floats (exact through JSON) beside their metadata; a reason stays a string."""
+    arrays as lists of floats (exact through JSON) beside their metadata; an unfitted one's reason as a string."""
     out = {}
     for name, fitted in references.items():
-        if isinstance(fitted, str):
-            out[name] = fitted
+        if not reference.is_fitted(fitted):
+            out[name] = fitted.reason
         else:
             arrays, meta = fitted.to_state()
             out[name] = {"meta": meta, "arrays": {key: value.tolist() for key, value in arrays.items()}}
@@ -38,7 +38,7 @@ def references_to_json(references: dict) -> dict:
 
 def references_from_json(saved: dict) -> dict:
     return {
-        name: value
+        name: reference.Unfitted(value)
         if isinstance(value, str)
         else reference.from_state(
             {key: np.asarray(v, dtype=np.float64) for key, v in value["arrays"].items()}, value["meta"]

@@ -9,7 +9,7 @@ images, 0.19-0.24 with 40, 0.08 with 200). Here each held-out image is scored by
 without it (leave-one-out, ``DEFAULT``), and the threshold is the quantile of those scores; the
 references kept, and scored with, are still the ones fitted on every held-out image.
 
-Why leave-one-out (benchmarks/threshold_calibration.py: one small model per data set, Fashion-MNIST
+Why leave-one-out (benchmarks/quality/threshold_calibration.py: one small model per data set, Fashion-MNIST
 and CIFAR10, held-out sets of n = 10..200 drawn 50 times, 2,000 fresh test images): at n >= 40, for
 Fused, FusedECOD, Path, PathCOPOD and T, its mean flagged share was 0.039-0.057 and its spread (sd
 0.027) that of an oracle taking the quantile of n other images (0.046-0.062, sd 0.027). It draws
@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from hvae_detect.scoring import reference, statistics
+from hvae_detect.scoring import fitting, reference, statistics
 
 # What ``threshold`` does by default, as detectors record it (``threshold_calibration_``).
 DESCRIPTION = "the contamination quantile (weibull) of leave-one-out scores of the held-out images"
@@ -58,10 +58,6 @@ def quantile(scores, contamination: float, rule: str = QUANTILE) -> float:
 
 def _subset(outputs: dict, index) -> dict:
     return {name: np.asarray(v)[index] for name, v in outputs.items()}
-
-
-def _fit(statistic, outputs: dict):
-    return reference.MODELS[statistic.reference]().fit(statistic.columns(outputs))
 
 
 def _normality(statistic, outputs: dict, k: int, fitted) -> np.ndarray:
@@ -91,7 +87,7 @@ def out_of_fold(statistic, outputs: dict, k: int, folds: int, seed: int) -> np.n
     fold, scores = fold_of(n, folds, seed), np.empty(n)
     for f in range(folds):
         inside = fold == f
-        fitted = _fit(statistic, _subset(outputs, ~inside))
+        fitted = fitting.fit_reference(statistic, _subset(outputs, ~inside))
         scores[inside] = _normality(statistic, _subset(outputs, inside), k, fitted)
     return scores
 
@@ -174,12 +170,12 @@ def threshold(
     folds instead above ``LOO_MAX`` images; "folds": ``folds`` folds; "analytic": ``analytic_loo``;
     "split": fitted on half, the quantile of the other half; "in-sample": the old, biased rule).
     ``references`` are those fitted on all n images (fitted here where missing; where
-    ``statistics.fit_references`` left a reason instead, the statistic's ValueError). info: "method" (the one
-    used), "n", "d", "scores" (the normality the quantile was taken of: the out-of-sample ones are
-    what ``train_score_samples_`` should hold for the held-out images), "references" (those the offset
-    belongs to: the split's half for "split", else ``references``) and "warning" (``warning``'s message
-    or None). A fold whose reference cannot be fitted (too few images, a constant column) falls back
-    to the in-sample quantile, with a warning that says so."""
+    ``fitting.fit_references`` left a ``reference.Unfitted`` instead, the statistic's ValueError).
+    info: "method" (the one used), "n", "d", "scores" (the normality the quantile was taken of: the
+    out-of-sample ones are what ``train_score_samples_`` should hold for the held-out images),
+    "references" (those the offset belongs to: the split's half for "split", else ``references``) and
+    "warning" (``warning``'s message or None). A fold whose reference cannot be fitted (too few images,
+    a constant column) falls back to the in-sample quantile, with a warning that says so."""
     statistic = statistics.get(statistic) if isinstance(statistic, str) else statistic
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -198,10 +194,10 @@ def threshold(
         info["scores"] = statistic.normality(statistic.value(outputs, k))
         return quantile(info["scores"], contamination, rule), info
     fitted = references.get(statistic.name)
-    if isinstance(fitted, str):  # fit_references could not fit it: the statistic's own error says why
+    if isinstance(fitted, reference.Unfitted):  # it could not be fitted: the statistic's own error says why
         statistic.value(outputs, k, references)
     if fitted is None:
-        fitted = references[statistic.name] = _fit(statistic, outputs)
+        fitted = references[statistic.name] = fitting.fit_reference(statistic, outputs)
     try:
         if method == "loo":
             info["method"] = "loo" if n <= LOO_MAX else f"folds={folds}"
@@ -212,7 +208,7 @@ def threshold(
             scores = analytic_loo(statistic, outputs, k, fitted)
         elif method == "split":
             part = fold_of(n, 2, seed) == 0
-            half = _fit(statistic, _subset(outputs, part))
+            half = fitting.fit_reference(statistic, _subset(outputs, part))
             info["references"] = {**references, statistic.name: half}
             scores = _normality(statistic, _subset(outputs, ~part), k, half)
         else:

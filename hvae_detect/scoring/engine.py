@@ -1,6 +1,7 @@
 """The scoring engine: L and L>k for every k, with importance samples streamed in bounded passes.
 
-``importance_bounds(model, x, ks, S, S', seed)`` does the work of a batch once: the
+``importance_bounds(model, x, ks, S, S', seed)`` (S = ``iw_samples`` importance samples for L, S' =
+``iw_samples_lk`` for L>k) does the work of a batch once: the
 weight-normalised weights once per call, d_1 (the layers that read only x) and each
 prefix z_1..z_k once per image and k; the importance samples then go through the rest
 of the model as rows (image, sample) in passes of exactly ``max_rows`` rows, and are
@@ -26,6 +27,7 @@ from torch.nn.utils import parametrize
 from hvae_detect.data import randomness
 from hvae_detect.kernels.dispatch import logmeanexp, streaming_update
 from hvae_detect.models.layers import Gaussian
+from hvae_detect.scoring.output_names import KL, LOG_PX, bound_name, numbered
 
 __all__ = [
     "ROW_BUDGET_BYTES",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 # Bytes of the largest activation of one scoring pass, per device type: passes near the
-# CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/RESULTS.md).
+# CPU's cache size and, on a GPU, the size where throughput saturates (benchmarks/results/2026-11-27-scoring-speed.md).
 ROW_BUDGET_BYTES = {"cpu": 32 * 2**20, "cuda": 128 * 2**20}
 MAX_ROWS = 256  # every pass is padded to its row count: keep small models' passes small
 FOLD_SAMPLES = 64  # samples folded into the running logmeanexp at a time
@@ -94,28 +96,28 @@ def importance_noise(model, keys, k, samples):
 
 
 @torch.no_grad()
-def importance_bounds(model, x, ks=None, n_samples=1, n_samples_lk=None, seed=0, max_rows=None) -> dict:
+def importance_bounds(model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed=0, max_rows=None) -> dict:
     """L (k = 0) and L>k (k in ``ks``, default 1..L-1) of images x: {k: (N,)} in nats per image.
 
-    ``n_samples`` importance samples S for L, ``n_samples_lk`` S' (default: the same) for L>k;
+    ``iw_samples`` importance samples S for L, ``iw_samples_lk`` S' (default: the same) for L>k;
     the random numbers are keyed by ``seed`` and each image (``hvae_detect.data.randomness``).
     """
-    return _scores(model, x, ks, n_samples, n_samples_lk, seed, max_rows, with_terms=False)[0]
+    return _bounds_and_terms(model, x, ks, iw_samples, iw_samples_lk, seed, max_rows, with_terms=False)[0]
 
 
 @torch.no_grad()
 def importance_outputs(
     model, x, ks=None, iw_samples=1, iw_samples_lk=None, seed=0, max_rows=None, with_terms=True
 ) -> dict:
-    """The engine's outputs for images x, named as ``hvae_detect.scoring.statistics`` names them:
+    """The engine's outputs for images x, named as ``hvae_detect.scoring.output_names`` names them:
     "L" and "L>k" (k in ``ks``) as ``importance_bounds`` gives them and, ``with_terms``, from the same
     passes of L the mean over its S samples of "log p(x|z)" and of every stage's KL ("KL1" (lowest)
     .. "KLn"); each (N,) in nats."""
-    bounds, terms = _scores(model, x, ks, iw_samples, iw_samples_lk, seed, max_rows, with_terms)
-    out = {("L" if k == 0 else f"L>{k}"): v for k, v in bounds.items()}
-    if with_terms:
-        out["log p(x|z)"] = terms[:, 0]
-        out.update({f"KL{i}": terms[:, i] for i in range(1, terms.shape[1])})
+    bounds, terms = _bounds_and_terms(model, x, ks, iw_samples, iw_samples_lk, seed, max_rows, with_terms)
+    out = {bound_name(k): v for k, v in bounds.items()}
+    if with_terms:  # terms: (N, 1 + n_latents), log p(x|z) then the KL of each stage
+        out[LOG_PX] = terms[:, 0]
+        out.update({numbered(KL, i): terms[:, i] for i in range(1, terms.shape[1])})
     return out
 
 
@@ -130,30 +132,30 @@ def latent_path_outputs(model, x, max_rows=None) -> dict:
     n, parts = x.shape[0], []
     with model.channels_last_weights(), parametrize.cached():
         for start in range(0, n, max_rows):
-            path = model.latent_path(x[_pass_rows(start, n, max_rows, x.device)])
-            parts.append({name: v[: min(max_rows, n - start)].float() for name, v in path.items()})
+            path = model.latent_path(x[_pass_rows(start, n, max_rows, x.device)])  # {name: (max_rows,)}, padded
+            parts.append({name: v[: min(max_rows, n - start)].float() for name, v in path.items()})  # unpadded
     if not parts:
         return {}
     return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
 
-def _scores(model, x, ks, n_samples, n_samples_lk, seed, max_rows, with_terms):
-    """({k: bound}, the mean (log p(x|z), KL per stage) of L's samples (N, 1 + n_latents) or None)."""
+def _bounds_and_terms(model, x, ks, iw_samples, iw_samples_lk, seed, max_rows, with_terms):
+    """({k: (N,) bound}, the mean (log p(x|z), KL per stage) of L's samples (N, 1 + n_latents) or None)."""
     ks = sorted({0, *(range(1, model.n_latents) if ks is None else ks)})
     for k in ks:
         if not 0 <= k < model.n_latents:
             raise ValueError(f"k must be in 0..{model.n_latents - 1}, got {k}")
-    n_samples_lk = n_samples if n_samples_lk is None else n_samples_lk
-    for name, s in (("iw_samples", n_samples), ("iw_samples_lk", n_samples_lk)):
+    iw_samples_lk = iw_samples if iw_samples_lk is None else iw_samples_lk
+    for name, s in (("iw_samples", iw_samples), ("iw_samples_lk", iw_samples_lk)):
         if int(s) < 1:
             raise ValueError(f"{name} (importance samples) must be at least 1, got {s}")
     max_rows = default_max_rows(model, x.device) if max_rows is None else int(max_rows)
     if max_rows < 1:
         raise ValueError(f"max_rows must be positive, got {max_rows}")
-    counts = {k: int(n_samples) if k == 0 else int(n_samples_lk) for k in ks}
+    counts = {k: int(iw_samples) if k == 0 else int(iw_samples_lk) for k in ks}
     if x.shape[0] == 0:
         return {k: x.new_zeros(0) for k in ks}, (x.new_zeros(0, 1 + model.n_latents) if with_terms else None)
-    keys = randomness.image_keys(x, seed)
+    keys = randomness.image_keys(x, seed)  # (N,)
     # Weight norm computed once per call, not in every pass (the cache lives for the block).
     with model.channels_last_weights(), parametrize.cached():
         prefixes = _prefixes(model, x, ks, max_rows)
@@ -193,27 +195,31 @@ def _prefixes(model, x, ks, rows):
     n = x.shape[0]
     parts = {k: [] for k in ks}
     for start in range(0, n, rows):
-        d1 = model.encode_x(x[_pass_rows(start, n, rows, x.device)])
-        valid = slice(0, min(rows, n - start))
+        d1 = model.encode_x(x[_pass_rows(start, n, rows, x.device)])  # (rows, ...), padded
+        valid = slice(0, min(rows, n - start))  # the pass's real images
         for k in ks:
             parts[k].append(_rows(model.prefix(d1, k), valid))
     return {k: _concat(p) for k, p in parts.items()}
 
 
-def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
-    """(logmeanexp over ``n_samples`` of the bound L>k, and with ``with_terms`` the mean over the samples
-    of log p(x|z) and of each stage's KL, (N, 1 + stages)); rows (image, sample) sample-major."""
+def _bound(model, x, keys, k, iw_samples, prefix, rows, with_terms=False):
+    """(N,) logmeanexp over ``iw_samples`` samples of the bound L>k, and with ``with_terms`` the mean over
+    the samples of log p(x|z) and of each stage's KL, (N, 1 + stages) (else None).
+
+    The N * S rows (image, sample) are numbered sample-major (row r: image r % N, sample r // N) and go
+    through the model ``rows`` at a time; each row's values (bound, then the terms) wait in ``pending``
+    until every image has a block of samples, which is folded in."""
     n = x.shape[0]
-    total = n * n_samples
+    total = n * iw_samples
     acc, pending, term_sum = StreamingLogMeanExp(), [], None
     for start in range(0, total, rows):
-        flat = _pass_rows(start, total, rows, x.device)
-        image, sample = flat % n, flat // n
+        row = _pass_rows(start, total, rows, x.device)  # (rows,) the pass's row numbers, padded
+        image, sample = row % n, row // n  # (rows,) each
         noise = importance_noise(model, keys[image], k, sample)
         terms = model(x[image], k, noise=noise, start=_rows(prefix, image))
         valid = min(rows, total - start)
-        bound = terms.bound[:valid].float()[:, None]
-        pending.append(
+        bound = terms.bound[:valid].float()[:, None]  # (valid, 1)
+        pending.append(  # (valid, 1) or with the terms (valid, 2 + stages): bound, log p(x|z), KL per stage
             bound
             if not with_terms
             else torch.cat([bound, terms.log_px[:valid].float()[:, None], terms.kl[:, :valid].float().T], 1)
@@ -222,12 +228,12 @@ def _bound(model, x, keys, k, n_samples, prefix, rows, with_terms=False):
         done = sum(p.shape[0] for p in pending) // n  # samples complete for every image
         fold = done if last else done // FOLD_SAMPLES * FOLD_SAMPLES  # full blocks until the end
         if fold:
-            flat_w = torch.cat(pending)
-            for block in range(0, fold, FOLD_SAMPLES):  # block boundaries depend on S only
-                b = min(FOLD_SAMPLES, fold - block)
-                chunk = flat_w[block * n : (block + b) * n].view(b, n, -1)
-                acc.update(chunk[..., 0].contiguous())
-                for w in chunk[..., 1:] if with_terms else ():  # sample by sample: no sum across the batch
-                    term_sum = w.clone() if term_sum is None else term_sum + w
-            pending = [flat_w[fold * n :]]
-    return acc.result(), (term_sum / n_samples if with_terms else None)
+            waiting = torch.cat(pending)  # (waiting rows, 1 or 2 + stages), sample-major from a sample's start
+            for first in range(0, fold, FOLD_SAMPLES):  # block boundaries depend on S only
+                block_samples = min(FOLD_SAMPLES, fold - first)
+                block = waiting[first * n : (first + block_samples) * n].view(block_samples, n, -1)  # (s, N, c)
+                acc.update(block[..., 0].contiguous())  # (s, N) bounds
+                for sample_terms in block[..., 1:] if with_terms else ():  # (N, 1 + stages): no sum across images
+                    term_sum = sample_terms.clone() if term_sum is None else term_sum + sample_terms
+            pending = [waiting[fold * n :]]  # the rows of samples not yet complete
+    return acc.result(), (term_sum / iw_samples if with_terms else None)

@@ -8,7 +8,7 @@ import numpy as np
 
 from hvae_detect.data.image_sources import image_batches
 from hvae_detect.precision import autocast
-from hvae_detect.scoring import statistics
+from hvae_detect.scoring import output_names, statistics
 from hvae_detect.scoring.complexity import compressed_bits
 from hvae_detect.scoring.engine import default_max_rows, importance_outputs, latent_path_outputs
 from hvae_detect.scoring.regret import likelihood_regret
@@ -33,7 +33,7 @@ def image_outputs(
     precision: str = "float32",
 ) -> dict:
     """The outputs named in ``needed`` ("L", "L>k", "log p(x|z)", "KL...", "bits", "path", "regret"; see
-    ``hvae_detect.scoring.statistics``) of every image of X: (n,) float64 arrays.
+    ``hvae_detect.scoring.output_names``) of every image of X: (n,) float64 arrays.
 
     X: anything ``hvae_detect.data.image_sources.image_batches`` reads (``image_shape`` for 2-D input),
     images of the model's input shape. Each batch takes the likelihood's evaluation draw (one fixed
@@ -44,17 +44,17 @@ def image_outputs(
     iw_samples, iw_samples_lk = _count(iw_samples, "iw_samples"), _count(iw_samples_lk, "iw_samples_lk")
     device = next(model.parameters()).device
     batch_size = batch_size or 4 * default_max_rows(model, device)  # whole passes at S = 1
-    ks, terms = statistics.bounds_needed(needed, model.n_latents), statistics.terms_needed(needed)
+    ks, terms = output_names.bounds_needed(needed, model.n_latents), output_names.terms_needed(needed)
     parts = []
     for x in image_batches(X, image_shape, model.input_shape, batch_size, device):
         x = model.observation.evaluation_draw(x, seed)
         with autocast(device, precision):
             out = importance_outputs(model, x, ks, iw_samples, iw_samples_lk, seed=seed, with_terms=terms)
-            if statistics.path_needed(needed):
+            if output_names.path_needed(needed):
                 out.update(latent_path_outputs(model, x))
-        if "regret" in needed:
-            out["regret"] = likelihood_regret(model, x, seed=seed, iw_samples=iw_samples)
+        if output_names.REGRET in needed:
+            out[output_names.REGRET] = likelihood_regret(model, x, seed=seed, iw_samples=iw_samples)
         parts.append({name: v.double().cpu().numpy() for name, v in out.items()})
-        if "bits" in needed:  # the image the model scored, compressed losslessly on its own
-            parts[-1]["bits"] = compressed_bits(x.cpu().numpy(), statistics.COMPLEXITY_CODEC)
+        if output_names.BITS in needed:  # the image the model scored, compressed losslessly on its own
+            parts[-1][output_names.BITS] = compressed_bits(x.cpu().numpy(), statistics.COMPLEXITY_CODEC)
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -15,10 +15,15 @@ matrix products, whose blocking changes with the number of rows).
 - ``Gaussian``: the Mahalanobis distance under a Gaussian with a Ledoit-Wolf shrunk covariance of
   the standardised columns (a density of the statistics, as DoSE fits one; Morningstar et al. 2021).
 - ``ECOD`` and ``COPOD``: sums over columns of empirical tail probabilities -log F (Li et al.).
+
+A detector holds its references by statistic name (``references_``); where one could not be fitted,
+an ``Unfitted`` holds the reason in its place, and ``is_fitted`` tells the two apart. Saved, an
+``Unfitted`` is its reason string (``Unfitted(reason)`` reads it back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -274,3 +279,17 @@ MODELS = {cls.kind: cls for cls in (Typicality, Gaussian, ECOD, COPOD)}
 def from_state(arrays: dict, meta: dict) -> _Reference:
     """The fitted model that ``to_state`` described, of the class named by ``meta["kind"]``."""
     return _Reference.from_state(arrays, meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unfitted:
+    """In a detector's references, in place of one that could not be fitted: ``reason`` says why (it is
+    what a saved detector holds for it)."""
+
+    reason: str
+
+
+def is_fitted(held) -> bool:
+    """Whether ``held`` (a value of ``references_``, or None for a missing one) is a fitted reference that
+    can score images, not an ``Unfitted`` or nothing."""
+    return isinstance(held, _Reference) and held.n_features_ is not None

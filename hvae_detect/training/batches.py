@@ -1,6 +1,8 @@
 """Where training batches come from, and the random numbers that prepare them.
 
-Two sources feed ``hvae_detect.training.loop.train_epochs``:
+``load_training_data`` loads the data sets a run names (its training set and validation sets).
+
+Two sources feed ``hvae_detect.training.loop.epoch_records``:
 
 ``TensorBatches``  images held in one tensor on the device (``fit`` and a plain ``hvae-detect
                    train``): one permutation per epoch and every draw (binarisation,
@@ -24,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from hvae_detect.data import randomness
+from hvae_detect.data.datasets import load_dataset
 from hvae_detect.data.image_sources import collate, image_source
 from hvae_detect.data.inputs import check_image_tensor
 from hvae_detect.scoring.engine import importance_noise
@@ -44,7 +47,7 @@ class TensorBatches:
         generator: torch.Generator | None = None,
     ):
         self.data, self.batch_size, self.transform, self.generator = data, batch_size, transform, generator
-        self.device = data.device
+        self.device, self.ctx = data.device, SINGLE  # one process holds them all
         self.steps = -(-data.shape[0] // batch_size)
 
     def epoch(self, epoch: int):
@@ -157,3 +160,33 @@ class LoaderBatches:
         else:
             batch = _check([self.source[i] for i in indices])
         return self._prepared(*batch, 0)
+
+
+def load_training_data(config, device, download=True, train_device=None):
+    """The data sets that a run's ``config`` (``hvae_detect.commands.run_config.RunConfig``) names: (train
+    tensor x/255 on ``train_device`` (default ``device``), transform, [LoadedDataset for each validation
+    set, on ``device``]); a dynamic set's transform is its first set's LoadedDataset.transform."""
+    root, seed = config.data_root, config.seed
+    train_device = device if train_device is None else train_device
+    trains = [
+        load_dataset(n, o, root, download, config.n_train_examples, seed) for n, o in config.train_datasets.items()
+    ]
+    shapes = {d.image_shape for d in trains}
+    if len(shapes) > 1:
+        raise ValueError(f"training datasets have different image shapes {sorted(shapes)}")
+    x = torch.cat([d.x for d in trains]).to(train_device)
+    vals = [
+        load_dataset(n, o, root, download, config.n_val_examples, seed).to(device)
+        for n, o in config.val_datasets.items()
+    ]
+    for v in vals:
+        if v.image_shape != trains[0].image_shape:
+            raise ValueError(
+                f"validation set {v.name} has images of shape {v.image_shape}, the training data "
+                f"{trains[0].image_shape}"
+            )
+    first = trains[0]
+    transform = first.transform if first.dynamic else None
+    if not first.dynamic:  # one fixed draw for the whole training set
+        x = torch.cat([d.to(train_device).fixed() for d in trains])
+    return x, transform, vals

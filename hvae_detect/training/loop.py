@@ -1,7 +1,9 @@
 """Training: the ELBO with free nats and a KL warm-up, in one plain epoch loop.
 
-``train_epochs`` is the loop that both the estimator and ``hvae-detect train`` run, with the
-settings of a ``hvae_detect.training.config.TrainingConfig``.
+``epoch_records`` is the loop that both the estimator (through ``train_epochs``) and ``hvae-detect
+train`` run, with the settings of a ``hvae_detect.training.config.TrainingConfig``: it yields each
+epoch's record as the epoch ends, so the caller's steps between epochs (validate, checkpoint, stop)
+read in the caller, in order.
 
 Schedules follow the paper's code: free nats stay at ``free_nats`` for the first half of
 ``free_nats_epochs`` and then fall linearly to 0; the KL weight rises linearly
@@ -9,7 +11,7 @@ from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.
 Free nats come in two modes (``TrainingConfig.free_nats_mode``, described there).
 ``TrainingConfig.compile`` runs the model's pass through torch.compile (the loss around it stays eager:
-its schedules change every step); measured in benchmarks/RESULTS.md, opt-in since compiling costs about
+its schedules change every step); measured in benchmarks/results/2026-12-06-bfloat16-training-cpu.md, opt-in since compiling costs about
 a minute on two cores. torch keeps a few graphs per function and process: after a few compiled fits in
 one process, later ones train eagerly (torch warns). Scoring stays eager: a compiled pass differs from
 the eager one in the last bits, and which one runs would depend on the process, not on the image.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -29,7 +31,6 @@ from hvae_detect.precision import autocast, resolve_precision
 from hvae_detect.training.batches import LoaderBatches, TensorBatches, generator_noise, posterior_noise
 from hvae_detect.training.config import FREE_NATS_MODES, TrainingConfig
 from hvae_detect.training.distributed import (
-    SINGLE,
     all_reduce_sum,
     broadcast_module,
     collectives,
@@ -121,11 +122,28 @@ def make_optimizer(model, learning_rate: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=learning_rate)
 
 
+@torch.no_grad()
+def evaluate_elbo(model, x, batch_size=500, seed=0):
+    """Per-image ELBO, log p(x|z) and KL per latent ((n_latents, N)) of held-out images ``x`` with one
+    posterior sample each (drawn from a generator seeded ``seed``): a run's validation."""
+    model.eval()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    terms = [model(x[i : i + batch_size], 0, generator=gen) for i in range(0, x.shape[0], batch_size)]
+    return tuple(torch.cat([getattr(t, name) for t in terms], dim=-1) for name in ("bound", "log_px", "kl"))
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: the model is not usable."""
 
 
-def train_epochs(
+def train_epochs(model, data, config: TrainingConfig, **options) -> list[dict]:
+    """Train ``model`` on ``data`` from ``start_epoch`` to ``end_epoch`` (default ``config.epochs``);
+    schedules run over ``config.epochs``. Returns one record per epoch: ``epoch_records``, run to its
+    end (``options`` are its keywords). Raises ``TrainingDiverged`` when the loss becomes NaN or infinite."""
+    return list(epoch_records(model, data, config, **options))
+
+
+def epoch_records(
     model,
     data,
     config: TrainingConfig,
@@ -135,20 +153,18 @@ def train_epochs(
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     end_epoch: int | None = None,
-    on_epoch_end: Callable | None = None,
     verbose: bool = False,
-) -> list[dict]:
-    """Train ``model`` on ``data`` from ``start_epoch`` to ``end_epoch`` (default ``config.epochs``);
-    schedules run over ``config.epochs``.
+) -> Iterator[dict]:
+    """Train ``model`` epoch by epoch, yielding each epoch's record as it ends: the caller validates and
+    checkpoints between epochs (on every rank), or stops by closing the generator.
 
     ``data``: a tensor (N, C, H, W) in [0, 1] on the model's device, batched in memory with
     ``transform(batch, generator)`` preparing each batch (e.g. a fresh Bernoulli draw per epoch);
     or a ``hvae_detect.training.batches.LoaderBatches`` (streamed, possibly over the ranks of a
     torchrun: the model is then wrapped in DistributedDataParallel and gradients are averaged),
     whose ``batch_size`` must be ``config.batch_size`` (the global batch).
-    ``on_epoch_end(epoch, record)`` is called after every epoch, on every rank (checkpointing,
-    validation). Returns one record per epoch (ELBO and KL per latent over all ranks, and the
-    images/s of each rank). Raises ``TrainingDiverged`` when the loss becomes NaN or infinite.
+    A record holds the epoch (counted from 1), its ELBO and KL per latent over all ranks, and the
+    images/s of each rank.
     """
     optimizer = optimizer if optimizer is not None else make_optimizer(model, config.learning_rate)
     end_epoch = config.epochs if end_epoch is None else end_epoch
@@ -158,96 +174,90 @@ def train_epochs(
             f"the loader's batch_size {data.batch_size} differs from the training batch_size {config.batch_size}"
         )
     source = data if streamed else TensorBatches(data, config.batch_size, transform, generator)
-    ctx = source.ctx if streamed else SINGLE
-    device, steps = source.device, source.steps
-    # Reading the divergence flag is a host sync: free on CPU, so every step there; on a GPU
-    # only every CHECK_EVERY steps, so the device is never drained just to look at the loss.
-    check_every = 1 if device.type == "cpu" else CHECK_EVERY
-    history = []
+    ctx = source.ctx
     # Convolutions run channels-last (same values, faster kernels; see channels_last_weights), except in
-    # bfloat16 on a CPU, where oneDNN's NCHW kernels measured faster (benchmarks/RESULTS.md).
-    cpu_bfloat16 = device.type == "cpu" and resolve_precision(config.precision, device) == "bfloat16"
+    # bfloat16 on a CPU, where oneDNN's NCHW kernels measured faster (benchmarks/results/2026-12-06-bfloat16-training-cpu.md).
+    cpu_bfloat16 = source.device.type == "cpu" and resolve_precision(config.precision, source.device) == "bfloat16"
     with contextlib.nullcontext() if cpu_bfloat16 else model.channels_last_weights():
         if streamed and config.data_init and start_epoch == 0:  # as the paper: the first (global) batch
             if ctx.is_main:
                 model.init_from_data(source.first_global_batch()[0], generator)
             broadcast_module(model, ctx)
-        net = data_parallel(model, ctx, device)  # DDP starts from rank 0's weights too
+        net = data_parallel(model, ctx, source.device)  # DDP starts from rank 0's weights too
         # Compiled inside the run's weight layout, which holds for the whole run: one graph per batch size.
         # The generator's draws are made before the pass (a generator in the graph would break it).
         net = torch.compile(net, dynamic=False) if config.compile else net
         for epoch in range(start_epoch, end_epoch):
-            model.train()
-            elbo_sum = torch.zeros((), device=device)
-            finite = torch.ones((), dtype=torch.bool, device=device)
-            kl_sum = torch.zeros(model.n_latents, device=device)
-            seen, started = 0, time.perf_counter()
-            bar = tqdm(
-                total=steps,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                leave=False,
-                disable=not (verbose and ctx.is_main),
-            )
-            with collectives(ctx, f"training epoch {epoch + 1}"):
-                for step, (x, keys) in enumerate(source.epoch(epoch)):
-                    t = epoch + step / steps
-                    if not streamed and config.data_init and epoch == 0 and step == 0:  # the paper's first batch
-                        model.init_from_data(x, generator)
-                    if keys is not None:
-                        noise = posterior_noise(model, keys, config.train_samples)
-                    else:
-                        noise = (
-                            generator_noise(model, x.shape[0], config.train_samples, generator, device)
-                            if config.compile
-                            else None
-                        )
-                    with autocast(device, config.precision):
-                        loss, elbo, kl = training_loss(
-                            net,
-                            x,
-                            kl_weight_at(t, config.warmup_epochs),
-                            free_nats_at(t, config.free_nats, config.free_nats_epochs),
-                            generator,
-                            config.free_nats_mode,
-                            config.train_samples,
-                            config.train_importance_weighted,
-                            noise=noise,
-                        )
-                    finite &= torch.isfinite(loss)
-                    if (step + 1) % check_every == 0 or step + 1 == steps:
-                        _check_finite(finite, loss, epoch, step, check_every)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    elbo_sum += elbo.sum()
-                    kl_sum += kl * x.shape[0]
-                    seen += x.shape[0]
-                    bar.update(1)
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
-                    raise TrainingDiverged(
-                        f"the weights became NaN or infinite in epoch {epoch + 1} (after the "
-                        "loss was last checked); try a lower learning_rate or check the input data"
-                    )
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.close()
-                if ctx.distributed:  # sums over every rank's images
-                    totals = all_reduce_sum(
-                        torch.cat([elbo_sum.reshape(1), kl_sum, kl_sum.new_tensor([seen])]).double(), ctx
-                    )
-                    elbo_mean, kl_mean = (totals[0] / totals[-1]).item(), (totals[1:-1] / totals[-1]).tolist()
-                else:
-                    elbo_mean, kl_mean = (elbo_sum / seen).item(), (kl_sum / seen).tolist()
-                rates = gather_objects(round(rate, 1), ctx)
-            record = {"epoch": epoch + 1, "elbo": elbo_mean, "kl": kl_mean, "images_per_s": rates}
-            history.append(record)
+            record = _train_epoch(model, net, source, config, optimizer, generator, epoch, verbose and ctx.is_main)
             if verbose and ctx.is_main:
                 tqdm.write(
                     f"epoch {epoch + 1}/{config.epochs}  elbo {record['elbo']:.2f} nats  "
-                    f"kl per layer {[round(v, 2) for v in record['kl']]}  images/s per rank {rates}"
+                    f"kl per layer {[round(v, 2) for v in record['kl']]}  images/s per rank {record['images_per_s']}"
                 )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, record)
-    return history
+            yield record
+
+
+def _train_epoch(model, net, source, config, optimizer, generator, epoch, progress) -> dict:
+    """One epoch of steps over ``source`` (``net`` is ``model`` as it trains: in DDP, compiled); its record."""
+    streamed, ctx, device, steps = isinstance(source, LoaderBatches), source.ctx, source.device, source.steps
+    # Reading the divergence flag is a host sync: free on CPU, so every step there; on a GPU
+    # only every CHECK_EVERY steps, so the device is never drained just to look at the loss.
+    check_every = 1 if device.type == "cpu" else CHECK_EVERY
+    model.train()
+    elbo_sum = torch.zeros((), device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    kl_sum = torch.zeros(model.n_latents, device=device)
+    seen, started = 0, time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress)
+    with collectives(ctx, f"training epoch {epoch + 1}"):
+        for step, (x, keys) in enumerate(source.epoch(epoch)):
+            t = epoch + step / steps
+            if not streamed and config.data_init and epoch == 0 and step == 0:  # the paper's first batch
+                model.init_from_data(x, generator)
+            if keys is not None:
+                noise = posterior_noise(model, keys, config.train_samples)
+            else:
+                noise = (
+                    generator_noise(model, x.shape[0], config.train_samples, generator, device)
+                    if config.compile
+                    else None
+                )
+            with autocast(device, config.precision):
+                loss, elbo, kl = training_loss(
+                    net,
+                    x,
+                    kl_weight_at(t, config.warmup_epochs),
+                    free_nats_at(t, config.free_nats, config.free_nats_epochs),
+                    generator,
+                    config.free_nats_mode,
+                    config.train_samples,
+                    config.train_importance_weighted,
+                    noise=noise,
+                )
+            finite &= torch.isfinite(loss)
+            if (step + 1) % check_every == 0 or step + 1 == steps:
+                _check_finite(finite, loss, epoch, step, check_every)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            elbo_sum += elbo.sum()
+            kl_sum += kl * x.shape[0]
+            seen += x.shape[0]
+            bar.update(1)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # the last update too
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite in epoch {epoch + 1} (after the "
+                "loss was last checked); try a lower learning_rate or check the input data"
+            )
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        bar.close()
+        if ctx.distributed:  # sums over every rank's images
+            totals = all_reduce_sum(torch.cat([elbo_sum.reshape(1), kl_sum, kl_sum.new_tensor([seen])]).double(), ctx)
+            elbo_mean, kl_mean = (totals[0] / totals[-1]).item(), (totals[1:-1] / totals[-1]).tolist()
+        else:
+            elbo_mean, kl_mean = (elbo_sum / seen).item(), (kl_sum / seen).tolist()
+        rates = gather_objects(round(rate, 1), ctx)
+    return {"epoch": epoch + 1, "elbo": elbo_mean, "kl": kl_mean, "images_per_s": rates}
 
 
 def _check_finite(finite, loss, epoch, step, check_every):
