@@ -154,7 +154,9 @@ def table(name: str, out: dict, runs: dict, args) -> str:
             for n in args.sizes:
                 v = np.array([run[row] for run in runs[stat_name, n]])
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f} ({v.max():.2f})")
-            lines.append(f"| {statistics.output_key(stat.name, 1)} ({d}) | {row[0]} / {row[1]} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {statistics.output_key(stat.name, 1)} ({d}) | {row[0]} / {row[1]} | " + " | ".join(cells) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
