@@ -268,11 +268,10 @@ class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseE
         )
         statistics.check_k(self.statistic, self.k, config.n_latents)
         train_on = data.source if data.streamed else (data.images if held is None else data.images[~held])
-        training = TrainingConfig(**resolve_auto(self._training_params(), len(train_on), config.n_latents))
         model, self.history_ = train_model(
             config,
             train_on,
-            training,
+            self._training_params(),
             resolve_device(self.device),
             init_seed=init_seed,
             training_seed=training_seed,
@@ -341,9 +340,7 @@ class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseE
 
     def _score_samples(self, X):
         statistics.check_k(self.statistic, self.k, self.n_latents_)
-        return self._normality(self._engine_outputs(X, statistics.outputs_needed([self._statistic_key()])))
-
-    def _normality(self, outputs):
+        outputs = self._engine_outputs(X, statistics.outputs_needed([self._statistic_key()]))
         statistic = statistics.get(self.statistic)
         return statistic.normality(statistic.value(outputs, self.k, getattr(self, "references_", {})))
 

@@ -1,8 +1,8 @@
 """A training run's configuration (run.json) and folder: ``make_run_config`` checks the options of
 ``hvae-detect train`` and returns run.json's dict, which ``RunConfig.from_json`` reads (``to_json`` writes
-it back); ``training_config_of`` reads a saved run's training settings; ``RunFolder`` reads and writes a
-run's files (``hvae_detect.commands.train``'s docstring lists them), log.jsonl's validation keys
-written by ``auroc_key`` and read by ``read_auroc_key``.
+it back); ``training_config_of`` reads a saved run's training settings; log.jsonl's validation keys are
+written by ``auroc_key`` and read by ``read_auroc_key``. The run's files are read and written by
+``hvae_detect.persistence.run_folder.RunFolder``.
 
 run.json holds the model's options under ``hvae_detect.models.config.ModelConfig``'s keys (beside
 "model", the family, and the run's data and training settings), so ``ModelConfig.from_json`` reads a
@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-from pathlib import Path
 
 from hvae_detect.commands.common import parse_json
 from hvae_detect.commands.defaults import LIKELIHOOD_FLAGS, SEED_TRAIN, SEED_VAL
@@ -24,10 +21,7 @@ from hvae_detect.likelihoods import resolve_likelihood
 from hvae_detect.models.architectures import json_text_or_file, resolve_architecture, with_family
 from hvae_detect.models.config import ModelConfig, ModelOptionError
 from hvae_detect.models.registry import model_family, model_names
-from hvae_detect.persistence import checkpoints
-from hvae_detect.persistence.atomic import atomic_write_text, recover_folder
 from hvae_detect.persistence.checkpoints import FORMAT_VERSION
-from hvae_detect.training import distributed
 from hvae_detect.training.config import SEED_TRAINING, TrainingConfig
 
 __all__ = [
@@ -36,7 +30,6 @@ __all__ = [
     "SEED_TRAIN",
     "SEED_VAL",
     "RunConfig",
-    "RunFolder",
     "auroc_key",
     "make_run_config",
     "read_auroc_key",
@@ -252,71 +245,3 @@ def auroc_key(statistic_key: str) -> str:
 def read_auroc_key(key: str) -> str | None:
     """The statistic key that ``auroc_key`` wrote ``key`` from ("auroc_Lgt1" -> "L>1"); None for another key."""
     return key[len(AUROC) :].replace("gt", ">") if key.startswith(AUROC) else None
-
-
-class RunFolder:
-    """A run's files (the module docstring); only rank 0 ``writes`` them."""
-
-    def __init__(self, path, writes: bool):
-        self.path, self.writes = Path(path), writes
-        self.log = self.path / "log.jsonl"
-
-    @classmethod
-    def create(cls, path, ctx) -> RunFolder:
-        """A new run's folder (rank 0 makes it; it must not exist)."""
-        if ctx.is_main:
-            Path(path).mkdir(parents=True, exist_ok=False)
-        return cls(path, ctx.is_main)
-
-    def read_config(self) -> RunConfig:
-        if not (self.path / "run.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a run folder (run.json missing)")
-        return RunConfig.from_json(json.loads((self.path / "run.json").read_text()))
-
-    def write_config(self, config: RunConfig) -> None:
-        if self.writes:
-            atomic_write_text(self.path / "run.json", json.dumps(config.to_json(), indent=1))
-
-    def append_log(self, line: dict) -> None:
-        if self.writes:
-            with open(self.log, "a") as f:
-                f.write(json.dumps(line) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-    def drop_log_after(self, epoch: int) -> None:
-        """Drop log lines past ``epoch`` (written before a kill, after the checkpoint a resume starts
-        from) and a line a kill cut short."""
-        if not self.writes or not self.log.is_file():
-            return
-        lines = self.log.read_text().splitlines()
-        keep = [line for line in lines if _up_to(line, epoch)]
-        if len(keep) != len(lines):
-            atomic_write_text(self.log, "".join(line + "\n" for line in keep))
-
-    def save(self, which: str, model, optimizer, generator, state: dict) -> None:
-        if self.writes:
-            checkpoints.save_checkpoint(self.path / "checkpoints" / which, model, optimizer, generator, state)
-
-    def load_last(self, model, optimizer, generator, ctx) -> dict:
-        """The state of the last checkpoint, loaded into place; a run without a complete one is refused."""
-        last = self.path / "checkpoints" / "last"
-        if ctx.is_main:
-            for folder in (last, self.path / "checkpoints" / "best"):  # finish or clear a write a kill interrupted
-                recover_folder(folder, cleanup=True)
-        distributed.barrier(ctx, "the recovery of the last checkpoint")
-        try:
-            return checkpoints.load_checkpoint(last, model, optimizer, generator)
-        except (ValueError, FileNotFoundError, KeyError) as e:
-            raise ValueError(
-                f"cannot resume {self.path}: its last checkpoint is not complete ({e}); nothing was changed. "
-                "Start a new run, or score its best checkpoint"
-            ) from None
-
-
-def _up_to(line: str, epoch: int) -> bool:
-    """Whether a log line is whole and of ``epoch`` or before."""
-    try:
-        return json.loads(line).get("epoch", 0) <= epoch
-    except json.JSONDecodeError:
-        return False

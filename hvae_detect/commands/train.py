@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from hvae_detect.commands.common import log
-from hvae_detect.commands.run_config import RunConfig, RunFolder, auroc_key, read_auroc_key
+from hvae_detect.commands.run_config import RunConfig, auroc_key, read_auroc_key
 from hvae_detect.data.datasets import LoadedDataset
 from hvae_detect.models.registry import make_model
+from hvae_detect.persistence.run_folder import RunFolder
 from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
 from hvae_detect.scoring.output_names import ELBO, EVERY_BOUND
@@ -55,22 +56,16 @@ def validate(model, vals: list[LoadedDataset], batch_size=500, seed=0) -> dict:
         x = d.fixed()
         elbo, lp, kl = evaluate_elbo(model, x, batch_size, seed)
         out[d.label] = {"elbo": float(elbo.mean()), "log_px": float(lp.mean()), "kl": kl.mean(1).tolist()}
-        if len(vals) > 1:
-            stats[d.label] = _bound_statistics(model, x, batch_size, seed)
+        if len(vals) > 1:  # the statistics that the bounds alone give (one importance sample each)
+            needed, ks = {ELBO, EVERY_BOUND}, range(1, model.n_latents)
+            outputs = image_outputs(model, x, needed, seed=seed, iw_samples=1, iw_samples_lk=1, batch_size=batch_size)
+            stats[d.label] = statistics.ood_scores(outputs, ks)
     first = stats.get(vals[0].label)
     for d in vals[1:]:
         for key, values in stats[d.label].items():
             inliers, outliers = statistics.normality(key, first[key]), statistics.normality(key, values)
             out[d.label][auroc_key(key)] = detection_metrics(inliers, outliers)["auroc"]
     return out
-
-
-def _bound_statistics(model, x, batch_size, seed) -> dict:
-    """{key: values} of the statistics that the bounds alone give (one importance sample each, keyed per image)."""
-    outputs = image_outputs(
-        model, x, {ELBO, EVERY_BOUND}, seed=seed, iw_samples=1, iw_samples_lk=1, batch_size=batch_size
-    )
-    return statistics.ood_scores(outputs, range(1, model.n_latents))
 
 
 def _epoch_line(record: dict) -> dict:
@@ -137,8 +132,10 @@ class TrainingRun:
         self.folder, self.budget, self.device, self.workers, self.quiet = folder, budget, device, workers, quiet
         self.ctx = ctx = distributed.current()
         self.x, self.transform, self.vals = data
+        self.config = dataclasses.replace(config, input_shape=tuple(self.x.shape[1:]))
+        run_json, model_config = self.config.to_json(), self.config.model_config(self.x.shape[1:])
         torch.manual_seed(config.seed)
-        self.model = make_model(config.model_config(self.x.shape[1:])).to(device)
+        self.model = make_model(model_config).to(device)
         self.optimizer = make_optimizer(self.model, config.training.learning_rate)
         self.generator = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.parts = (self.model, self.optimizer, self.generator)  # what a checkpoint holds beside the state
@@ -147,8 +144,7 @@ class TrainingRun:
             self.state = RunState.of(folder.load_last(*self.parts, ctx))
             folder.drop_log_after(self.state.epoch)
             log(f"resuming {folder.path} from epoch {self.state.epoch}", quiet)
-        self.config = dataclasses.replace(config, input_shape=tuple(self.x.shape[1:]))
-        folder.write_config(self.config)
+        folder.write_config(run_json)
         self.replan_pending = budget.fit_epochs and budget.max_minutes is not None and self.state.epoch == 0
         n_params = sum(p.numel() for p in self.model.parameters())
         log(
@@ -167,9 +163,10 @@ class TrainingRun:
         rest; each ends with ``end_epoch``. False when the budget stopped the run."""
         start = self.state.epoch
         end = start + 1 if self.replan_pending else self.config.training.epochs
+        batches = self._batches()
         records = epoch_records(
             self.model,
-            self._batches(),
+            batches,
             self.config.training,
             transform=self.transform,
             generator=self.generator,
@@ -267,7 +264,7 @@ class TrainingRun:
             ),
             test_every=min(self.config.test_every, planned),
         )
-        self.folder.write_config(self.config)
+        self.folder.write_config(self.config.to_json())
         log(
             f"budget {seconds_left / 60:.1f} min left, {epoch_seconds:.1f} s/epoch: planning {planned} epochs "
             f"(free nats until {self.config.training.free_nats_epochs:.1f}, "
@@ -280,7 +277,7 @@ def _run_config(cfg, folder: RunFolder | None, epochs, data_workers, ctx, quiet)
     """The run's configuration: ``cfg``'s for a new run, the ``folder``'s for a resumed one (extended to
     ``epochs``), with how its batches come ("memory", or "loader": streamed)."""
     if folder is not None:
-        config = folder.read_config()
+        config = RunConfig.from_json(folder.read_config())
     elif cfg is None:
         raise ValueError("give a configuration or a run folder to resume")
     else:

@@ -7,19 +7,19 @@ import torch
 
 from hvae_detect.models.registry import make_model
 from hvae_detect.training.batches import LoaderBatches
-from hvae_detect.training.config import TrainingConfig
+from hvae_detect.training.config import TrainingConfig, resolve_auto
 from hvae_detect.training.loop import train_epochs
 
 
-def train_model(
-    config, images, training: TrainingConfig, device, *, init_seed: int, training_seed: int, verbose: bool = False
-):
+def train_model(config, images, settings: dict, device, *, init_seed: int, training_seed: int, verbose: bool = False):
     """(model, per-epoch history) of the ``ModelConfig`` ``config`` trained on ``images``: a uint8 or
     [0, 1] array (N, C, H, W), held on ``device``, or an image source of
     ``hvae_detect.data.image_sources`` (memory-mapped files, Datasets), streamed through a DataLoader
     whose draws are keyed by (seed, epoch, image). ``init_seed`` seeds the initial weights (the global
     generator, forked so that the caller's stream is left as it was), ``training_seed`` the batches and
-    the draws."""
+    the draws. ``settings``: the fields of a ``TrainingConfig``, "auto" ones resolved here for this model
+    and these images (``resolve_auto``)."""
+    training = TrainingConfig(**resolve_auto(settings, len(images), config.n_latents))
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
