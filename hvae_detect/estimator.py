@@ -59,7 +59,8 @@ class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseE
         (C, H, W) (or (H, W)) for 2-D input of flattened images.
     epochs : int or "auto", default="auto"
         "auto": enough epochs to see about 60,000 training images (at most 50), a fit of minutes on two
-        CPU cores at 10,000 images (benchmarks/results/2026-12-06-default-fit-budget.md) that two runs with one random_state repeat.
+        CPU cores at 10,000 images (benchmarks/results/2026-12-06-default-fit-budget.md) that two runs
+        with one random_state repeat.
     batch_size : int, default=64
         Training images per step.
     learning_rate : float or "auto", default="auto"
@@ -100,7 +101,8 @@ class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseE
         Importance samples S' for L>k (the paper's scoring: S' = 1 by default).
     scoring_precision : {"float32", "bfloat16", "auto"}, default="float32"
         Arithmetic of the scoring passes ("auto" as ``precision``); bfloat16 is faster on CPUs that have
-        it and moves AUROCs little (benchmarks/results/2026-12-06-bfloat16-scoring.md); a threshold holds for one precision.
+        it and moves AUROCs little (benchmarks/results/2026-12-06-bfloat16-scoring.md); a threshold holds
+        for one precision.
     holdout : float in [0, 0.5), default=0.1
         Fraction of the training images (of an in-memory X) held out of training, drawn with
         ``random_state``: the statistics that read a reference (typicality, fused, ...) fit it on them,
@@ -111,8 +113,9 @@ class HVAEOutlierDetector(Thresholds, detectors.Persistence, OutlierMixin, BaseE
         quantile of the held-out images' scores, each scored by references fitted without it
         (leave-one-out), so that it holds for images the references never saw; measured at 0.05 with 40
         to 200 held-out images, 0.039-0.057 of fresh normal images flagged on average per statistic
-        (benchmarks/results/2026-12-06-threshold-calibration.md). Fewer held-out images than 2 / contamination, or than 3
-        per column of the statistic's reference, draw a warning: the share can then be far off.
+        (benchmarks/results/2026-12-06-threshold-calibration.md). Fewer held-out images than
+        2 / contamination, or than 3 per column of the statistic's reference, draw a warning: the share
+        can then be far off.
     device : str or torch.device, default="auto"
         "auto" (CUDA when there is one), "cpu", "cuda" or a torch device string.
     random_state : int, RandomState or None, default=None

@@ -40,7 +40,8 @@ def fitted(request):
 
 def test_fresh_normal_images_are_flagged_at_about_contamination(fitted):
     share = float(np.mean(fitted.predict(FRESH) == -1))
-    # 60-120 held-out images: the quantile of so few spreads (sd 0.024-0.029, benchmarks/results/2026-12-06-threshold-calibration.md); the
+    # 60-120 held-out images: the quantile of so few spreads (sd 0.024-0.029,
+    # benchmarks/results/2026-12-06-threshold-calibration.md); the
     # earlier in-sample threshold flagged 0.09-0.24 of fresh images at these sizes for Fused
     assert 0.01 <= share <= 0.12, share
     assert fitted.threshold_calibration_ == calibration.DESCRIPTION

@@ -132,7 +132,8 @@ def verdict(name: str, table: dict) -> str:
 
 def plot_sets(curves: dict, scores: dict, out_dir: Path, stats=("L", "LLR>1", "LLR>2")):
     """roc_curves.png (one panel per set) and score_histograms.png (a row per set, a column per statistic).
-    curves: {set: {label: (in, out)}} normality scores (higher = more normal); scores: {set: (s_in, s_out)} ood_scores dicts."""
+    curves: {set: {label: (in, out)}} normality scores (higher = more normal); scores: {set: (s_in, s_out)}
+    ood_scores dicts."""
     import matplotlib.pyplot as plt
 
     from hvae_detect.reporting.plots import draw_roc_curves, save_figure

@@ -95,7 +95,8 @@ class HVAE(BaseDetector):
         """A fitted ``HVAE`` around an already fitted ``HVAEOutlierDetector`` (one opened with
         ``HVAEOutlierDetector.load``, say): the scores of the images X (other inliers; its training images
         score as more normal than new ones) become ``decision_scores_``, and ``threshold_`` and ``labels_``
-        follow from ``contamination`` as in PyOD (that share of X labelled). The estimator is used as it is; its own ``offset_`` is not changed."""
+        follow from ``contamination`` as in PyOD (that share of X labelled). The estimator is used as it
+        is; its own ``offset_`` is not changed."""
         if not isinstance(estimator, HVAEOutlierDetector):
             raise ValueError(f"estimator must be a fitted HVAEOutlierDetector, got {type(estimator).__name__}")
         check_is_fitted(estimator, "model_")

@@ -53,8 +53,9 @@ def auto_preset(input_shape, hierarchical: bool = False) -> str:
 
     Colour images get "bottleneck", a one-level VAE whose narrow dense latent cannot carry every
     detail of an image, so that its latent path's norms separate other kinds of images (Huang, He &
-    Lui 2024); the hierarchical "small" did not on colour images (benchmarks/results/2026-12-06-colour-default.md). Grey images, and any statistic that needs a hierarchy (``hierarchical``: L>k, LLR>k),
-    get "small".
+    Lui 2024); the hierarchical "small" did not on colour images
+    (benchmarks/results/2026-12-06-colour-default.md). Grey images, and any statistic that needs a
+    hierarchy (``hierarchical``: L>k, LLR>k), get "small".
     """
     return "bottleneck" if input_shape[0] == 3 and not hierarchical else "small"
 

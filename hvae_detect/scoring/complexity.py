@@ -32,7 +32,8 @@ def _png(image: np.ndarray) -> bytes:
 
 def _webp(image: np.ndarray) -> bytes:
     # quality is the encoder's effort in lossless mode; method 6 (the slowest) is not smaller on small
-    # images and is tens of times slower than the default method 4 (benchmarks/results/2026-12-06-statistics-choosing-pairs.md).
+    # images and is tens of times slower than the default method 4
+    # (benchmarks/results/2026-12-06-statistics-choosing-pairs.md).
     return _pillow(image, "WEBP", lossless=True, quality=100, method=4)
 
 

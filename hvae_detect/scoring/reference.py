@@ -162,8 +162,8 @@ class Gaussian(_Reference):
     nats and strongly correlated; Ledoit-Wolf shrinks towards a multiple of the identity, which
     only makes sense on comparable scales), then scikit-learn's ``LedoitWolf`` gives a shrunk
     covariance whose inverse is kept (with a small ridge where it is singular: a fit on a few
-    held-out images, or on a constant column, still gives finite scores). The log-density is this score halved plus a constant, so it
-    ranks images the same.
+    held-out images, or on a constant column, still gives finite scores). The log-density is this score
+    halved plus a constant, so it ranks images the same.
     """
 
     kind = "gaussian"

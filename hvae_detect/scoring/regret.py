@@ -19,7 +19,8 @@ sampling noise cancels in the difference and ``steps=0`` gives exactly 0. The ca
 modified: the work happens on a copy, in eval mode (no dropout).
 
 The cost is ``steps`` forward and backward passes of one image per image (see
-benchmarks/quality/regret_cost.py and benchmarks/results/2026-12-06-likelihood-regret.md): an opt-in statistic, not a default.
+benchmarks/quality/regret_cost.py and benchmarks/results/2026-12-06-likelihood-regret.md): an opt-in
+statistic, not a default.
 """
 
 from __future__ import annotations

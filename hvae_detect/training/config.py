@@ -22,7 +22,8 @@ FREE_NATS_MODES = ("element", "layer")
 # most AUTO_MAX_EPOCHS epochs. A one-level model (preset "bottleneck") also takes a higher learning rate
 # and the KL warm-up and free nats over fractions of its epochs: on the colour choosing pairs that
 # separated GTSRB 0.913 and Tiny ImageNet 0.739 where 3e-4 and 5 / 10 epochs gave 0.736 / 0.581
-# (benchmarks/results/2026-12-06-colour-default.md); hierarchical models keep the fixed defaults they were measured with.
+# (benchmarks/results/2026-12-06-colour-default.md); hierarchical models keep the fixed defaults they
+# were measured with.
 AUTO_TRAINING_IMAGES, AUTO_MAX_EPOCHS = 60_000, 50
 ONE_LEVEL = {"learning_rate": 1e-3, "warmup_fraction": 0.2, "free_nats_fraction": 0.4}
 AUTO = "auto"

@@ -11,9 +11,9 @@ from 0 to 1 over ``warmup_epochs``. Both are evaluated at fractional epochs so
 they move every step.
 Free nats come in two modes (``TrainingConfig.free_nats_mode``, described there).
 ``TrainingConfig.compile`` runs the model's pass through torch.compile (the loss around it stays eager:
-its schedules change every step); measured in benchmarks/results/2026-12-06-bfloat16-training-cpu.md, opt-in since compiling costs about
-a minute on two cores. torch keeps a few graphs per function and process: after a few compiled fits in
-one process, later ones train eagerly (torch warns). Scoring stays eager: a compiled pass differs from
+its schedules change every step); measured in benchmarks/results/2026-12-06-bfloat16-training-cpu.md,
+opt-in since compiling costs about a minute on two cores. torch keeps a few graphs per function and
+process: after a few compiled fits in one process, later ones train eagerly (torch warns). Scoring stays eager: a compiled pass differs from
 the eager one in the last bits, and which one runs would depend on the process, not on the image.
 """
 
@@ -176,7 +176,8 @@ def epoch_records(
     source = data if streamed else TensorBatches(data, config.batch_size, transform, generator)
     ctx = source.ctx
     # Convolutions run channels-last (same values, faster kernels; see channels_last_weights), except in
-    # bfloat16 on a CPU, where oneDNN's NCHW kernels measured faster (benchmarks/results/2026-12-06-bfloat16-training-cpu.md).
+    # bfloat16 on a CPU, where oneDNN's NCHW kernels measured faster
+    # (benchmarks/results/2026-12-06-bfloat16-training-cpu.md).
     cpu_bfloat16 = source.device.type == "cpu" and resolve_precision(config.precision, source.device) == "bfloat16"
     with contextlib.nullcontext() if cpu_bfloat16 else model.channels_last_weights():
         if streamed and config.data_init and start_epoch == 0:  # as the paper: the first (global) batch
