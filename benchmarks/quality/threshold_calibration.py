@@ -1,6 +1,6 @@
 """Thresholds of the statistics with a fitted reference: which calibration flags `contamination` of fresh images.
 
-    OMP_NUM_THREADS=1 python benchmarks/quality/threshold_calibration.py --cache /tmp/calibration --timing 1000
+    OMP_NUM_THREADS=1 python benchmarks/quality/threshold_calibration.py --cache calibration-cache --timing 1000
     # the fit and scoring: ~6 min per data set on 2 shared cores, once; then ~7 min per data set at 50 seeds
 
 The estimator's ``fit`` fitted each statistic's reference (``hvae_detect.scoring.reference``) on the
