@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hvae_detect.commands.run_config import read_auroc_key
 from hvae_detect.persistence.atomic import atomic_write_text
 from hvae_detect.reporting.plots import plt, save_figure
+from hvae_detect.scoring import statistics
 
 
 def learning_curve(run_dir, ood_label: str) -> list[dict]:
@@ -25,7 +27,8 @@ def learning_curve(run_dir, ood_label: str) -> list[dict]:
         val = entry.get("val", {}).get(ood_label)
         if not val or "auroc_L" not in val:
             continue
-        llr = {int(key.rsplit("gt", 1)[1]): v for key, v in val.items() if key.startswith("auroc_LLRgt")}
+        stats = [(statistics.read_key(read_auroc_key(key)), v) for key, v in val.items() if read_auroc_key(key)]
+        llr = {k: v for (row, k), v in stats if row.name == "llr"}
         k = max(llr, key=llr.get) if llr else None
         rows.append(
             {
