@@ -197,3 +197,18 @@ def test_the_batch_typicality_test_finds_a_shifted_batch_no_image_of_which_stand
     assert typical.batch_p_value(shifted) < 1e-6 and typical.batch_p_value(rng.normal(0.0, 1.0, 200)) > 1e-3
     with pytest.raises(ValueError, match="not fitted"):
         Typicality().batch_p_value(shifted)
+
+
+def test_unfitted_references_round_trip_through_a_saved_detector_as_their_reason():
+    from hvae_detect.persistence.detectors import references_from_json, references_to_json
+    from hvae_detect.scoring.reference import Unfitted, is_fitted
+
+    fitted = Gaussian().fit(np.random.default_rng(0).normal(size=(20, 3)))
+    held = {"fused": fitted, "typicality": Unfitted("too few images"), "old": "a reason of an older pickle"}
+    saved = json.loads(json.dumps(references_to_json(held)))
+    assert saved["typicality"] == "too few images" and saved["old"] == "a reason of an older pickle"
+    loaded = references_from_json(saved)
+    assert loaded["typicality"] == Unfitted("too few images") and loaded["old"] == Unfitted(held["old"])
+    assert is_fitted(loaded["fused"]) and not is_fitted(loaded["typicality"]) and not is_fitted(None)
+    V = np.random.default_rng(1).normal(size=(5, 3))
+    np.testing.assert_array_equal(loaded["fused"].score(V), fitted.score(V))

@@ -28,8 +28,10 @@ def references_to_json(references: dict) -> dict:
     arrays as lists of floats (exact through JSON) beside their metadata; an unfitted one's reason as a string."""
     out = {}
     for name, fitted in references.items():
-        if not reference.is_fitted(fitted):
+        if isinstance(fitted, reference.Unfitted):
             out[name] = fitted.reason
+        elif isinstance(fitted, str):  # a detector pickled before reasons were Unfitted
+            out[name] = fitted
         else:
             arrays, meta = fitted.to_state()
             out[name] = {"meta": meta, "arrays": {key: value.tolist() for key, value in arrays.items()}}
