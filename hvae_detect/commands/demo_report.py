@@ -14,7 +14,8 @@ from hvae_detect.reporting.metrics import detection_metrics
 from hvae_detect.scoring import statistics
 
 # What score_samples returns with the estimator's defaults (its statistic at its k).
-RECOMMENDED = statistics.output_key(HVAEOutlierDetector().statistic, HVAEOutlierDetector().k)
+_DEFAULTS = HVAEOutlierDetector().get_params()
+RECOMMENDED = statistics.output_key(_DEFAULTS["statistic"], _DEFAULTS["k"])
 
 # The demo's out-of-distribution sets (made by demo.ood_sets), as its output names and describes them.
 FAR_SETS = ("right-half-erased", "lower-rows-erased")

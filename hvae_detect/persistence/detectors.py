@@ -28,10 +28,8 @@ def references_to_json(references: dict) -> dict:
     arrays as lists of floats (exact through JSON) beside their metadata; an unfitted one's reason as a string."""
     out = {}
     for name, fitted in references.items():
-        if isinstance(fitted, reference.Unfitted):
+        if not reference.is_fitted(fitted):
             out[name] = fitted.reason
-        elif isinstance(fitted, str):  # a detector pickled before reasons were Unfitted
-            out[name] = fitted
         else:
             arrays, meta = fitted.to_state()
             out[name] = {"meta": meta, "arrays": {key: value.tolist() for key, value in arrays.items()}}
@@ -110,6 +108,11 @@ class Persistence:
         super().__setstate__(state)
         if saved is not None:
             self.model_ = model_from_state(saved)
+        if getattr(self, "references_", None):  # pickled before reasons were Unfitted: they were strings
+            self.references_ = {
+                name: reference.Unfitted(held) if isinstance(held, str) else held
+                for name, held in self.references_.items()
+            }
 
 
 def write_detector(path, detector, overwrite: bool):

@@ -13,8 +13,9 @@ Free nats come in two modes (``TrainingConfig.free_nats_mode``, described there)
 ``TrainingConfig.compile`` runs the model's pass through torch.compile (the loss around it stays eager:
 its schedules change every step); measured in benchmarks/results/2026-12-06-bfloat16-training-cpu.md,
 opt-in since compiling costs about a minute on two cores. torch keeps a few graphs per function and
-process: after a few compiled fits in one process, later ones train eagerly (torch warns). Scoring stays eager: a compiled pass differs from
-the eager one in the last bits, and which one runs would depend on the process, not on the image.
+process: after a few compiled fits in one process, later ones train eagerly (torch warns). Scoring stays
+eager: a compiled pass differs from the eager one in the last bits, and which one runs would depend on
+the process, not on the image.
 """
 
 from __future__ import annotations
